@@ -59,6 +59,11 @@ pub fn default_cache_dir() -> Result<PathBuf> {
 /// version it assumes, taken from `go.mod`). A first build takes minutes; later ones are served
 /// from Go's build cache.
 pub fn ensure_helm(cache_dir: &Path) -> Result<PathBuf> {
+    ensure_helm_with(cache_dir, Path::new("go"))
+}
+
+/// `ensure_helm` with the Go toolchain at `go` (a name looked up in PATH, or a path).
+fn ensure_helm_with(cache_dir: &Path, go: &Path) -> Result<PathBuf> {
     let module_dir = helm_module_dir();
     let bin_dir = cache_dir.join("bin");
     fs::create_dir_all(&bin_dir)
@@ -90,7 +95,7 @@ pub fn ensure_helm(cache_dir: &Path) -> Result<PathBuf> {
         "building helm from its Go module (the first build takes a few minutes)"
     );
     let tmp = bin_dir.join(format!(".helm.tmp.{}", std::process::id()));
-    let output = Command::new("go")
+    let output = Command::new(go)
         .current_dir(&module_dir)
         .env("CGO_ENABLED", "0")
         .args(["build", "-trimpath", "-ldflags", &ldflags, "-o"])
@@ -100,9 +105,10 @@ pub fn ensure_helm(cache_dir: &Path) -> Result<PathBuf> {
     let output = match output {
         Ok(output) => output,
         Err(err) if err.kind() == ErrorKind::NotFound => bail!(
-            "the Go toolchain (`go`) was not found in PATH; it is needed to build helm from {} \
+            "the Go toolchain ({}) was not found; it is needed to build helm from {} \
              (install Go {} or newer, e.g. `apt-get install golang-go` or from https://go.dev/dl, \
              and make sure `go` is on PATH)",
+            go.display(),
             module_dir.display(),
             go_directive(&go_mod).unwrap_or("1.24")
         ),
@@ -119,13 +125,8 @@ pub fn ensure_helm(cache_dir: &Path) -> Result<PathBuf> {
             tail(&String::from_utf8_lossy(&output.stderr), 60)
         );
     }
-    fs::rename(&tmp, &binary).with_context(|| {
-        format!(
-            "failed to move {} to {}",
-            tmp.display(),
-            binary.display()
-        )
-    })?;
+    fs::rename(&tmp, &binary)
+        .with_context(|| format!("failed to move {} to {}", tmp.display(), binary.display()))?;
     write_atomically(&stamp_path, stamp.as_bytes())?;
     tracing::info!(path = %binary.display(), "helm is built");
     Ok(binary)
@@ -152,7 +153,10 @@ fn build_ldflags(go_mod: &str) -> Result<String> {
         format!("-X helm.sh/helm/v3/internal/version.version={helm_version}"),
         "-X helm.sh/helm/v3/internal/version.gitTreeState=clean".to_string(),
     ];
-    for pkg in ["helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"] {
+    for pkg in [
+        "helm.sh/helm/v3/pkg/lint/rules",
+        "helm.sh/helm/v3/pkg/chartutil",
+    ] {
         flags.push(format!("-X {pkg}.k8sVersionMajor=1"));
         flags.push(format!("-X {pkg}.k8sVersionMinor={kube_minor}"));
     }
@@ -165,13 +169,17 @@ fn required_version<'a>(go_mod: &'a str, module: &str) -> Option<&'a str> {
         let line = line.split("//").next().unwrap_or("").trim();
         let line = line.strip_prefix("require").map_or(line, str::trim_start);
         let mut words = line.split_whitespace();
-        (words.next() == Some(module)).then(|| words.next()).flatten()
+        (words.next() == Some(module))
+            .then(|| words.next())
+            .flatten()
     })
 }
 
 /// The Go version that `go_mod`'s `go` directive asks for.
 fn go_directive(go_mod: &str) -> Option<&str> {
-    go_mod.lines().find_map(|line| line.trim().strip_prefix("go ").map(str::trim))
+    go_mod
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("go ").map(str::trim))
 }
 
 /// The stamp: a sha256 over everything that determines the binary (up to the Go toolchain).
@@ -267,6 +275,21 @@ mod tests {
         assert_ne!(base, compute_stamp("a", "bx", "c"));
         // Moving bytes between inputs changes the stamp too.
         assert_ne!(compute_stamp("ab", "", "c"), compute_stamp("a", "b", "c"));
+    }
+
+    #[test]
+    fn missing_go_is_reported_clearly() {
+        let cache = std::env::temp_dir().join(format!("weft-helm-test-{}", std::process::id()));
+        let err = ensure_helm_with(&cache, Path::new("/nonexistent/weft-test/go")).unwrap_err();
+        let _ = fs::remove_dir_all(&cache);
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("Go toolchain (/nonexistent/weft-test/go) was not found"),
+            "{message}"
+        );
+        let go_mod = read(&helm_module_dir().join("go.mod")).unwrap();
+        let wanted = format!("install Go {} or newer", go_directive(&go_mod).unwrap());
+        assert!(message.contains(&wanted), "{message}");
     }
 
     #[test]

@@ -1,0 +1,615 @@
+//! Tests of the Helm chart `charts/weft`, with a Helm built from `e2e/helm` (see `helm.rs`).
+//!
+//! - `helm lint --strict` passes, with the defaults and with every optional feature on;
+//! - `helm template` output equals the golden files in `charts/weft/tests/golden/`
+//!   (`WEFT_UPDATE_GOLDEN=1 cargo test -p weft-e2e --test chart` rewrites them; review the diff);
+//! - the rendered objects keep the contracts others rely on (host network, tolerations, flags
+//!   in `args`, labels, RBAC) for several value combinations;
+//! - `values.schema.json` and the chart's own checks refuse bad values;
+//! - the chart's copy of the CRD is the generated one in `crds/`.
+//!
+//! None of this needs a cluster: `helm lint` and `helm template` are client-side.
+
+#[path = "../src/helm.rs"]
+#[allow(dead_code)]
+mod helm;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+const RELEASE: &str = "weft";
+const NAMESPACE: &str = "weft-system";
+const CRD_FILE: &str = "weft.dev_networkfabrics.yaml";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e has a parent directory")
+        .to_path_buf()
+}
+
+fn chart_dir() -> PathBuf {
+    repo_root().join("charts").join("weft")
+}
+
+/// The Helm binary, built once per test process (and cached across processes by `ensure_helm`).
+fn helm_binary() -> &'static Path {
+    static HELM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = HELM.get_or_init(|| {
+        let cache = helm::default_cache_dir().map_err(|e| format!("{e:#}"))?;
+        helm::ensure_helm(&cache).map_err(|e| format!("{e:#}"))
+    });
+    match built {
+        Ok(path) => path,
+        Err(err) => panic!("cannot build helm: {err}"),
+    }
+}
+
+/// Runs helm with a private home, so that a developer's repositories, plugins and kubeconfig
+/// cannot change what these tests see.
+fn run_helm(args: &[&str]) -> Output {
+    let home = std::env::temp_dir().join(format!("weft-chart-test-{}", std::process::id()));
+    Command::new(helm_binary())
+        .args(args)
+        .current_dir(repo_root())
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .env("KUBECONFIG", home.join("kubeconfig"))
+        .env_remove("HELM_NAMESPACE")
+        .env_remove("HELM_KUBECONTEXT")
+        .output()
+        .expect("failed to run helm")
+}
+
+fn describe(args: &[&str], out: &Output) -> String {
+    format!(
+        "helm {}\nexit: {}\nstdout:\n{}\nstderr:\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `helm template` of the chart with `--set`/`-f` arguments; panics unless it succeeds.
+fn template(extra: &[&str]) -> String {
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("the chart path is UTF-8");
+    let mut args = vec!["template", RELEASE, chart, "--namespace", NAMESPACE];
+    args.extend_from_slice(extra);
+    let out = run_helm(&args);
+    assert!(out.status.success(), "{}", describe(&args, &out));
+    String::from_utf8(out.stdout).expect("helm prints UTF-8")
+}
+
+/// `helm template` with arguments that must be refused; returns helm's stderr.
+fn template_err(extra: &[&str]) -> String {
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("the chart path is UTF-8");
+    let mut args = vec!["template", RELEASE, chart, "--namespace", NAMESPACE];
+    args.extend_from_slice(extra);
+    let out = run_helm(&args);
+    assert!(
+        !out.status.success(),
+        "expected helm to refuse these values\n{}",
+        describe(&args, &out)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The rendered objects, keyed by "Kind/name".
+fn objects(rendered: &str) -> BTreeMap<String, Value> {
+    let mut objects = BTreeMap::new();
+    for doc in rendered.split("\n---") {
+        let value: Value = yaml_serde::from_str(doc)
+            .unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}\n{doc}"));
+        if value.is_null() {
+            continue;
+        }
+        let key = format!(
+            "{}/{}",
+            value["kind"].as_str().unwrap(),
+            value["metadata"]["name"].as_str().unwrap()
+        );
+        assert!(
+            objects.insert(key.clone(), value).is_none(),
+            "{key} is rendered twice"
+        );
+    }
+    objects
+}
+
+fn get<'a>(objects: &'a BTreeMap<String, Value>, key: &str) -> &'a Value {
+    objects.get(key).unwrap_or_else(|| {
+        panic!(
+            "{key} is not rendered; rendered: {:?}",
+            objects.keys().collect::<Vec<_>>()
+        )
+    })
+}
+
+fn operator_container(objects: &BTreeMap<String, Value>) -> &Value {
+    &get(objects, "Deployment/weft-operator")["spec"]["template"]["spec"]["containers"][0]
+}
+
+fn args_of(container: &Value) -> Vec<&str> {
+    container["args"]
+        .as_array()
+        .expect("the container has args")
+        .iter()
+        .map(|a| a.as_str().expect("args are strings"))
+        .collect()
+}
+
+fn assert_golden(name: &str, actual: &str) {
+    let path = chart_dir().join("tests").join("golden").join(name);
+    if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+        std::fs::write(&path, actual)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e}; create it with WEFT_UPDATE_GOLDEN=1 cargo test -p weft-e2e --test chart",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let first_difference = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(e, a)| e != a)
+            .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()));
+        let context = |text: &str| {
+            text.lines()
+                .enumerate()
+                .skip(first_difference.saturating_sub(3))
+                .take(7)
+                .map(|(i, l)| format!("{:5} | {l}", i + 1))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        panic!(
+            "helm template output differs from {} at line {}\n--- golden:\n{}\n--- rendered:\n{}\n\
+             If the change is intended, run WEFT_UPDATE_GOLDEN=1 cargo test -p weft-e2e --test chart \
+             and review the diff.",
+            path.display(),
+            first_difference + 1,
+            context(&expected),
+            context(actual)
+        );
+    }
+}
+
+const ALL_FEATURES: &[&str] = &["-f", "charts/weft/tests/values-all-features.yaml"];
+
+#[test]
+fn lint_strict_passes() {
+    for extra in [&[][..], ALL_FEATURES] {
+        let mut args = vec!["lint", "--strict", "charts/weft", "--namespace", NAMESPACE];
+        args.extend_from_slice(extra);
+        let out = run_helm(&args);
+        assert!(out.status.success(), "{}", describe(&args, &out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("1 chart(s) linted, 0 chart(s) failed"),
+            "{}",
+            describe(&args, &out)
+        );
+        assert!(
+            !stdout.contains("[WARNING]") && !stdout.contains("[ERROR]"),
+            "{}",
+            describe(&args, &out)
+        );
+    }
+}
+
+#[test]
+fn template_matches_golden() {
+    assert_golden("template.yaml", &template(&[]));
+}
+
+#[test]
+fn template_with_all_features_matches_golden() {
+    assert_golden("template-all-features.yaml", &template(ALL_FEATURES));
+}
+
+#[test]
+fn operator_runs_before_the_pod_network_exists() {
+    let objects = objects(&template(&[]));
+    let pod = &get(&objects, "Deployment/weft-operator")["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+    assert_eq!(
+        pod["tolerations"],
+        serde_json::json!([{"operator": "Exists"}])
+    );
+    assert_eq!(pod["priorityClassName"], "system-cluster-critical");
+    assert_eq!(pod["serviceAccountName"], "weft-operator");
+}
+
+#[test]
+fn operator_container_follows_the_local_cluster_contract() {
+    let objects = objects(&template(&[
+        "--set",
+        "image.tag=dev",
+        "--set",
+        "logFormat=text",
+    ]));
+    let container = operator_container(&objects);
+    // The local cluster maps the image's last path segment to a binary and passes `args`.
+    assert_eq!(container["image"], "weft.dev/weft-operator:dev");
+    assert!(
+        container.get("command").is_none(),
+        "command must stay unset: {container}"
+    );
+    assert_eq!(
+        args_of(container),
+        [
+            "--agent-image=weft.dev/weft-agent:0.1.0",
+            "--metrics-addr=0.0.0.0:9481",
+            "--health-addr=0.0.0.0:9482",
+            "--log-format=text",
+            "--leader-election=true",
+        ]
+    );
+    let env: BTreeMap<&str, &Value> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e))
+        .collect();
+    assert_eq!(
+        env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+    assert_eq!(
+        env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "health");
+    let ports: Vec<(&str, i64)> = container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["containerPort"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ports, [("metrics", 9481), ("health", 9482)]);
+    let security = &container["securityContext"];
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+}
+
+#[test]
+fn agent_image_defaults_to_app_version_and_can_be_pinned() {
+    let objects = objects(&template(&[
+        "--set",
+        "agent.image.repository=registry.example/weft-agent",
+        "--set",
+        "agent.image.tag=v9",
+    ]));
+    assert_eq!(
+        args_of(operator_container(&objects))[0],
+        "--agent-image=registry.example/weft-agent:v9"
+    );
+}
+
+#[test]
+fn every_object_carries_the_standard_labels() {
+    for extra in [&[][..], ALL_FEATURES] {
+        for (key, object) in objects(&template(extra)) {
+            let labels = &object["metadata"]["labels"];
+            assert_eq!(labels["app.kubernetes.io/name"], "weft", "{key}");
+            assert_eq!(labels["app.kubernetes.io/instance"], RELEASE, "{key}");
+            assert_eq!(labels["app.kubernetes.io/version"], "0.1.0", "{key}");
+            assert_eq!(labels["app.kubernetes.io/managed-by"], "Helm", "{key}");
+            assert_eq!(labels["helm.sh/chart"], "weft-0.1.0", "{key}");
+        }
+    }
+}
+
+#[test]
+fn namespaced_objects_land_in_the_release_namespace() {
+    const CLUSTER_SCOPED: &[&str] = &["ClusterRole", "ClusterRoleBinding", "NetworkFabric"];
+    for (key, object) in objects(&template(ALL_FEATURES)) {
+        let kind = object["kind"].as_str().unwrap();
+        let namespace = &object["metadata"]["namespace"];
+        if CLUSTER_SCOPED.contains(&kind) {
+            assert!(
+                namespace.is_null(),
+                "{key} is cluster-scoped but has namespace {namespace}"
+            );
+        } else {
+            assert_eq!(namespace, NAMESPACE, "{key}");
+        }
+    }
+}
+
+/// The operator's ClusterRole, as (apiGroup, resource) → verbs.
+fn cluster_role_rules(role: &Value) -> BTreeMap<(String, String), Vec<String>> {
+    let mut rules: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for rule in role["rules"].as_array().expect("the role has rules") {
+        assert!(rule.get("resourceNames").is_none(), "{rule}");
+        for group in rule["apiGroups"].as_array().unwrap() {
+            for resource in rule["resources"].as_array().unwrap() {
+                let verbs = rules
+                    .entry((
+                        group.as_str().unwrap().to_string(),
+                        resource.as_str().unwrap().to_string(),
+                    ))
+                    .or_default();
+                for verb in rule["verbs"].as_array().unwrap() {
+                    let verb = verb.as_str().unwrap().to_string();
+                    assert_ne!(verb, "*", "wildcard verb in {rule}");
+                    verbs.push(verb);
+                }
+                verbs.sort();
+                verbs.dedup();
+            }
+        }
+    }
+    rules
+}
+
+#[test]
+fn operator_rbac_is_least_privilege() {
+    let objects = objects(&template(&[]));
+    let rules = cluster_role_rules(get(&objects, "ClusterRole/weft-operator"));
+    let verbs = |group: &str, resource: &str| -> Vec<&str> {
+        rules
+            .get(&(group.to_string(), resource.to_string()))
+            .map(|v| v.iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    };
+    // Nothing anywhere is granted wildcards, secrets, or the power to write roles' escalate.
+    for ((group, resource), verbs) in &rules {
+        assert_ne!(resource, "*", "wildcard resource in group {group:?}");
+        assert_ne!(resource, "secrets", "the operator must not read secrets");
+        assert!(
+            !verbs.iter().any(|v| v == "escalate" || v == "impersonate"),
+            "{group}/{resource}: {verbs:?}"
+        );
+    }
+    assert_eq!(
+        verbs("weft.dev", "networkfabrics"),
+        ["get", "list", "patch", "update", "watch"]
+    );
+    assert_eq!(
+        verbs("weft.dev", "networkfabrics/status"),
+        ["patch", "update"]
+    );
+    assert_eq!(
+        verbs("apps", "daemonsets"),
+        ["create", "delete", "get", "list", "patch", "watch"]
+    );
+    assert_eq!(
+        verbs("rbac.authorization.k8s.io", "clusterroles"),
+        ["bind", "create", "delete", "get", "list", "patch", "watch"]
+    );
+    assert_eq!(verbs("events.k8s.io", "events"), ["create", "patch"]);
+    // The operator never deletes what it did not create, nor nodes or pods.
+    assert!(!verbs("", "nodes").contains(&"delete"));
+    assert!(!verbs("", "pods").contains(&"delete"));
+    // The agent's permissions, which the operator must hold to grant them.
+    assert_eq!(verbs("", "nodes/status"), ["patch"]);
+    assert_eq!(
+        verbs("networking.k8s.io", "networkpolicies"),
+        ["list", "watch"]
+    );
+
+    // The Lease is the only thing it writes in its own namespace.
+    let role = get(&objects, "Role/weft-operator-leader-election");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}])
+    );
+    let binding = get(&objects, "ClusterRoleBinding/weft-operator");
+    assert_eq!(binding["roleRef"]["name"], "weft-operator");
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "weft-operator", "namespace": NAMESPACE}])
+    );
+}
+
+#[test]
+fn fabric_is_optional_and_comes_from_values() {
+    let objects_default = objects(&template(&[]));
+    let fabric = get(&objects_default, "NetworkFabric/default");
+    assert_eq!(fabric["apiVersion"], "weft.dev/v1alpha1");
+    assert_eq!(
+        fabric["spec"]["podNetwork"]["cidrs"],
+        serde_json::json!(["10.244.0.0/16"])
+    );
+    assert_eq!(fabric["spec"]["overlay"]["backend"], "vxlan");
+    // The pre-delete hook removes exactly this fabric, and may delete nothing else.
+    let hook = get(&objects_default, "Job/weft-uninstall");
+    assert_eq!(
+        hook["metadata"]["annotations"]["helm.sh/hook"],
+        "pre-delete"
+    );
+    assert_eq!(hook["spec"]["template"]["spec"]["hostNetwork"], true);
+    let hook_args = args_of(&hook["spec"]["template"]["spec"]["containers"][0]);
+    assert_eq!(
+        &hook_args[..3],
+        ["delete", "networkfabrics.weft.dev", "default"]
+    );
+    assert!(hook_args.contains(&"--wait=true"), "{hook_args:?}");
+    let hook_role = get(&objects_default, "ClusterRole/weft-uninstall");
+    let delete_rule = hook_role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["verbs"].as_array().unwrap().iter().any(|v| v == "delete"))
+        .expect("the hook may delete");
+    assert_eq!(delete_rule["resourceNames"], serde_json::json!(["default"]));
+
+    let renamed = objects(&template(&[
+        "--set",
+        "fabric.name=prod",
+        "--set",
+        "fabric.spec.overlay.backend=host-gw",
+    ]));
+    assert_eq!(
+        get(&renamed, "NetworkFabric/prod")["spec"]["overlay"]["backend"],
+        "host-gw"
+    );
+    assert_eq!(
+        args_of(&get(&renamed, "Job/weft-uninstall")["spec"]["template"]["spec"]["containers"][0])
+            [2],
+        "prod"
+    );
+
+    let without = objects(&template(&["--set", "fabric.create=false"]));
+    for kind in ["NetworkFabric/", "Job/", "ClusterRole/weft-uninstall"] {
+        assert!(
+            !without.keys().any(|k| k.starts_with(kind)),
+            "{kind} rendered with fabric.create=false"
+        );
+    }
+    assert!(without.contains_key("Deployment/weft-operator"));
+}
+
+#[test]
+fn replicas_scale_with_leader_election_and_a_disruption_budget() {
+    let single = objects(&template(&[]));
+    assert_eq!(
+        get(&single, "Deployment/weft-operator")["spec"]["replicas"],
+        1
+    );
+    assert!(
+        !single.keys().any(|k| k.starts_with("PodDisruptionBudget/")),
+        "one replica must not block drains"
+    );
+
+    let two = objects(&template(&["--set", "replicas=2"]));
+    assert_eq!(get(&two, "Deployment/weft-operator")["spec"]["replicas"], 2);
+    assert_eq!(
+        get(&two, "PodDisruptionBudget/weft-operator")["spec"]["maxUnavailable"],
+        1
+    );
+    assert!(args_of(operator_container(&two)).contains(&"--leader-election=true"));
+
+    let err = template_err(&[
+        "--set",
+        "replicas=2",
+        "--set",
+        "leaderElection.enabled=false",
+    ]);
+    assert!(
+        err.contains("replicas > 1 needs leaderElection.enabled=true"),
+        "{err}"
+    );
+    let alone = objects(&template(&["--set", "leaderElection.enabled=false"]));
+    assert!(args_of(operator_container(&alone)).contains(&"--leader-election=false"));
+    assert!(!alone.contains_key("Role/weft-operator-leader-election"));
+}
+
+#[test]
+fn existing_service_account_and_no_rbac() {
+    let objects = objects(&template(&[
+        "--set",
+        "serviceAccount.create=false",
+        "--set",
+        "serviceAccount.name=platform-weft",
+        "--set",
+        "rbac.create=false",
+    ]));
+    assert!(
+        !objects
+            .keys()
+            .any(|k| k.starts_with("ServiceAccount/weft-operator"))
+    );
+    assert!(!objects.contains_key("ClusterRole/weft-operator"));
+    assert_eq!(
+        get(&objects, "Deployment/weft-operator")["spec"]["template"]["spec"]["serviceAccountName"],
+        "platform-weft"
+    );
+    let err = template_err(&["--set", "serviceAccount.create=false"]);
+    assert!(err.contains("serviceAccount.name is required"), "{err}");
+}
+
+#[test]
+fn schema_rejects_bad_values() {
+    // (--set argument, a fragment helm's schema error must contain)
+    let cases: &[(&str, &str)] = &[
+        ("replicas=-1", "replicas"),
+        ("replicas=1.5", "replicas"),
+        ("bogus=1", "bogus"),
+        ("image.registry=example.org", "registry"),
+        ("logFormat=xml", "logFormat"),
+        ("metrics.port=70000", "port"),
+        ("health.port=0", "port"),
+        ("image.repository=", "repository"),
+        ("image.pullPolicy=Sometimes", "pullPolicy"),
+        ("fabric.name=Not_A_Name", "name"),
+        ("fabric.create=yes", "create"),
+        ("tolerations[0].operator=Maybe", "operator"),
+        ("resources.requests.cpu=lots", "cpu"),
+        ("securityContext.privilege=true", "privilege"),
+        ("uninstall.timeoutSeconds=1", "timeoutSeconds"),
+    ];
+    for (set, fragment) in cases {
+        let err = template_err(&["--set", set]);
+        assert!(
+            err.contains("values don't meet the specifications of the schema"),
+            "--set {set}: not refused by the schema:\n{err}"
+        );
+        assert!(
+            err.contains(fragment),
+            "--set {set}: the error does not name {fragment:?}:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn chart_checks_refuse_contradictory_values() {
+    let err = template_err(&["--set", "metrics.port=9482"]);
+    assert!(
+        err.contains("metrics.port and health.port must differ"),
+        "{err}"
+    );
+    let err = template_err(&["--set", "metrics.serviceMonitor.enabled=true"]);
+    assert!(err.contains("needs metrics.service.enabled=true"), "{err}");
+}
+
+/// The chart ships the CRD that the crds crate generates; Helm installs it from charts/weft/crds.
+/// Copy it after regenerating: `cp crds/weft.dev_networkfabrics.yaml charts/weft/crds/`.
+#[test]
+fn chart_crd_is_the_generated_crd() {
+    let generated = repo_root().join("crds").join(CRD_FILE);
+    let shipped = chart_dir().join("crds").join(CRD_FILE);
+    let generated_text = std::fs::read_to_string(&generated)
+        .unwrap_or_else(|e| panic!("cannot read the generated CRD {}: {e}", generated.display()));
+    let shipped_text = std::fs::read_to_string(&shipped).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e}; copy it with `cp {} {}`",
+            shipped.display(),
+            generated.display(),
+            shipped.display()
+        )
+    });
+    assert!(
+        generated_text == shipped_text,
+        "{} differs from {}; copy it with `cp {} {}`",
+        shipped.display(),
+        generated.display(),
+        generated.display(),
+        shipped.display()
+    );
+    let crd: Value = yaml_serde::from_str(&shipped_text).expect("the CRD is YAML");
+    assert_eq!(crd["metadata"]["name"], "networkfabrics.weft.dev");
+    assert_eq!(crd["spec"]["scope"], "Cluster");
+}
