@@ -1,0 +1,195 @@
+//! The control plane as local processes in the root namespace, all on loopback: etcd, kube-apiserver
+//! (RBAC and the Node authorizer on, service-account tokens), kube-controller-manager (node CIDR
+//! allocation, garbage collector, DaemonSet/Deployment/namespace controllers) and kube-scheduler.
+
+use crate::config::ClusterConfig;
+use crate::pki::{ClientIdentity, generate, write_kubeconfig};
+use crate::sys::{read_pid, pid_alive, spawn_daemon, wait_until};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Control-plane processes in start order.
+pub const COMPONENTS: &[&str] = &["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"];
+
+/// The service-account issuer; tokens carry it as `iss` and the API server as default audience.
+pub const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// Writes the PKI and the kubeconfigs of the admin, the controllers and every node.
+pub fn write_credentials(cfg: &ClusterConfig) -> Result<()> {
+    let pki = cfg.pki_dir();
+    let mut sans: Vec<String> = vec![
+        "127.0.0.1".into(),
+        "::1".into(),
+        "localhost".into(),
+        cfg.gateway_ip().to_string(),
+        cfg.gateway_ip6(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        "kubernetes.default.svc.cluster.local".into(),
+    ];
+    sans.extend(first_service_ips(cfg));
+    let node_users: Vec<(String, String)> = cfg
+        .node_names()
+        .into_iter()
+        .map(|n| (n.clone(), format!("system:node:{n}")))
+        .collect();
+    let mut clients = vec![
+        ClientIdentity { stem: "admin", user: "weft-admin", groups: &["system:masters"] },
+        ClientIdentity { stem: "kube-controller-manager", user: "system:kube-controller-manager", groups: &[] },
+        ClientIdentity { stem: "kube-scheduler", user: "system:kube-scheduler", groups: &[] },
+    ];
+    for (stem, user) in &node_users {
+        clients.push(ClientIdentity { stem, user, groups: &["system:nodes"] });
+    }
+    generate(&pki, &sans, &clients)?;
+    write_kubeconfig(&cfg.kubeconfig(), &cfg.api_url_local(), &pki, "admin")?;
+    for c in ["kube-controller-manager", "kube-scheduler"] {
+        write_kubeconfig(&kubeconfig_of(cfg, c), &cfg.api_url_local(), &pki, c)?;
+    }
+    for (n, _) in &node_users {
+        write_kubeconfig(&kubeconfig_of(cfg, n), &cfg.api_url_in_cluster(), &pki, n)?;
+    }
+    Ok(())
+}
+
+/// The first address of each service CIDR (the `kubernetes` Service's ClusterIP).
+fn first_service_ips(cfg: &ClusterConfig) -> Vec<String> {
+    cfg.service_cidrs
+        .iter()
+        .filter_map(|c| {
+            let (addr, _) = c.split_once('/')?;
+            match addr.parse::<std::net::IpAddr>().ok()? {
+                std::net::IpAddr::V4(a) => Some(std::net::Ipv4Addr::from(u32::from(a) + 1).to_string()),
+                std::net::IpAddr::V6(a) => Some(std::net::Ipv6Addr::from(u128::from(a) + 1).to_string()),
+            }
+        })
+        .collect()
+}
+
+/// The kubeconfig of a component or node.
+pub fn kubeconfig_of(cfg: &ClusterConfig, who: &str) -> PathBuf {
+    cfg.state_dir().join("kubeconfigs").join(format!("{who}.kubeconfig"))
+}
+
+fn pidfile(cfg: &ClusterConfig, name: &str) -> PathBuf {
+    cfg.pid_dir().join(format!("{name}.pid"))
+}
+
+/// Whether the named daemon of this cluster is running.
+pub fn running(cfg: &ClusterConfig, name: &str) -> bool {
+    read_pid(&pidfile(cfg, name)).is_some_and(pid_alive)
+}
+
+/// Starts every control-plane component that is not running and waits for the API server.
+pub fn start(cfg: &ClusterConfig, bin: &Path) -> Result<()> {
+    let pki = cfg.pki_dir();
+    let p = |f: &str| pki.join(f).display().to_string();
+    let etcd_url = format!("http://127.0.0.1:{}", cfg.etcd_client_port());
+    let peer_url = format!("http://127.0.0.1:{}", cfg.etcd_peer_port());
+    let services = cfg.service_cidrs.join(",");
+    let clusters = cfg.cluster_cidrs.join(",");
+
+    for name in COMPONENTS {
+        if running(cfg, name) {
+            continue;
+        }
+        let mut cmd = Command::new(bin.join(name));
+        match *name {
+            "etcd" => {
+                cmd.args([
+                    "--name=etcd".to_string(),
+                    format!("--data-dir={}", cfg.state_dir().join("etcd").display()),
+                    format!("--listen-client-urls={etcd_url}"),
+                    format!("--advertise-client-urls={etcd_url}"),
+                    format!("--listen-peer-urls={peer_url}"),
+                    format!("--initial-advertise-peer-urls={peer_url}"),
+                    format!("--initial-cluster=etcd={peer_url}"),
+                    "--listen-metrics-urls=".to_string(),
+                    "--unsafe-no-fsync=true".to_string(),
+                    "--log-level=warn".to_string(),
+                ]);
+            }
+            "kube-apiserver" => {
+                cmd.args([
+                    format!("--etcd-servers={etcd_url}"),
+                    "--bind-address=127.0.0.1".to_string(),
+                    format!("--secure-port={}", cfg.api_port),
+                    format!("--advertise-address={}", cfg.gateway_ip()),
+                    format!("--tls-cert-file={}", p("apiserver.crt")),
+                    format!("--tls-private-key-file={}", p("apiserver.key")),
+                    format!("--client-ca-file={}", p("ca.crt")),
+                    format!("--service-account-issuer={SA_ISSUER}"),
+                    format!("--service-account-key-file={}", p("sa.key")),
+                    format!("--service-account-signing-key-file={}", p("sa.key")),
+                    "--authorization-mode=Node,RBAC".to_string(),
+                    "--enable-admission-plugins=NodeRestriction".to_string(),
+                    format!("--service-cluster-ip-range={services}"),
+                    "--allow-privileged=true".to_string(),
+                    "--profiling=false".to_string(),
+                    "--v=1".to_string(),
+                ]);
+            }
+            "kube-controller-manager" => {
+                let kc = kubeconfig_of(cfg, name).display().to_string();
+                cmd.args([
+                    format!("--kubeconfig={kc}"),
+                    format!("--authentication-kubeconfig={kc}"),
+                    format!("--authorization-kubeconfig={kc}"),
+                    "--bind-address=127.0.0.1".to_string(),
+                    format!("--secure-port={}", cfg.kcm_port()),
+                    "--leader-elect=false".to_string(),
+                    "--allocate-node-cidrs=true".to_string(),
+                    format!("--cluster-cidr={clusters}"),
+                    format!("--node-cidr-mask-size-ipv4={}", cfg.node_mask_v4),
+                    format!("--node-cidr-mask-size-ipv6={}", cfg.node_mask_v6),
+                    format!("--service-cluster-ip-range={services}"),
+                    format!("--service-account-private-key-file={}", p("sa.key")),
+                    format!("--root-ca-file={}", p("ca.crt")),
+                    format!("--cluster-signing-cert-file={}", p("ca.crt")),
+                    format!("--cluster-signing-key-file={}", p("ca.key")),
+                    "--use-service-account-credentials=true".to_string(),
+                    "--controllers=*".to_string(),
+                    "--v=1".to_string(),
+                ]);
+            }
+            "kube-scheduler" => {
+                let kc = kubeconfig_of(cfg, name).display().to_string();
+                cmd.args([
+                    format!("--kubeconfig={kc}"),
+                    format!("--authentication-kubeconfig={kc}"),
+                    format!("--authorization-kubeconfig={kc}"),
+                    "--bind-address=127.0.0.1".to_string(),
+                    format!("--secure-port={}", cfg.scheduler_port()),
+                    "--leader-elect=false".to_string(),
+                    "--v=1".to_string(),
+                ]);
+            }
+            other => anyhow::bail!("unknown component {other}"),
+        }
+        spawn_daemon(&mut cmd, &cfg.log_dir().join(format!("{name}.log")), &pidfile(cfg, name))?;
+        if *name == "kube-apiserver" {
+            wait_api_ready(cfg, bin, Duration::from_secs(120))?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the API server answers `/readyz` through the admin kubeconfig.
+pub fn wait_api_ready(cfg: &ClusterConfig, bin: &Path, timeout: Duration) -> Result<()> {
+    let kubectl = bin.join("kubectl");
+    let log = cfg.log_dir().join("kube-apiserver.log");
+    wait_until("kube-apiserver /readyz", timeout, Duration::from_millis(500), || {
+        if !running(cfg, "kube-apiserver") {
+            anyhow::bail!("kube-apiserver exited; see {}", log.display());
+        }
+        let out = Command::new(&kubectl)
+            .arg(format!("--kubeconfig={}", cfg.kubeconfig().display()))
+            .args(["get", "--raw=/readyz"])
+            .output()
+            .context("failed to run kubectl")?;
+        Ok(out.status.success())
+    })
+}

@@ -1,0 +1,92 @@
+//! Builds the Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+//! kubectl) from the pinned Go module in `e2e/controlplane`.
+//!
+//! The result lands in the clone-independent cache (`~/.cache/weft-e2e/bin`) with a stamp of the
+//! module's go.mod and go.sum; an unchanged module costs nothing, and a changed one reuses Go's own
+//! build cache.
+
+use crate::sys::run;
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The Go packages the control-plane module builds, by output binary name.
+pub const CONTROL_PLANE: &[(&str, &str)] = &[
+    ("etcd", "./cmd/etcd"),
+    ("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"),
+    ("kube-controller-manager", "k8s.io/kubernetes/cmd/kube-controller-manager"),
+    ("kube-scheduler", "k8s.io/kubernetes/cmd/kube-scheduler"),
+    ("kubectl", "k8s.io/kubernetes/cmd/kubectl"),
+];
+
+/// The directory of the pinned control-plane Go module.
+pub fn controlplane_module() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane")
+}
+
+/// Hash of the files that decide what a Go module builds.
+pub fn module_stamp(module: &Path, extra: &[&str]) -> Result<String> {
+    let mut h = Sha256::new();
+    for f in ["go.mod", "go.sum"].iter().chain(extra) {
+        let p = module.join(f);
+        h.update(std::fs::read(&p).with_context(|| format!("failed to read {}", p.display()))?);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// Builds `packages` (binary name, Go package) of `module` into `<cache>/bin`, unless the stamp says
+/// they are current. Returns the bin directory.
+pub fn ensure_go_binaries(
+    module: &Path,
+    packages: &[(&str, &str)],
+    stamp_name: &str,
+    extra_stamp_files: &[&str],
+    cache_dir: &Path,
+) -> Result<PathBuf> {
+    let bin = cache_dir.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let stamp_file = cache_dir.join(format!("{stamp_name}.stamp"));
+    let stamp = module_stamp(module, extra_stamp_files)?;
+    let current = std::fs::read_to_string(&stamp_file).ok().as_deref() == Some(stamp.as_str())
+        && packages.iter().all(|(name, _)| bin.join(name).exists());
+    if current {
+        return Ok(bin);
+    }
+    if which("go").is_none() {
+        bail!("the Go toolchain is needed to build {stamp_name} (install Go 1.24 or newer and put `go` on PATH)");
+    }
+    eprintln!("building {stamp_name} from its Go module (first time: several minutes)…");
+    let mut cmd = Command::new("go");
+    cmd.current_dir(module)
+        .arg("build")
+        .arg("-trimpath")
+        .arg("-o")
+        .arg(format!("{}/", bin.display()));
+    for (_, pkg) in packages {
+        cmd.arg(pkg);
+    }
+    run(&mut cmd).with_context(|| format!("failed to build {stamp_name}"))?;
+    std::fs::write(&stamp_file, stamp)?;
+    Ok(bin)
+}
+
+/// Builds the control plane into the cache; returns the bin directory.
+pub fn ensure_control_plane(cache_dir: &Path) -> Result<PathBuf> {
+    ensure_go_binaries(
+        &controlplane_module(),
+        CONTROL_PLANE,
+        "controlplane",
+        &["tools.go", "cmd/etcd/main.go"],
+        cache_dir,
+    )
+}
+
+/// Finds a program on PATH.
+pub fn which(prog: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(prog))
+            .find(|p| p.is_file())
+    })
+}

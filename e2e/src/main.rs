@@ -1,0 +1,183 @@
+//! weft-e2e: bring weft's local multi-node cluster up and down, look at it, and probe connectivity.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+use weft_e2e::probe::{self, Family};
+use weft_e2e::serve::{PortSpec, parse_ports};
+use weft_e2e::{Cluster, ClusterConfig};
+
+#[derive(Parser)]
+#[command(name = "weft-e2e", about = "weft's local multi-node Kubernetes cluster", version)]
+struct Cli {
+    /// Name of the cluster (prefix of its network namespaces).
+    #[arg(long, global = true, default_value = "weft", env = "WEFT_E2E_CLUSTER")]
+    name: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Bring the cluster up (idempotent) and print its kubeconfig.
+    Up {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Give pods and services IPv6 addresses too.
+        #[arg(long)]
+        dual_stack: bool,
+    },
+    /// Remove every namespace, process, mount and file of the cluster.
+    Down,
+    /// Show the cluster's processes, namespaces and nodes.
+    Status,
+    /// Print `export KUBECONFIG=…` for the cluster.
+    Env,
+    /// Test connectivity between pods.
+    Probe {
+        /// Source pod, NAMESPACE/NAME.
+        #[arg(long, required_unless_present = "all")]
+        from: Option<String>,
+        /// Destination pod, NAMESPACE/NAME.
+        #[arg(long, required_unless_present = "all")]
+        to: Option<String>,
+        /// PROTO/PORT for a single probe.
+        #[arg(long, required_unless_present = "all")]
+        port: Option<PortSpec>,
+        /// Every Running pod against every Running pod.
+        #[arg(long)]
+        all: bool,
+        /// Comma-separated PROTO/PORT list for --all.
+        #[arg(long, default_value = "TCP/80")]
+        ports: String,
+        /// Print the matrix as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Probe IPv6 addresses instead of IPv4.
+        #[arg(long)]
+        ipv6: bool,
+        /// Per-connection timeout in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+    /// Forward TCP from a listener inside a network namespace (used by `up`).
+    #[command(hide = true)]
+    Forward {
+        #[arg(long)]
+        netns: PathBuf,
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        to: std::net::SocketAddr,
+    },
+    /// Serve ports with an identity inside a network namespace (used by `up` for the external host).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        netns: Option<PathBuf>,
+        #[arg(long)]
+        identity: String,
+        #[arg(long)]
+        ports: String,
+    },
+}
+
+fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find my own executable")?;
+    Ok(exe.parent().context("executable has no directory")?.to_path_buf())
+}
+
+fn load_or_default(name: &str) -> Result<Cluster> {
+    Cluster::load(name).or_else(|_| Cluster::attach(ClusterConfig::new(name, 3, bin_dir()?)))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.cmd {
+        Cmd::Up { nodes, dual_stack } => {
+            if nodes == 0 || nodes > 200 {
+                anyhow::bail!("--nodes must be between 1 and 200");
+            }
+            let mut cfg = ClusterConfig::new(&cli.name, nodes, bin_dir()?);
+            if dual_stack {
+                cfg = cfg.dual_stack();
+            }
+            let started = std::time::Instant::now();
+            let c = Cluster::up(cfg)?;
+            eprintln!("cluster {:?} is up ({} nodes) after {:.1}s", c.cfg.name, c.cfg.nodes, started.elapsed().as_secs_f64());
+            println!("export KUBECONFIG={}", c.cfg.kubeconfig().display());
+        }
+        Cmd::Down => {
+            load_or_default(&cli.name)?.down()?;
+            eprintln!("cluster {:?} removed", cli.name);
+        }
+        Cmd::Status => {
+            let c = Cluster::load(&cli.name)?;
+            print!("{}", c.status());
+            if !Cluster::is_running(&c.cfg) {
+                std::process::exit(1);
+            }
+        }
+        Cmd::Env => println!("export KUBECONFIG={}", Cluster::load(&cli.name)?.cfg.kubeconfig().display()),
+        Cmd::Probe { from, to, port, all, ports, json, ipv6, timeout_ms } => {
+            let c = Cluster::load(&cli.name)?;
+            let family = if ipv6 { Family::V6 } else { Family::V4 };
+            let timeout = Duration::from_millis(timeout_ms);
+            if all {
+                let eps = c.endpoints(false)?;
+                let m = probe::matrix(&eps, &eps, &parse_ports(&ports)?, family, timeout)?;
+                if json {
+                    let slim: std::collections::BTreeMap<_, Vec<_>> = m
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.iter().map(|o| serde_json::json!({"from": o.from, "to": o.to, "allowed": o.allowed})).collect()))
+                        .collect();
+                    println!("{}", serde_json::to_string(&slim)?);
+                } else {
+                    for (p, rows) in &m {
+                        println!("{p}:");
+                        for o in rows {
+                            println!("  {:<30} -> {:<30} {}", o.from, o.to, if o.allowed { "allowed" } else { "denied" });
+                        }
+                    }
+                }
+            } else {
+                let (from, to, port) = (from.unwrap_or_default(), to.unwrap_or_default(), port.context("--port is required")?);
+                let o = probe::single(&c.endpoint(&from)?, &c.endpoint(&to)?, port, family, timeout)?;
+                if json {
+                    println!("{}", serde_json::to_string(&o)?);
+                } else if o.allowed {
+                    println!("{from} -> {to} {port}: allowed (source seen as {})", o.seen_source.unwrap_or_default());
+                } else {
+                    println!("{from} -> {to} {port}: denied ({})", o.error.unwrap_or_default());
+                }
+                if !o.allowed {
+                    std::process::exit(1);
+                }
+            }
+        }
+        Cmd::Forward { netns, listen, to } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(weft_e2e::forward::run(&netns, listen, to))?;
+        }
+        Cmd::Serve { netns, identity, ports } => {
+            let ports = parse_ports(&ports)?;
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+            rt.block_on(async {
+                let (bound, notes) = weft_e2e::serve::bind_ports(netns.as_deref(), &ports)?;
+                for n in notes {
+                    eprintln!("{n}");
+                }
+                let _tasks = weft_e2e::serve::serve(bound, identity.as_str().into())?;
+                std::future::pending::<()>().await;
+                Ok::<_, anyhow::Error>(())
+            })?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! weft-nodelet: the part of a kubelet that matters to a network fabric, for one node of the local
+//! cluster.
+//!
+//! ```text
+//!   weft-nodelet (node netns + private mount ns: /etc/cni/net.d, /opt/cni/bin, /run, /var/lib/cni)
+//!     ├─ node:  register Node, Lease heartbeat, Ready once a CNI config exists (taint until then)
+//!     └─ pods:  watch pods bound here
+//!          ├─ hostNetwork: run the container as a local process (image → local binary), with env,
+//!          │               downward API, volumes bind-mounted in a private mount ns, probes, restarts
+//!          └─ other:       netns + CNI ADD from the node's conflist; serve every container port;
+//!                          CNI DEL + netns removal on delete
+//! ```
+//!
+//! Invariant: every pod this process started is torn down (processes killed, CNI DEL run) before it
+//! reports the pod gone or exits on SIGTERM.
+
+pub mod cni;
+pub mod container;
+pub mod node;
+pub mod pods;
+pub mod status;
+
+use anyhow::{Context, Result};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// Host paths that each node sees privately, and the node-dir subdirectory backing each.
+pub const PRIVATE_PATHS: &[(&str, &str)] = &[
+    ("etc-cni-net.d", "/etc/cni/net.d"),
+    ("opt-cni-bin", "/opt/cni/bin"),
+    ("var-lib-cni", "/var/lib/cni"),
+    ("run", "/run"),
+];
+
+/// How one nodelet is set up.
+#[derive(Clone, Debug, clap::Args)]
+pub struct NodeletConfig {
+    /// Node name.
+    #[arg(long)]
+    pub node: String,
+    /// Path of the node's network namespace.
+    #[arg(long)]
+    pub netns: PathBuf,
+    /// Directory backing the node's private paths and pod state.
+    #[arg(long)]
+    pub node_dir: PathBuf,
+    /// The node's kubeconfig (client certificate system:node:<name>).
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// The node's underlay IPv4 address.
+    #[arg(long)]
+    pub node_ip: Ipv4Addr,
+    /// The node's underlay IPv6 address, reported when the cluster is dual-stack.
+    #[arg(long)]
+    pub node_ip6: Option<String>,
+    /// Directory of binaries that images map to (by the image's last path segment).
+    #[arg(long)]
+    pub bin_dir: PathBuf,
+    /// Address of the API server as pods see it (KUBERNETES_SERVICE_HOST).
+    #[arg(long)]
+    pub api_host: String,
+    /// Port of the API server as pods see it (KUBERNETES_SERVICE_PORT).
+    #[arg(long, default_value_t = 6443)]
+    pub api_port: u16,
+}
+
+impl NodeletConfig {
+    pub fn pods_dir(&self) -> PathBuf {
+        self.node_dir.join("pods")
+    }
+}
+
+/// Enters the node: its network namespace and a private mount namespace with the node's own
+/// `/etc/cni/net.d`, `/opt/cni/bin`, `/run` and `/var/lib/cni`, and a sysfs of the node's namespace.
+/// Must run before any other thread exists.
+pub fn enter_node(cfg: &NodeletConfig) -> Result<()> {
+    crate::netns::enter_netns(&cfg.netns)?;
+    unshare(CloneFlags::CLONE_NEWNS).context("failed to create a mount namespace")?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .context("failed to make / private")?;
+    for (sub, target) in PRIVATE_PATHS {
+        let src = cfg.node_dir.join(sub);
+        std::fs::create_dir_all(&src)?;
+        bind(&src, Path::new(target))?;
+    }
+    // sysfs shows the namespace of whoever mounts it: remount so /sys/class/net lists this node's links.
+    let _ = umount2("/sys", MntFlags::MNT_DETACH);
+    mount(Some("sysfs"), "/sys", Some("sysfs"), MsFlags::empty(), None::<&str>)
+        .context("failed to mount sysfs")?;
+    Ok(())
+}
+
+fn bind(src: &Path, target: &Path) -> Result<()> {
+    mount(Some(src), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .with_context(|| format!("failed to bind {} on {}", src.display(), target.display()))
+}
+
+/// Runs the nodelet until SIGTERM/SIGINT, then tears every pod down.
+pub async fn run(cfg: NodeletConfig) -> Result<()> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(&cfg.kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    let client = kube::Client::try_from(config)?;
+    node::register(&client, &cfg).await.context("failed to register the node")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let heartbeat = tokio::spawn(node::heartbeat(client.clone(), cfg.clone(), stop_rx.clone()));
+    let pods = tokio::spawn(pods::run(client.clone(), cfg.clone(), stop_rx));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("stopping: tearing down pods");
+    let _ = stop_tx.send(true);
+    let _ = pods.await;
+    heartbeat.abort();
+    Ok(())
+}
