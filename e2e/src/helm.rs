@@ -39,6 +39,14 @@ pub fn helm_module_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("helm")
 }
 
+/// weft's Helm chart: `charts/weft` in this repository.
+pub fn chart_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("charts")
+        .join("weft")
+}
+
 /// The default cache directory: `$XDG_CACHE_HOME/weft-e2e`, else `~/.cache/weft-e2e`.
 pub fn default_cache_dir() -> Result<PathBuf> {
     if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {

@@ -219,6 +219,53 @@ fn template_with_all_features_matches_golden() {
     assert_golden("template-all-features.yaml", &template(ALL_FEATURES));
 }
 
+/// Parses `object` as the Kubernetes type `T` and back. k8s-openapi drops fields it does not know,
+/// so any difference is a misspelled or misplaced field that the API server would reject (or,
+/// worse, silently prune).
+fn assert_round_trips<T>(key: &str, object: &Value)
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let typed: T = serde_json::from_value(object.clone())
+        .unwrap_or_else(|e| panic!("{key} is not a valid {}: {e}", std::any::type_name::<T>()));
+    let back = serde_json::to_value(&typed).expect("k8s-openapi types serialize");
+    assert_eq!(
+        &back, object,
+        "{key} has fields that its API type does not know"
+    );
+}
+
+#[test]
+fn rendered_objects_are_valid_kubernetes_objects() {
+    use k8s_openapi::api::{apps, batch, core, policy, rbac};
+    for extra in [&[][..], ALL_FEATURES] {
+        let mut checked = 0;
+        for (key, object) in objects(&template(extra)) {
+            match object["kind"].as_str().unwrap() {
+                "Deployment" => assert_round_trips::<apps::v1::Deployment>(&key, &object),
+                "ServiceAccount" => assert_round_trips::<core::v1::ServiceAccount>(&key, &object),
+                "Service" => assert_round_trips::<core::v1::Service>(&key, &object),
+                "ClusterRole" => assert_round_trips::<rbac::v1::ClusterRole>(&key, &object),
+                "ClusterRoleBinding" => {
+                    assert_round_trips::<rbac::v1::ClusterRoleBinding>(&key, &object)
+                }
+                "Role" => assert_round_trips::<rbac::v1::Role>(&key, &object),
+                "RoleBinding" => assert_round_trips::<rbac::v1::RoleBinding>(&key, &object),
+                "Job" => assert_round_trips::<batch::v1::Job>(&key, &object),
+                "PodDisruptionBudget" => {
+                    assert_round_trips::<policy::v1::PodDisruptionBudget>(&key, &object)
+                }
+                // Custom resources: the NetworkFabric is validated by its CRD on apply (and its
+                // spec by the API crate's tests); ServiceMonitor belongs to prometheus-operator.
+                "NetworkFabric" | "ServiceMonitor" => continue,
+                kind => panic!("{key}: the chart renders a {kind} that this test does not check"),
+            }
+            checked += 1;
+        }
+        assert!(checked >= 7, "only {checked} objects checked");
+    }
+}
+
 #[test]
 fn operator_runs_before_the_pod_network_exists() {
     let objects = objects(&template(&[]));
@@ -433,7 +480,8 @@ fn fabric_is_optional_and_comes_from_values() {
         fabric["spec"]["podNetwork"]["cidrs"],
         serde_json::json!(["10.244.0.0/16"])
     );
-    assert_eq!(fabric["spec"]["overlay"]["backend"], "vxlan");
+    // Only what the CRD cannot default: everything else is the CRD's business.
+    assert_eq!(fabric["spec"].as_object().unwrap().len(), 1, "{fabric}");
     // The pre-delete hook removes exactly this fabric, and may delete nothing else.
     let hook = get(&objects_default, "Job/weft-uninstall");
     assert_eq!(
@@ -583,6 +631,221 @@ fn chart_checks_refuse_contradictory_values() {
     );
     let err = template_err(&["--set", "metrics.serviceMonitor.enabled=true"]);
     assert!(err.contains("needs metrics.service.enabled=true"), "{err}");
+}
+
+/// The structural schema of a CRD field, as a draft-07 JSON schema for values.schema.json.
+///
+/// The API server silently prunes fields a CRD does not know; a chart value with a typo would be
+/// dropped without a word. So objects with `properties` refuse unknown keys here
+/// (`additionalProperties: false`), `nullable` becomes a `null` type, `x-kubernetes-int-or-string`
+/// becomes integer-or-string, OpenAPI's boolean `exclusiveMinimum`/`exclusiveMaximum` become
+/// draft-07's numbers, and what JSON Schema cannot evaluate (CEL rules, `format`, other
+/// `x-kubernetes-*` markers) is dropped: the API server still checks those on apply.
+fn draft07_from_structural(schema: &Value) -> Value {
+    let Some(object) = schema.as_object() else {
+        return schema.clone();
+    };
+    let flag = |key: &str| object.get(key).and_then(Value::as_bool).unwrap_or(false);
+    let mut out = serde_json::Map::new();
+    for (key, value) in object {
+        match key.as_str() {
+            "properties" => {
+                let properties = value
+                    .as_object()
+                    .expect("properties is an object")
+                    .iter()
+                    .map(|(name, property)| (name.clone(), draft07_from_structural(property)))
+                    .collect();
+                out.insert(key.clone(), Value::Object(properties));
+            }
+            "items" | "additionalProperties" | "not" => {
+                out.insert(key.clone(), draft07_from_structural(value));
+            }
+            "anyOf" | "oneOf" | "allOf" => {
+                let schemas = value.as_array().expect("a list of schemas");
+                out.insert(
+                    key.clone(),
+                    schemas.iter().map(draft07_from_structural).collect(),
+                );
+            }
+            "exclusiveMinimum" | "exclusiveMaximum" => {
+                if value.as_bool() == Some(true) {
+                    let bound = if key == "exclusiveMinimum" {
+                        "minimum"
+                    } else {
+                        "maximum"
+                    };
+                    out.insert(key.clone(), object[bound].clone());
+                }
+            }
+            "nullable" | "format" => {}
+            _ if key.starts_with("x-kubernetes-") => {}
+            _ => {
+                out.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    if flag("x-kubernetes-int-or-string") {
+        out.insert("type".into(), serde_json::json!(["integer", "string"]));
+    }
+    if flag("exclusiveMinimum") {
+        out.remove("minimum");
+    }
+    if flag("exclusiveMaximum") {
+        out.remove("maximum");
+    }
+    if flag("nullable") {
+        match out.get_mut("type") {
+            Some(Value::Array(types)) => types.push("null".into()),
+            Some(single) => *single = serde_json::json!([single.clone(), "null"]),
+            None => {}
+        }
+        if let Some(Value::Array(values)) = out.get_mut("enum") {
+            values.push(Value::Null);
+        }
+    }
+    if out.contains_key("properties")
+        && !out.contains_key("additionalProperties")
+        && !flag("x-kubernetes-preserve-unknown-fields")
+    {
+        out.insert("additionalProperties".into(), false.into());
+    }
+    Value::Object(out)
+}
+
+/// A JSON value that serializes with its object keys sorted, whatever serde_json's map type.
+struct Sorted<'a>(&'a Value);
+
+impl serde::Serialize for Sorted<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Object(object) => {
+                let mut keys: Vec<&String> = object.keys().collect();
+                keys.sort();
+                let mut map = serializer.serialize_map(Some(keys.len()))?;
+                for key in keys {
+                    map.serialize_entry(key, &Sorted(&object[key]))?;
+                }
+                map.end()
+            }
+            Value::Array(values) => {
+                let mut seq = serializer.serialize_seq(Some(values.len()))?;
+                for value in values {
+                    seq.serialize_element(&Sorted(value))?;
+                }
+                seq.end()
+            }
+            scalar => scalar.serialize(serializer),
+        }
+    }
+}
+
+/// The `spec` schema of the chart's CRD.
+fn crd_spec_schema() -> Value {
+    let path = chart_dir().join("crds").join(CRD_FILE);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let crd: Value = yaml_serde::from_str(&text).expect("the CRD is YAML");
+    let versions = crd["spec"]["versions"]
+        .as_array()
+        .expect("the CRD has versions");
+    let served = versions
+        .iter()
+        .find(|v| v["name"] == "v1alpha1")
+        .expect("the CRD serves v1alpha1, the version the chart's NetworkFabric uses");
+    served["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
+}
+
+/// `fabric.spec` in values.schema.json is the CRD's spec schema (converted): a bad `fabric.spec`
+/// fails `helm install`/`helm template`, not only `kubectl apply`, and an unknown field is refused
+/// instead of pruned. `WEFT_UPDATE_GOLDEN=1` rewrites values.schema.json (keys sorted).
+#[test]
+fn values_schema_checks_fabric_spec_with_the_crd_schema() {
+    let path = chart_dir().join("values.schema.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut schema: Value = serde_json::from_str(&text).expect("values.schema.json is JSON");
+    let wanted = draft07_from_structural(&crd_spec_schema());
+    let current = &mut schema["properties"]["fabric"]["properties"]["spec"];
+    if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+        *current = wanted;
+        let mut text = serde_json::to_string_pretty(&Sorted(&schema)).expect("JSON serializes");
+        text.push('\n');
+        std::fs::write(&path, text)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        return;
+    }
+    assert!(
+        *current == wanted,
+        "fabric.spec in {} is not the CRD's spec schema; run WEFT_UPDATE_GOLDEN=1 cargo test -p weft-e2e \
+         --test chart and review the diff",
+        path.display()
+    );
+    let pretty = serde_json::to_string_pretty(&Sorted(&schema)).expect("JSON serializes");
+    assert_eq!(
+        text.trim_end(),
+        pretty,
+        "{} is not sorted and pretty-printed; regenerate it",
+        path.display()
+    );
+}
+
+/// Every sample fabric in crds/examples passes the chart's schema as `fabric.spec`.
+#[test]
+fn sample_fabrics_are_valid_chart_values() {
+    let examples = repo_root().join("crds").join("examples");
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&examples)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", examples.display()))
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    entries.sort();
+    assert!(!entries.is_empty(), "no samples in {}", examples.display());
+    let scratch = std::env::temp_dir().join(format!("weft-chart-samples-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    for sample in entries {
+        let text = std::fs::read_to_string(&sample).unwrap();
+        let fabric: Value =
+            yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", sample.display()));
+        let values = serde_json::json!({"fabric": {"spec": fabric["spec"]}});
+        let values_file = scratch.join(sample.file_name().unwrap());
+        // JSON is YAML.
+        std::fs::write(&values_file, values.to_string()).unwrap();
+        let rendered = objects(&template(&["-f", values_file.to_str().unwrap()]));
+        assert_eq!(
+            get(&rendered, "NetworkFabric/default")["spec"],
+            fabric["spec"],
+            "{}",
+            sample.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+#[test]
+fn schema_rejects_bad_fabric_specs() {
+    let cases: &[(&str, &str)] = &[
+        ("fabric.spec.overlay.backend=geneve", "backend"),
+        ("fabric.spec.overlay.vnii=5", "vnii"),
+        ("fabric.spec.overlay.port=0", "port"),
+        ("fabric.spec.unknownSection.enabled=true", "unknownSection"),
+        ("fabric.spec.masquerade.enabled=sometimes", "enabled"),
+    ];
+    for (set, fragment) in cases {
+        let err = template_err(&["--set", set]);
+        assert!(
+            err.contains("values don't meet the specifications of the schema"),
+            "--set {set}: not refused by the schema:\n{err}"
+        );
+        assert!(
+            err.contains(fragment),
+            "--set {set}: the error does not name {fragment:?}:\n{err}"
+        );
+    }
+    // podNetwork is required by the CRD, and so by the chart.
+    let err = template_err(&["--set", "fabric.spec.podNetwork=null"]);
+    assert!(err.contains("podNetwork"), "{err}");
 }
 
 /// The chart ships the CRD that the crds crate generates; Helm installs it from charts/weft/crds.
