@@ -121,9 +121,12 @@ impl Cluster {
         }
         let cluster = Self { cfg, cp_bin };
         if let Err(e) = cluster.start() {
-            let logs = cluster.cfg.log_dir();
+            // Keep the logs for the post-mortem; everything else goes.
+            let kept = std::env::temp_dir().join(format!("weft-e2e-{}-logs", cluster.cfg.name));
+            let _ = std::fs::remove_dir_all(&kept);
+            let _ = std::fs::rename(cluster.cfg.log_dir(), &kept);
             let _ = teardown(&cluster.cfg);
-            return Err(e.context(format!("local cluster did not come up (logs were in {})", logs.display())));
+            return Err(e.context(format!("local cluster did not come up (logs kept in {})", kept.display())));
         }
         Ok(cluster)
     }
@@ -194,7 +197,8 @@ impl Cluster {
         wait_until("every node to register and get its pod CIDR", Duration::from_secs(90), Duration::from_millis(500), || {
             for d in support_daemons(cfg) {
                 if !daemon_running(cfg, &d) {
-                    bail!("{d} exited; see {}", cfg.log_dir().join(format!("{d}.log")).display());
+                    let log = cfg.log_dir().join(format!("{d}.log"));
+                    return Err(crate::sys::Fatal(format!("{d} exited: {}", controlplane::tail(&log, 5))).into());
                 }
             }
             let out = self.kubectl().args(["get", "nodes", "-o", "jsonpath={range .items[*]}{.spec.podCIDR}{\"\\n\"}{end}"]).output()?;

@@ -122,7 +122,7 @@ pub fn start(cfg: &ClusterConfig, bin: &Path) -> Result<()> {
                     format!("--tls-private-key-file={}", p("apiserver.key")),
                     format!("--client-ca-file={}", p("ca.crt")),
                     format!("--service-account-issuer={SA_ISSUER}"),
-                    format!("--service-account-key-file={}", p("sa.key")),
+                    format!("--service-account-key-file={}", p("sa.pub")),
                     format!("--service-account-signing-key-file={}", p("sa.key")),
                     "--authorization-mode=Node,RBAC".to_string(),
                     "--enable-admission-plugins=NodeRestriction".to_string(),
@@ -143,8 +143,6 @@ pub fn start(cfg: &ClusterConfig, bin: &Path) -> Result<()> {
                     "--leader-elect=false".to_string(),
                     "--allocate-node-cidrs=true".to_string(),
                     format!("--cluster-cidr={clusters}"),
-                    format!("--node-cidr-mask-size-ipv4={}", cfg.node_mask_v4),
-                    format!("--node-cidr-mask-size-ipv6={}", cfg.node_mask_v6),
                     format!("--service-cluster-ip-range={services}"),
                     format!("--service-account-private-key-file={}", p("sa.key")),
                     format!("--root-ca-file={}", p("ca.crt")),
@@ -154,6 +152,13 @@ pub fn start(cfg: &ClusterConfig, bin: &Path) -> Result<()> {
                     "--controllers=*".to_string(),
                     "--v=1".to_string(),
                 ]);
+                // The IPv6 mask flag is refused on a single-stack cluster.
+                if cfg.is_dual_stack() {
+                    cmd.arg(format!("--node-cidr-mask-size-ipv4={}", cfg.node_mask_v4));
+                    cmd.arg(format!("--node-cidr-mask-size-ipv6={}", cfg.node_mask_v6));
+                } else {
+                    cmd.arg(format!("--node-cidr-mask-size={}", cfg.node_mask_v4));
+                }
             }
             "kube-scheduler" => {
                 let kc = kubeconfig_of(cfg, name).display().to_string();
@@ -183,7 +188,7 @@ pub fn wait_api_ready(cfg: &ClusterConfig, bin: &Path, timeout: Duration) -> Res
     let log = cfg.log_dir().join("kube-apiserver.log");
     wait_until("kube-apiserver /readyz", timeout, Duration::from_millis(500), || {
         if !running(cfg, "kube-apiserver") {
-            anyhow::bail!("kube-apiserver exited; see {}", log.display());
+            return Err(crate::sys::Fatal(format!("kube-apiserver exited: {}", tail(&log, 5))).into());
         }
         let out = Command::new(&kubectl)
             .arg(format!("--kubeconfig={}", cfg.kubeconfig().display()))
@@ -192,4 +197,11 @@ pub fn wait_api_ready(cfg: &ClusterConfig, bin: &Path, timeout: Duration) -> Res
             .context("failed to run kubectl")?;
         Ok(out.status.success())
     })
+}
+
+/// The last `n` lines of a log file, for error messages.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -42,12 +42,13 @@ pub fn ensure_go_binaries(
     packages: &[(&str, &str)],
     stamp_name: &str,
     extra_stamp_files: &[&str],
+    ldflags: &str,
     cache_dir: &Path,
 ) -> Result<PathBuf> {
     let bin = cache_dir.join("bin");
     std::fs::create_dir_all(&bin)?;
     let stamp_file = cache_dir.join(format!("{stamp_name}.stamp"));
-    let stamp = module_stamp(module, extra_stamp_files)?;
+    let stamp = format!("{}-{:x}", module_stamp(module, extra_stamp_files)?, Sha256::digest(ldflags));
     let current = std::fs::read_to_string(&stamp_file).ok().as_deref() == Some(stamp.as_str())
         && packages.iter().all(|(name, _)| bin.join(name).exists());
     if current {
@@ -61,6 +62,7 @@ pub fn ensure_go_binaries(
     cmd.current_dir(module)
         .arg("build")
         .arg("-trimpath")
+        .arg(format!("-ldflags={ldflags}"))
         .arg("-o")
         .arg(format!("{}/", bin.display()));
     for (_, pkg) in packages {
@@ -71,6 +73,31 @@ pub fn ensure_go_binaries(
     Ok(bin)
 }
 
+/// The Kubernetes version the control-plane module pins, read from its go.mod.
+pub fn kube_version() -> Result<String> {
+    let gomod = std::fs::read_to_string(controlplane_module().join("go.mod"))?;
+    gomod
+        .lines()
+        .find_map(|l| {
+            let l = l.trim().trim_start_matches("require").trim();
+            l.strip_prefix("k8s.io/kubernetes ").map(|v| v.split_whitespace().next().unwrap_or(v).to_string())
+        })
+        .context("e2e/controlplane/go.mod does not require k8s.io/kubernetes")
+}
+
+/// Link flags that stamp the binaries with their real version (a plain `go build` reports
+/// v0.0.0-master, which version-aware clients such as Helm reject).
+fn kube_version_ldflags() -> String {
+    let v = kube_version().unwrap_or_else(|_| "v1.34.0".into());
+    let mut parts = v.trim_start_matches('v').split('.');
+    let (major, minor) = (parts.next().unwrap_or("1"), parts.next().unwrap_or("34"));
+    ["k8s.io/component-base/version", "k8s.io/client-go/pkg/version"]
+        .iter()
+        .map(|pkg| format!("-X {pkg}.gitVersion={v} -X {pkg}.gitMajor={major} -X {pkg}.gitMinor={minor} -X {pkg}.gitTreeState=clean"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Builds the control plane into the cache; returns the bin directory.
 pub fn ensure_control_plane(cache_dir: &Path) -> Result<PathBuf> {
     ensure_go_binaries(
@@ -78,6 +105,7 @@ pub fn ensure_control_plane(cache_dir: &Path) -> Result<PathBuf> {
         CONTROL_PLANE,
         "controlplane",
         &["tools.go", "cmd/etcd/main.go"],
+        &kube_version_ldflags(),
         cache_dir,
     )
 }

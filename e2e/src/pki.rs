@@ -51,6 +51,7 @@ pub fn generate(dir: &Path, server_sans: &[String], clients: &[ClientIdentity<'_
 
     let sa_key = KeyPair::generate()?;
     write(dir, "sa.key", &sa_key.serialize_pem())?;
+    write(dir, "sa.pub", &sa_key.public_key_pem())?;
 
     for c in clients {
         let key = KeyPair::generate()?;

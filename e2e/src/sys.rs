@@ -141,8 +141,13 @@ pub fn pids_in_netns(ns_path: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// An error that ends `wait_until` at once instead of being retried.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Fatal(pub String);
+
 /// Waits until `check` returns Ok(true), polling every `every`, failing after `timeout` with the last
-/// error or `what`.
+/// error or `what`. An error wrapping [`Fatal`] ends the wait at once.
 pub fn wait_until(
     what: &str,
     timeout: Duration,
@@ -155,6 +160,7 @@ pub fn wait_until(
         match check() {
             Ok(true) => return Ok(()),
             Ok(false) => {}
+            Err(e) if e.downcast_ref::<Fatal>().is_some() => return Err(e),
             Err(e) => last_err = Some(e),
         }
         if Instant::now() >= deadline {

@@ -125,7 +125,8 @@ async fn set_taint(nodes: &Api<Node>, name: &str, tainted: bool) -> Result<()> {
 
 async fn renew_lease(client: &kube::Client, cfg: &NodeletConfig, node_uid: &str) -> Result<()> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NS);
-    let now = Timestamp::now().to_string();
+    // MicroTime has exactly six fractional digits on the wire.
+    let now = serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(Timestamp::now()))?;
     let patch = json!({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": cfg.node, "ownerReferences": [{
