@@ -385,90 +385,167 @@ fn namespaced_objects_land_in_the_release_namespace() {
     }
 }
 
-/// The operator's ClusterRole, as (apiGroup, resource) → verbs.
-fn cluster_role_rules(role: &Value) -> BTreeMap<(String, String), Vec<String>> {
-    let mut rules: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+/// A role's rules as sorted "verb group/resource[/name]" grants (group "core" for ""), so that
+/// two rule lists compare equal however they are grouped.
+fn grants(role: &Value) -> Vec<String> {
+    let strings = |rule: &Value, key: &str| -> Vec<String> {
+        rule.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|v| v.as_str().expect("strings").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut grants = Vec::new();
     for rule in role["rules"].as_array().expect("the role has rules") {
-        assert!(rule.get("resourceNames").is_none(), "{rule}");
-        for group in rule["apiGroups"].as_array().unwrap() {
-            for resource in rule["resources"].as_array().unwrap() {
-                let verbs = rules
-                    .entry((
-                        group.as_str().unwrap().to_string(),
-                        resource.as_str().unwrap().to_string(),
-                    ))
-                    .or_default();
-                for verb in rule["verbs"].as_array().unwrap() {
-                    let verb = verb.as_str().unwrap().to_string();
-                    assert_ne!(verb, "*", "wildcard verb in {rule}");
-                    verbs.push(verb);
+        let names = strings(rule, "resourceNames");
+        for group in strings(rule, "apiGroups") {
+            let group = if group.is_empty() {
+                "core".to_string()
+            } else {
+                group
+            };
+            for resource in strings(rule, "resources") {
+                for verb in strings(rule, "verbs") {
+                    if names.is_empty() {
+                        grants.push(format!("{verb} {group}/{resource}"));
+                    }
+                    for name in &names {
+                        grants.push(format!("{verb} {group}/{resource}/{name}"));
+                    }
                 }
-                verbs.sort();
-                verbs.dedup();
             }
         }
     }
-    rules
+    grants.sort();
+    grants.dedup();
+    grants
 }
 
+/// operator/src/rbac.rs `operator_cluster_rules()`, expanded. Keep in step with it (and with
+/// templates/rbac.yaml): a permission added in one place and not the other fails here.
+const OPERATOR_CLUSTER_GRANTS: &[&str] = &[
+    "bind rbac.authorization.k8s.io/clusterroles/weft-agent",
+    "create events.k8s.io/events",
+    "create rbac.authorization.k8s.io/clusterrolebindings",
+    "create rbac.authorization.k8s.io/clusterroles",
+    "delete rbac.authorization.k8s.io/clusterrolebindings",
+    "delete rbac.authorization.k8s.io/clusterroles",
+    "get core/nodes",
+    "get core/services/kubernetes",
+    "get networking.k8s.io/servicecidrs",
+    "get rbac.authorization.k8s.io/clusterrolebindings",
+    "get rbac.authorization.k8s.io/clusterroles",
+    "get weft.dev/networkfabrics",
+    "get weft.dev/networkfabrics/status",
+    "list core/namespaces",
+    "list core/nodes",
+    "list core/pods",
+    "list networking.k8s.io/networkpolicies",
+    "list networking.k8s.io/servicecidrs",
+    "list policy.networking.k8s.io/adminnetworkpolicies",
+    "list policy.networking.k8s.io/baselineadminnetworkpolicies",
+    "list policy.networking.k8s.io/clusternetworkpolicies",
+    "list rbac.authorization.k8s.io/clusterrolebindings",
+    "list rbac.authorization.k8s.io/clusterroles",
+    "list weft.dev/networkfabrics",
+    "patch core/nodes",
+    "patch core/nodes/status",
+    "patch events.k8s.io/events",
+    "patch rbac.authorization.k8s.io/clusterrolebindings",
+    "patch rbac.authorization.k8s.io/clusterroles",
+    "patch weft.dev/networkfabrics",
+    "patch weft.dev/networkfabrics/status",
+    "update weft.dev/networkfabrics",
+    "update weft.dev/networkfabrics/finalizers",
+    "update weft.dev/networkfabrics/status",
+    "watch core/namespaces",
+    "watch core/nodes",
+    "watch core/pods",
+    "watch networking.k8s.io/networkpolicies",
+    "watch policy.networking.k8s.io/adminnetworkpolicies",
+    "watch policy.networking.k8s.io/baselineadminnetworkpolicies",
+    "watch policy.networking.k8s.io/clusternetworkpolicies",
+    "watch rbac.authorization.k8s.io/clusterrolebindings",
+    "watch rbac.authorization.k8s.io/clusterroles",
+    "watch weft.dev/networkfabrics",
+];
+
+/// operator/src/rbac.rs `operator_namespace_rules()`, expanded: the agent's objects, which the
+/// operator creates in its own namespace, and the leader-election Lease.
+const OPERATOR_NAMESPACE_GRANTS: &[&str] = &[
+    "create apps/daemonsets",
+    "create coordination.k8s.io/leases",
+    "create core/configmaps",
+    "create core/serviceaccounts",
+    "delete apps/daemonsets",
+    "delete core/configmaps",
+    "delete core/serviceaccounts",
+    "get apps/daemonsets",
+    "get coordination.k8s.io/leases",
+    "get core/configmaps",
+    "get core/serviceaccounts",
+    "list apps/daemonsets",
+    "list core/configmaps",
+    "list core/serviceaccounts",
+    "patch apps/daemonsets",
+    "patch core/configmaps",
+    "patch core/serviceaccounts",
+    "update coordination.k8s.io/leases",
+    "watch apps/daemonsets",
+    "watch core/configmaps",
+    "watch core/serviceaccounts",
+];
+
 #[test]
-fn operator_rbac_is_least_privilege() {
+fn operator_rbac_is_exactly_what_the_operator_uses() {
     let objects = objects(&template(&[]));
-    let rules = cluster_role_rules(get(&objects, "ClusterRole/weft-operator"));
-    let verbs = |group: &str, resource: &str| -> Vec<&str> {
-        rules
-            .get(&(group.to_string(), resource.to_string()))
-            .map(|v| v.iter().map(String::as_str).collect())
-            .unwrap_or_default()
-    };
-    // Nothing anywhere is granted wildcards, secrets, or the power to write roles' escalate.
-    for ((group, resource), verbs) in &rules {
-        assert_ne!(resource, "*", "wildcard resource in group {group:?}");
-        assert_ne!(resource, "secrets", "the operator must not read secrets");
+    let cluster = grants(get(&objects, "ClusterRole/weft-operator"));
+    assert_eq!(
+        cluster, OPERATOR_CLUSTER_GRANTS,
+        "the operator's ClusterRole"
+    );
+    let namespaced = grants(get(&objects, "Role/weft-operator"));
+    assert_eq!(namespaced, OPERATOR_NAMESPACE_GRANTS, "the operator's Role");
+    for grant in cluster.iter().chain(&namespaced) {
+        assert!(!grant.contains('*'), "wildcard: {grant}");
         assert!(
-            !verbs.iter().any(|v| v == "escalate" || v == "impersonate"),
-            "{group}/{resource}: {verbs:?}"
+            !grant.contains("secrets"),
+            "the operator never reads Secrets: {grant}"
+        );
+        assert!(
+            !grant.starts_with("escalate ") && !grant.starts_with("impersonate "),
+            "{grant}"
         );
     }
-    assert_eq!(
-        verbs("weft.dev", "networkfabrics"),
-        ["get", "list", "patch", "update", "watch"]
-    );
-    assert_eq!(
-        verbs("weft.dev", "networkfabrics/status"),
-        ["patch", "update"]
-    );
-    assert_eq!(
-        verbs("apps", "daemonsets"),
-        ["create", "delete", "get", "list", "patch", "watch"]
-    );
-    assert_eq!(
-        verbs("rbac.authorization.k8s.io", "clusterroles"),
-        ["bind", "create", "delete", "get", "list", "patch", "watch"]
-    );
-    assert_eq!(verbs("events.k8s.io", "events"), ["create", "patch"]);
-    // The operator never deletes what it did not create, nor nodes or pods.
-    assert!(!verbs("", "nodes").contains(&"delete"));
-    assert!(!verbs("", "pods").contains(&"delete"));
-    // The agent's permissions, which the operator must hold to grant them.
-    assert_eq!(verbs("", "nodes/status"), ["patch"]);
-    assert_eq!(
-        verbs("networking.k8s.io", "networkpolicies"),
-        ["list", "watch"]
-    );
 
-    // The Lease is the only thing it writes in its own namespace.
-    let role = get(&objects, "Role/weft-operator-leader-election");
-    assert_eq!(
-        role["rules"],
-        serde_json::json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}])
+    for (binding, role_kind) in [
+        ("ClusterRoleBinding/weft-operator", "ClusterRole"),
+        ("RoleBinding/weft-operator", "Role"),
+    ] {
+        let binding = get(&objects, binding);
+        assert_eq!(binding["roleRef"]["kind"], role_kind);
+        assert_eq!(binding["roleRef"]["name"], "weft-operator");
+        assert_eq!(
+            binding["subjects"],
+            serde_json::json!([{"kind": "ServiceAccount", "name": "weft-operator", "namespace": NAMESPACE}])
+        );
+    }
+
+    // Without leader election there is no Lease to write.
+    let alone = objects_without_leader_election();
+    let namespaced = grants(get(&alone, "Role/weft-operator"));
+    assert!(
+        namespaced.iter().all(|g| !g.contains("leases")),
+        "{namespaced:?}"
     );
-    let binding = get(&objects, "ClusterRoleBinding/weft-operator");
-    assert_eq!(binding["roleRef"]["name"], "weft-operator");
-    assert_eq!(
-        binding["subjects"],
-        serde_json::json!([{"kind": "ServiceAccount", "name": "weft-operator", "namespace": NAMESPACE}])
-    );
+    assert_eq!(namespaced.len(), OPERATOR_NAMESPACE_GRANTS.len() - 3);
+}
+
+fn objects_without_leader_election() -> BTreeMap<String, Value> {
+    objects(&template(&["--set", "leaderElection.enabled=false"]))
 }
 
 #[test]
@@ -560,9 +637,8 @@ fn replicas_scale_with_leader_election_and_a_disruption_budget() {
         err.contains("replicas > 1 needs leaderElection.enabled=true"),
         "{err}"
     );
-    let alone = objects(&template(&["--set", "leaderElection.enabled=false"]));
+    let alone = objects_without_leader_election();
     assert!(args_of(operator_container(&alone)).contains(&"--leader-election=false"));
-    assert!(!alone.contains_key("Role/weft-operator-leader-election"));
 }
 
 #[test]
