@@ -186,6 +186,8 @@ impl Cluster {
                 .args(["--node-ip", &cfg.node_ip(i + 1).to_string()])
                 .arg("--bin-dir")
                 .arg(&cfg.bin_dir)
+                .arg("--bin-dir")
+                .arg(&self.cp_bin)
                 .args(["--api-host", &cfg.gateway_ip().to_string()])
                 .args(["--api-port", &ClusterConfig::API_PORT_IN_CLUSTER.to_string()]);
             if cfg.is_dual_stack() {

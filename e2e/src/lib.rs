@@ -16,8 +16,11 @@
 pub mod cluster;
 pub mod config;
 pub mod controlplane;
+pub mod demo;
 pub mod forward;
 pub mod gobuild;
+pub mod helm;
+pub mod install;
 pub mod netns;
 pub mod pki;
 pub mod nodelet;

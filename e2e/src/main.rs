@@ -28,7 +28,14 @@ enum Cmd {
         /// Give pods and services IPv6 addresses too.
         #[arg(long)]
         dual_stack: bool,
+        /// Bring up the bare cluster without installing weft.
+        #[arg(long)]
+        no_weft: bool,
     },
+    /// Build the control plane and Helm from their Go modules (cached), without starting anything.
+    Prepare,
+    /// Show the demo: nodes, weft's status, pods on every node and their reachability.
+    Demo,
     /// Remove every namespace, process, mount and file of the cluster.
     Down,
     /// Show the cluster's processes, namespaces and nodes.
@@ -100,7 +107,14 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.cmd {
-        Cmd::Up { nodes, dual_stack } => {
+        Cmd::Prepare => {
+            let cache = weft_e2e::config::default_cache_dir();
+            let bin = weft_e2e::gobuild::ensure_control_plane(&cache)?;
+            weft_e2e::helm::ensure_helm(&cache)?;
+            eprintln!("control plane, kubectl and helm are ready in {}", bin.display());
+        }
+        Cmd::Demo => weft_e2e::demo::run_demo(&Cluster::load(&cli.name)?)?,
+        Cmd::Up { nodes, dual_stack, no_weft } => {
             if nodes == 0 || nodes > 200 {
                 anyhow::bail!("--nodes must be between 1 and 200");
             }
@@ -111,6 +125,14 @@ fn main() -> Result<()> {
             let started = std::time::Instant::now();
             let c = Cluster::up(cfg)?;
             eprintln!("cluster {:?} is up ({} nodes) after {:.1}s", c.cfg.name, c.cfg.nodes, started.elapsed().as_secs_f64());
+            if !no_weft {
+                weft_e2e::install::install_weft(&c)?;
+                eprintln!("weft installed with Helm (release {:?} in {:?}) after {:.1}s", weft_e2e::install::RELEASE, weft_e2e::install::WEFT_NAMESPACE, started.elapsed().as_secs_f64());
+                match weft_e2e::install::wait_fabric_available(&c, "default", Duration::from_secs(120)) {
+                    Ok(()) => eprintln!("NetworkFabric default is Available after {:.1}s", started.elapsed().as_secs_f64()),
+                    Err(e) => eprintln!("warning: {e:#}"),
+                }
+            }
             println!("export KUBECONFIG={}", c.cfg.kubeconfig().display());
         }
         Cmd::Down => {

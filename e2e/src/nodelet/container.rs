@@ -17,15 +17,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The binary an image maps to: `bin_dir/<last path segment without tag or digest>`.
-pub fn resolve_binary(bin_dir: &Path, image: &str) -> Result<PathBuf> {
+/// The binary an image maps to: `<bin dir>/<last path segment without tag or digest>`, from the first
+/// bin dir that has it.
+pub fn resolve_binary(bin_dirs: &[PathBuf], image: &str) -> Result<PathBuf> {
     let name = image_binary_name(image);
-    let p = bin_dir.join(&name);
-    if p.is_file() {
-        Ok(p)
-    } else {
-        bail!("no local binary for image {image:?}: looked for {} (build it, or map the image to a binary of that name)", p.display())
-    }
+    bin_dirs
+        .iter()
+        .map(|d| d.join(&name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("no local binary for image {image:?}: looked for {name:?} in {bin_dirs:?} (build it, or map the image to a binary of that name)"))
 }
 
 /// `registry:5000/org/weft-agent:v1@sha256:…` → `weft-agent`.

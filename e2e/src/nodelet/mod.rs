@@ -55,9 +55,10 @@ pub struct NodeletConfig {
     /// The node's underlay IPv6 address, reported when the cluster is dual-stack.
     #[arg(long)]
     pub node_ip6: Option<String>,
-    /// Directory of binaries that images map to (by the image's last path segment).
-    #[arg(long)]
-    pub bin_dir: PathBuf,
+    /// Directories of binaries that images map to (by the image's last path segment), searched in
+    /// order.
+    #[arg(long = "bin-dir", required = true)]
+    pub bin_dirs: Vec<PathBuf>,
     /// Address of the API server as pods see it (KUBERNETES_SERVICE_HOST).
     #[arg(long)]
     pub api_host: String,

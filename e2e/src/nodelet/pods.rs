@@ -492,7 +492,7 @@ impl Supervisor {
             }
             let started = Timestamp::now();
             let child = async {
-                let bin = container::resolve_binary(&self.cfg.bin_dir, &image).map_err(|e| ("ErrImagePull", e))?;
+                let bin = container::resolve_binary(&self.cfg.bin_dirs, &image).map_err(|e| ("ErrImagePull", e))?;
                 let env = container::build_env(&self.client, &self.cfg, &self.pod, &self.c).await.map_err(|e| ("CreateContainerConfigError", e))?;
                 let cmd: Vec<String> = self.c.command.clone().unwrap_or_default();
                 let argv: Vec<String> = cmd.iter().skip(1).chain(self.c.args.iter().flatten()).map(|a| container::expand(a, &env)).collect();

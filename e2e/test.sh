@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# weft's whole test suite: formatting, lints, unit and golden tests, and the end-to-end suites on
+# local clusters (needs root). Installs what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash .ci/install-deps.sh
+cargo fmt --all -- --check
+cargo build --workspace --bins --tests
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
