@@ -558,7 +558,10 @@ fn fabric_is_optional_and_comes_from_values() {
         serde_json::json!(["10.244.0.0/16"])
     );
     // Helm must never delete the cluster's network as a side effect of a values change.
-    assert_eq!(fabric["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+    assert_eq!(
+        fabric["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
     // Only what the CRD cannot default: everything else is the CRD's business.
     assert_eq!(fabric["spec"].as_object().unwrap().len(), 1, "{fabric}");
     // The pre-delete hook removes exactly this fabric, and may delete nothing else.
