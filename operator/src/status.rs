@@ -1,0 +1,820 @@
+//! The status stage: a fabric's status as a pure function of what the pipeline decided and what the
+//! cluster shows (the agent DaemonSet's rollout and the agent pods).
+//!
+//! Conditions follow the Kubernetes conventions (and the tigera operator's `Installation`):
+//! - `Available`: every desired agent runs the current configuration and is ready;
+//! - `Progressing`: a rollout is under way (`RollingOut`, "2 of 3 nodes updated");
+//! - `Degraded`: something needs a person: `Conflict`, `InvalidSpec`, `ApplyFailed`,
+//!   `AgentCrashLooping`.
+//!
+//! Invariants: `lastTransitionTime` changes only when a condition's status changes, so recomputing an
+//! unchanged situation yields an identical status (no write, no event, no reconcile loop); every
+//! condition carries the generation it describes; [`transition_events`] reports exactly the changes.
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::{Event, EventType};
+use weft_crds::NetworkFabricStatus;
+use weft_crds::fabric::NodeCounts;
+use weft_crds::validate::SpecViolation;
+
+/// Condition type: every desired agent is updated and ready.
+pub const AVAILABLE: &str = "Available";
+/// Condition type: a rollout is under way.
+pub const PROGRESSING: &str = "Progressing";
+/// Condition type: something needs attention.
+pub const DEGRADED: &str = "Degraded";
+
+/// Reason: another fabric is active.
+pub const REASON_CONFLICT: &str = "Conflict";
+/// Reason: the spec disagrees with the cluster or with itself.
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+/// Reason: applying the agent objects failed (retried with backoff).
+pub const REASON_APPLY_FAILED: &str = "ApplyFailed";
+/// Reason: agent pods are crash-looping.
+pub const REASON_CRASH_LOOPING: &str = "AgentCrashLooping";
+/// Reason: the DaemonSet is rolling out.
+pub const REASON_ROLLING_OUT: &str = "RollingOut";
+/// Reason: the rollout finished.
+pub const REASON_ROLLOUT_COMPLETE: &str = "RolloutComplete";
+/// Reason: all agents ready.
+pub const REASON_AGENTS_READY: &str = "AgentsReady";
+/// Reason: some agents are not ready or not updated.
+pub const REASON_AGENTS_NOT_READY: &str = "AgentsNotReady";
+/// Reason: no node should run an agent.
+pub const REASON_NO_NODES: &str = "NoNodes";
+/// Reason: the DaemonSet does not exist (yet).
+pub const REASON_NO_DAEMONSET: &str = "DaemonSetMissing";
+/// Reason: nothing is wrong.
+pub const REASON_AS_EXPECTED: &str = "AsExpected";
+
+/// A container restarted at least this often and not ready counts as crash-looping even before
+/// the kubelet reports `CrashLoopBackOff`.
+pub const CRASH_RESTART_THRESHOLD: i32 = 3;
+
+/// What the pipeline decided for this fabric.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome<'a> {
+    /// Another fabric is active; nothing was applied.
+    Conflict {
+        /// Name of the active fabric.
+        active: &'a str,
+    },
+    /// Validation failed; nothing was applied.
+    InvalidSpec(&'a [SpecViolation]),
+    /// Applying failed with this message; it is retried.
+    ApplyFailed(String),
+    /// The agent objects were applied with this configuration hash.
+    Applied {
+        /// Hash of the applied agent configuration.
+        config_hash: &'a str,
+        /// The effective MTU.
+        mtu: i32,
+    },
+}
+
+/// Everything the status depends on.
+#[derive(Debug, Clone)]
+pub struct Observation<'a> {
+    /// `metadata.generation` of the fabric.
+    pub generation: Option<i64>,
+    /// The pipeline's decision.
+    pub outcome: Outcome<'a>,
+    /// The agent DaemonSet as last read (after apply), if it exists.
+    pub daemon_set: Option<&'a DaemonSet>,
+    /// The agent pods.
+    pub agent_pods: &'a [Pod],
+}
+
+/// Rollout counts of the agent DaemonSet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Rollout {
+    desired: i32,
+    updated: i32,
+    ready: i32,
+    /// The DaemonSet controller has seen the latest template.
+    observed: bool,
+}
+
+fn rollout(ds: &DaemonSet) -> Rollout {
+    let status = ds.status.clone().unwrap_or_default();
+    let observed = match (ds.metadata.generation, status.observed_generation) {
+        (Some(g), Some(o)) => o >= g,
+        (None, _) => true,
+        (Some(_), None) => false,
+    };
+    Rollout {
+        desired: status.desired_number_scheduled,
+        updated: status.updated_number_scheduled.unwrap_or(0),
+        ready: status.number_ready,
+        observed,
+    }
+}
+
+/// Agent pods that crash-loop, as "pod on node (reason, N restarts)", sorted.
+pub fn crash_looping(pods: &[Pod]) -> Vec<String> {
+    let mut out = Vec::new();
+    for pod in pods {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let statuses = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref());
+        for cs in statuses.into_iter().flatten() {
+            let waiting = cs
+                .state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.as_deref());
+            let looping = waiting == Some("CrashLoopBackOff")
+                || (cs.restart_count >= CRASH_RESTART_THRESHOLD && !cs.ready);
+            if looping {
+                let node = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_deref())
+                    .unwrap_or("an unscheduled node");
+                let pod_name = pod.metadata.name.as_deref().unwrap_or("?");
+                let why = waiting.unwrap_or("not ready");
+                out.push(format!(
+                    "{pod_name} on {node} ({why}, {} restarts)",
+                    cs.restart_count
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+struct Cond {
+    type_: &'static str,
+    status: bool,
+    reason: &'static str,
+    message: String,
+}
+
+fn cond(
+    type_: &'static str,
+    status: bool,
+    reason: &'static str,
+    message: impl Into<String>,
+) -> Cond {
+    Cond {
+        type_,
+        status,
+        reason,
+        message: message.into(),
+    }
+}
+
+/// Available from the DaemonSet alone (what the nodes run now, whatever the spec says).
+fn available_from(ds: Option<&DaemonSet>) -> Cond {
+    let Some(ds) = ds else {
+        return cond(
+            AVAILABLE,
+            false,
+            REASON_NO_DAEMONSET,
+            "the agent DaemonSet does not exist",
+        );
+    };
+    let r = rollout(ds);
+    if r.desired == 0 {
+        cond(
+            AVAILABLE,
+            false,
+            REASON_NO_NODES,
+            "no node runs an agent: no node matches the agent's node selector and tolerations",
+        )
+    } else if r.observed && r.updated >= r.desired && r.ready >= r.desired {
+        cond(
+            AVAILABLE,
+            true,
+            REASON_AGENTS_READY,
+            format!("{} of {} agents updated and ready", r.ready, r.desired),
+        )
+    } else {
+        cond(
+            AVAILABLE,
+            false,
+            REASON_AGENTS_NOT_READY,
+            format!(
+                "{} of {} agents ready, {} updated",
+                r.ready, r.desired, r.updated
+            ),
+        )
+    }
+}
+
+fn node_counts(ds: Option<&DaemonSet>) -> Option<NodeCounts> {
+    ds.map(|ds| {
+        let r = rollout(ds);
+        NodeCounts {
+            desired: r.desired,
+            updated: r.updated,
+            ready: r.ready,
+        }
+    })
+}
+
+/// Computes the new status from the previous one and the observation, at time `now`.
+pub fn compute_status(
+    prev: Option<&NetworkFabricStatus>,
+    obs: &Observation<'_>,
+    now: Timestamp,
+) -> NetworkFabricStatus {
+    let ds = obs.daemon_set;
+    let prev_hash = prev.and_then(|p| p.config_hash.clone());
+    let prev_mtu = prev.and_then(|p| p.mtu);
+    let (conds, nodes, mtu, hash) = match &obs.outcome {
+        Outcome::Conflict { active } => {
+            let msg = format!(
+                "NetworkFabric {active} is the active fabric (the oldest); this one is ignored and nothing of it is applied. Delete one of them"
+            );
+            (
+                vec![
+                    cond(AVAILABLE, false, REASON_CONFLICT, msg.clone()),
+                    cond(PROGRESSING, false, REASON_CONFLICT, msg.clone()),
+                    cond(DEGRADED, true, REASON_CONFLICT, msg),
+                ],
+                None,
+                None,
+                None,
+            )
+        }
+        Outcome::InvalidSpec(violations) => {
+            let list = violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            (
+                vec![
+                    available_from(ds),
+                    cond(
+                        PROGRESSING,
+                        false,
+                        REASON_INVALID_SPEC,
+                        "nothing is rolled out until the spec is fixed; agents keep their previous configuration",
+                    ),
+                    cond(DEGRADED, true, REASON_INVALID_SPEC, list),
+                ],
+                node_counts(ds),
+                prev_mtu,
+                prev_hash,
+            )
+        }
+        Outcome::ApplyFailed(message) => (
+            vec![
+                available_from(ds),
+                cond(
+                    PROGRESSING,
+                    false,
+                    REASON_APPLY_FAILED,
+                    "the agent objects could not be applied; retrying with backoff",
+                ),
+                cond(
+                    DEGRADED,
+                    true,
+                    REASON_APPLY_FAILED,
+                    format!("{message}; retrying with backoff"),
+                ),
+            ],
+            node_counts(ds),
+            prev_mtu,
+            prev_hash,
+        ),
+        Outcome::Applied { config_hash, mtu } => {
+            let progressing = match ds.map(rollout) {
+                None => cond(
+                    PROGRESSING,
+                    true,
+                    REASON_ROLLING_OUT,
+                    "waiting for the agent DaemonSet to appear",
+                ),
+                Some(r) if !r.observed => cond(
+                    PROGRESSING,
+                    true,
+                    REASON_ROLLING_OUT,
+                    "waiting for the DaemonSet controller to pick up the new agent template",
+                ),
+                Some(r) if r.updated < r.desired => cond(
+                    PROGRESSING,
+                    true,
+                    REASON_ROLLING_OUT,
+                    format!("{} of {} nodes updated", r.updated, r.desired),
+                ),
+                Some(r) if r.ready < r.desired => cond(
+                    PROGRESSING,
+                    true,
+                    REASON_ROLLING_OUT,
+                    format!(
+                        "{} of {} nodes updated, {} ready",
+                        r.updated, r.desired, r.ready
+                    ),
+                ),
+                Some(r) => cond(
+                    PROGRESSING,
+                    false,
+                    REASON_ROLLOUT_COMPLETE,
+                    format!(
+                        "{} of {} nodes run configuration {config_hash}",
+                        r.updated, r.desired
+                    ),
+                ),
+            };
+            let looping = crash_looping(obs.agent_pods);
+            let degraded = if looping.is_empty() {
+                cond(DEGRADED, false, REASON_AS_EXPECTED, "no problems detected")
+            } else {
+                cond(
+                    DEGRADED,
+                    true,
+                    REASON_CRASH_LOOPING,
+                    format!(
+                        "agent crash-looping: {}; see the pod logs",
+                        looping.join(", ")
+                    ),
+                )
+            };
+            (
+                vec![available_from(ds), progressing, degraded],
+                node_counts(ds),
+                Some(*mtu),
+                Some((*config_hash).to_owned()),
+            )
+        }
+    };
+
+    let conditions = conds
+        .into_iter()
+        .map(|c| {
+            let status = if c.status { "True" } else { "False" };
+            let previous = prev.and_then(|p| p.conditions.iter().find(|pc| pc.type_ == c.type_));
+            let last_transition_time = match previous {
+                Some(p) if p.status == status => p.last_transition_time.clone(),
+                _ => Time(now),
+            };
+            Condition {
+                type_: c.type_.to_owned(),
+                status: status.to_owned(),
+                reason: c.reason.to_owned(),
+                message: c.message,
+                observed_generation: obs.generation,
+                last_transition_time,
+            }
+        })
+        .collect();
+    NetworkFabricStatus {
+        observed_generation: obs.generation,
+        conditions,
+        nodes,
+        mtu,
+        config_hash: hash,
+    }
+}
+
+/// The Kubernetes Events that announce the differences between two statuses.
+pub fn transition_events(
+    prev: Option<&NetworkFabricStatus>,
+    next: &NetworkFabricStatus,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    for c in &next.conditions {
+        let before = prev.and_then(|p| p.conditions.iter().find(|pc| pc.type_ == c.type_));
+        let changed = before.is_none_or(|b| b.status != c.status || b.reason != c.reason);
+        if !changed {
+            continue;
+        }
+        let was_true = before.is_some_and(|b| b.status == "True");
+        let is_true = c.status == "True";
+        let (type_, reason) = match (c.type_.as_str(), was_true, is_true) {
+            (AVAILABLE, _, true) => (EventType::Normal, "Available".to_owned()),
+            (AVAILABLE, true, false) => (EventType::Warning, "Unavailable".to_owned()),
+            (PROGRESSING, _, true) => (EventType::Normal, c.reason.clone()),
+            (PROGRESSING, true, false) if c.reason == REASON_ROLLOUT_COMPLETE => {
+                (EventType::Normal, c.reason.clone())
+            }
+            (DEGRADED, _, true) => (EventType::Warning, c.reason.clone()),
+            (DEGRADED, true, false) => (EventType::Normal, "Recovered".to_owned()),
+            _ => continue,
+        };
+        events.push(Event {
+            type_,
+            reason,
+            note: Some(truncate(&c.message, 1000)),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        });
+    }
+    events
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::DaemonSetStatus;
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateWaiting, ContainerStatus, PodSpec, PodStatus,
+    };
+
+    fn ds(generation: i64, observed: i64, desired: i32, updated: i32, ready: i32) -> DaemonSet {
+        let mut d = DaemonSet::default();
+        d.metadata.generation = Some(generation);
+        d.status = Some(DaemonSetStatus {
+            observed_generation: Some(observed),
+            desired_number_scheduled: desired,
+            updated_number_scheduled: Some(updated),
+            number_ready: ready,
+            current_number_scheduled: desired,
+            number_misscheduled: 0,
+            ..DaemonSetStatus::default()
+        });
+        d
+    }
+
+    fn pod(node: &str, waiting: Option<&str>, restarts: i32, ready: bool) -> Pod {
+        Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("weft-agent-{node}")),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some(node.into()),
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "weft-agent".into(),
+                    ready,
+                    restart_count: restarts,
+                    state: waiting.map(|r| ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: Some(r.into()),
+                            ..ContainerStateWaiting::default()
+                        }),
+                        ..ContainerState::default()
+                    }),
+                    ..ContainerStatus::default()
+                }]),
+                ..PodStatus::default()
+            }),
+        }
+    }
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).expect("timestamp")
+    }
+
+    fn get<'a>(s: &'a NetworkFabricStatus, type_: &str) -> &'a Condition {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .expect("condition present")
+    }
+
+    /// (name, outcome, daemonset, pods) → (Available, Progressing, Degraded) as (status, reason),
+    /// plus a substring of one message.
+    #[test]
+    fn condition_table() {
+        let violations = [SpecViolation {
+            field: "spec.podNetwork.cidrs[0]".into(),
+            message: "pod CIDR 10.96.0.0/16 overlaps the service range".into(),
+        }];
+        let healthy = ds(2, 2, 3, 3, 3);
+        let rolling = ds(3, 3, 3, 2, 2);
+        let unobserved = ds(4, 3, 3, 3, 3);
+        let unready = ds(2, 2, 3, 3, 1);
+        let empty = ds(1, 1, 0, 0, 0);
+        let crash = [pod("node-2", Some("CrashLoopBackOff"), 5, false)];
+        let restarts = [pod("node-3", None, 4, false)];
+        let fine = [pod("node-1", None, 0, true), pod("node-2", None, 7, true)];
+        let applied = || Outcome::Applied {
+            config_hash: "abc",
+            mtu: 1450,
+        };
+        type Row<'a> = (
+            &'a str,
+            Outcome<'a>,
+            Option<&'a DaemonSet>,
+            &'a [Pod],
+            [(&'a str, &'a str); 3],
+            &'a str,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "healthy",
+                applied(),
+                Some(&healthy),
+                &fine,
+                [
+                    ("True", "AgentsReady"),
+                    ("False", "RolloutComplete"),
+                    ("False", "AsExpected"),
+                ],
+                "3 of 3 agents updated and ready",
+            ),
+            (
+                "rolling",
+                applied(),
+                Some(&rolling),
+                &[],
+                [
+                    ("False", "AgentsNotReady"),
+                    ("True", "RollingOut"),
+                    ("False", "AsExpected"),
+                ],
+                "2 of 3 nodes updated",
+            ),
+            (
+                "unobserved template",
+                applied(),
+                Some(&unobserved),
+                &[],
+                [
+                    ("False", "AgentsNotReady"),
+                    ("True", "RollingOut"),
+                    ("False", "AsExpected"),
+                ],
+                "pick up the new agent template",
+            ),
+            (
+                "updated but unready",
+                applied(),
+                Some(&unready),
+                &[],
+                [
+                    ("False", "AgentsNotReady"),
+                    ("True", "RollingOut"),
+                    ("False", "AsExpected"),
+                ],
+                "3 of 3 nodes updated, 1 ready",
+            ),
+            (
+                "no daemonset yet",
+                applied(),
+                None,
+                &[],
+                [
+                    ("False", "DaemonSetMissing"),
+                    ("True", "RollingOut"),
+                    ("False", "AsExpected"),
+                ],
+                "waiting for the agent DaemonSet",
+            ),
+            (
+                "no nodes",
+                applied(),
+                Some(&empty),
+                &[],
+                [
+                    ("False", "NoNodes"),
+                    ("False", "RolloutComplete"),
+                    ("False", "AsExpected"),
+                ],
+                "no node runs an agent",
+            ),
+            (
+                "crash loop",
+                applied(),
+                Some(&unready),
+                &crash,
+                [
+                    ("False", "AgentsNotReady"),
+                    ("True", "RollingOut"),
+                    ("True", "AgentCrashLooping"),
+                ],
+                "weft-agent-node-2 on node-2 (CrashLoopBackOff, 5 restarts)",
+            ),
+            (
+                "restart count",
+                applied(),
+                Some(&unready),
+                &restarts,
+                [
+                    ("False", "AgentsNotReady"),
+                    ("True", "RollingOut"),
+                    ("True", "AgentCrashLooping"),
+                ],
+                "node-3 (not ready, 4 restarts)",
+            ),
+            (
+                "conflict",
+                Outcome::Conflict { active: "first" },
+                None,
+                &[],
+                [
+                    ("False", "Conflict"),
+                    ("False", "Conflict"),
+                    ("True", "Conflict"),
+                ],
+                "NetworkFabric first is the active fabric",
+            ),
+            (
+                "invalid, old config still serving",
+                Outcome::InvalidSpec(&violations),
+                Some(&healthy),
+                &[],
+                [
+                    ("True", "AgentsReady"),
+                    ("False", "InvalidSpec"),
+                    ("True", "InvalidSpec"),
+                ],
+                "spec.podNetwork.cidrs[0]: pod CIDR 10.96.0.0/16 overlaps",
+            ),
+            (
+                "invalid, nothing deployed",
+                Outcome::InvalidSpec(&violations),
+                None,
+                &[],
+                [
+                    ("False", "DaemonSetMissing"),
+                    ("False", "InvalidSpec"),
+                    ("True", "InvalidSpec"),
+                ],
+                "nothing is rolled out",
+            ),
+            (
+                "apply failed",
+                Outcome::ApplyFailed(
+                    "failed to apply DaemonSet weft-system/weft-agent: conflict".into(),
+                ),
+                Some(&healthy),
+                &[],
+                [
+                    ("True", "AgentsReady"),
+                    ("False", "ApplyFailed"),
+                    ("True", "ApplyFailed"),
+                ],
+                "conflict; retrying with backoff",
+            ),
+        ];
+        for (name, outcome, d, pods, want, needle) in rows {
+            let obs = Observation {
+                generation: Some(7),
+                outcome,
+                daemon_set: d,
+                agent_pods: pods,
+            };
+            let s = compute_status(None, &obs, t(0));
+            let got: Vec<(&str, &str)> = [AVAILABLE, PROGRESSING, DEGRADED]
+                .iter()
+                .map(|ty| {
+                    let c = get(&s, ty);
+                    (c.status.as_str(), c.reason.as_str())
+                })
+                .collect();
+            assert_eq!(got, want, "{name}");
+            assert!(
+                s.conditions.iter().any(|c| c.message.contains(needle)),
+                "{name}: no message contains {needle:?}: {:?}",
+                s.conditions
+            );
+            assert_eq!(s.observed_generation, Some(7), "{name}");
+            assert!(
+                s.conditions
+                    .iter()
+                    .all(|c| c.observed_generation == Some(7)),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn counts_mtu_and_hash_follow_the_outcome() {
+        let healthy = ds(2, 2, 3, 3, 2);
+        let obs = Observation {
+            generation: Some(1),
+            outcome: Outcome::Applied {
+                config_hash: "h1",
+                mtu: 1450,
+            },
+            daemon_set: Some(&healthy),
+            agent_pods: &[],
+        };
+        let s = compute_status(None, &obs, t(0));
+        assert_eq!(
+            s.nodes,
+            Some(NodeCounts {
+                desired: 3,
+                updated: 3,
+                ready: 2
+            })
+        );
+        assert_eq!((s.mtu, s.config_hash.as_deref()), (Some(1450), Some("h1")));
+
+        let violations = [];
+        let invalid = Observation {
+            outcome: Outcome::InvalidSpec(&violations),
+            ..obs.clone()
+        };
+        let s2 = compute_status(Some(&s), &invalid, t(5));
+        assert_eq!(
+            (s2.mtu, s2.config_hash.as_deref()),
+            (Some(1450), Some("h1")),
+            "invalid spec keeps what runs"
+        );
+
+        let conflict = Observation {
+            outcome: Outcome::Conflict { active: "x" },
+            ..obs
+        };
+        let s3 = compute_status(Some(&s), &conflict, t(5));
+        assert_eq!((s3.nodes, s3.mtu, s3.config_hash), (None, None, None));
+    }
+
+    #[test]
+    fn transition_time_moves_only_on_status_change_and_events_follow() {
+        let rolling = ds(2, 2, 3, 1, 1);
+        let done = ds(2, 2, 3, 3, 3);
+        let obs = |d| Observation {
+            generation: Some(2),
+            outcome: Outcome::Applied {
+                config_hash: "h",
+                mtu: 1450,
+            },
+            daemon_set: Some(d),
+            agent_pods: &[],
+        };
+        let s1 = compute_status(None, &obs(&rolling), t(0));
+        let first = transition_events(None, &s1);
+        let reasons: Vec<&str> = first.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            ["RollingOut"],
+            "first status announces the rollout only"
+        );
+
+        let s1b = compute_status(Some(&s1), &obs(&rolling), t(10));
+        assert_eq!(
+            s1, s1b,
+            "recomputing an unchanged situation must not change the status"
+        );
+        assert!(transition_events(Some(&s1), &s1b).is_empty());
+
+        let s2 = compute_status(Some(&s1), &obs(&done), t(20));
+        assert_eq!(get(&s2, AVAILABLE).last_transition_time, Time(t(20)));
+        assert_eq!(get(&s2, DEGRADED).last_transition_time, Time(t(0)));
+        let reasons: Vec<(EventType, String)> = transition_events(Some(&s1), &s2)
+            .into_iter()
+            .map(|e| (e.type_, e.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (EventType::Normal, "Available".to_owned()),
+                (EventType::Normal, "RolloutComplete".to_owned())
+            ]
+        );
+
+        let crash = [pod("node-1", Some("CrashLoopBackOff"), 3, false)];
+        let s3 = compute_status(
+            Some(&s2),
+            &Observation {
+                agent_pods: &crash,
+                ..obs(&done)
+            },
+            t(30),
+        );
+        let reasons: Vec<(EventType, String)> = transition_events(Some(&s2), &s3)
+            .into_iter()
+            .map(|e| (e.type_, e.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [(EventType::Warning, "AgentCrashLooping".to_owned())]
+        );
+        let s4 = compute_status(Some(&s3), &obs(&done), t(40));
+        let reasons: Vec<String> = transition_events(Some(&s3), &s4)
+            .into_iter()
+            .map(|e| e.reason)
+            .collect();
+        assert_eq!(reasons, ["Recovered"]);
+    }
+
+    #[test]
+    fn terminating_pods_are_not_crash_looping() {
+        let mut p = pod("node-1", Some("CrashLoopBackOff"), 9, false);
+        p.metadata.deletion_timestamp = Some(Time(t(0)));
+        assert!(crash_looping(&[p]).is_empty());
+        assert_eq!(
+            crash_looping(&[pod("node-1", None, 2, false)]),
+            Vec::<String>::new()
+        );
+    }
+}
