@@ -41,10 +41,8 @@ pub fn helm_module_dir() -> PathBuf {
 
 /// weft's Helm chart: `charts/weft` in this repository.
 pub fn chart_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("charts")
-        .join("weft")
+    let e2e = Path::new(env!("CARGO_MANIFEST_DIR"));
+    e2e.parent().unwrap_or(e2e).join("charts").join("weft")
 }
 
 /// The default cache directory: `$XDG_CACHE_HOME/weft-e2e`, else `~/.cache/weft-e2e`.

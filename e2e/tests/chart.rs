@@ -10,16 +10,13 @@
 //!
 //! None of this needs a cluster: `helm lint` and `helm template` are client-side.
 
-#[path = "../src/helm.rs"]
-#[allow(dead_code)]
-mod helm;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use serde_json::Value;
+use weft_e2e::helm;
 
 const RELEASE: &str = "weft";
 const NAMESPACE: &str = "weft-system";
@@ -30,10 +27,6 @@ fn repo_root() -> PathBuf {
         .parent()
         .expect("e2e has a parent directory")
         .to_path_buf()
-}
-
-fn chart_dir() -> PathBuf {
-    repo_root().join("charts").join("weft")
 }
 
 /// The Helm binary, built once per test process (and cached across processes by `ensure_helm`).
@@ -78,7 +71,7 @@ fn describe(args: &[&str], out: &Output) -> String {
 
 /// `helm template` of the chart with `--set`/`-f` arguments; panics unless it succeeds.
 fn template(extra: &[&str]) -> String {
-    let chart = chart_dir();
+    let chart = helm::chart_dir();
     let chart = chart.to_str().expect("the chart path is UTF-8");
     let mut args = vec!["template", RELEASE, chart, "--namespace", NAMESPACE];
     args.extend_from_slice(extra);
@@ -89,7 +82,7 @@ fn template(extra: &[&str]) -> String {
 
 /// `helm template` with arguments that must be refused; returns helm's stderr.
 fn template_err(extra: &[&str]) -> String {
-    let chart = chart_dir();
+    let chart = helm::chart_dir();
     let chart = chart.to_str().expect("the chart path is UTF-8");
     let mut args = vec!["template", RELEASE, chart, "--namespace", NAMESPACE];
     args.extend_from_slice(extra);
@@ -147,7 +140,7 @@ fn args_of(container: &Value) -> Vec<&str> {
 }
 
 fn assert_golden(name: &str, actual: &str) {
-    let path = chart_dir().join("tests").join("golden").join(name);
+    let path = helm::chart_dir().join("tests").join("golden").join(name);
     if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some_and(|v| v == "1") {
         std::fs::write(&path, actual)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
@@ -824,7 +817,7 @@ impl serde::Serialize for Sorted<'_> {
 
 /// The `spec` schema of the chart's CRD.
 fn crd_spec_schema() -> Value {
-    let path = chart_dir().join("crds").join(CRD_FILE);
+    let path = helm::chart_dir().join("crds").join(CRD_FILE);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let crd: Value = yaml_serde::from_str(&text).expect("the CRD is YAML");
@@ -843,7 +836,7 @@ fn crd_spec_schema() -> Value {
 /// instead of pruned. `WEFT_UPDATE_GOLDEN=1` rewrites values.schema.json (keys sorted).
 #[test]
 fn values_schema_checks_fabric_spec_with_the_crd_schema() {
-    let path = chart_dir().join("values.schema.json");
+    let path = helm::chart_dir().join("values.schema.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let mut schema: Value = serde_json::from_str(&text).expect("values.schema.json is JSON");
@@ -934,7 +927,7 @@ fn schema_rejects_bad_fabric_specs() {
 #[test]
 fn chart_crd_is_the_generated_crd() {
     let generated = repo_root().join("crds").join(CRD_FILE);
-    let shipped = chart_dir().join("crds").join(CRD_FILE);
+    let shipped = helm::chart_dir().join("crds").join(CRD_FILE);
     let generated_text = std::fs::read_to_string(&generated)
         .unwrap_or_else(|e| panic!("cannot read the generated CRD {}: {e}", generated.display()));
     let shipped_text = std::fs::read_to_string(&shipped).unwrap_or_else(|e| {
