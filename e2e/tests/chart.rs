@@ -292,8 +292,8 @@ fn operator_container_follows_the_local_cluster_contract() {
         args_of(container),
         [
             "--agent-image=weft.dev/weft-agent:0.1.0",
-            "--metrics-addr=0.0.0.0:9481",
-            "--health-addr=0.0.0.0:9482",
+            "--metrics-addr=0.0.0.0:9643",
+            "--health-addr=0.0.0.0:9644",
             "--log-format=text",
             "--leader-election=true",
         ]
@@ -326,7 +326,7 @@ fn operator_container_follows_the_local_cluster_contract() {
             )
         })
         .collect();
-    assert_eq!(ports, [("metrics", 9481), ("health", 9482)]);
+    assert_eq!(ports, [("metrics", 9643), ("health", 9644)]);
     let security = &container["securityContext"];
     assert_eq!(security["allowPrivilegeEscalation"], false);
     assert_eq!(security["readOnlyRootFilesystem"], true);
@@ -698,7 +698,7 @@ fn schema_rejects_bad_values() {
 
 #[test]
 fn chart_checks_refuse_contradictory_values() {
-    let err = template_err(&["--set", "metrics.port=9482"]);
+    let err = template_err(&["--set", "metrics.port=9644"]);
     assert!(
         err.contains("metrics.port and health.port must differ"),
         "{err}"
