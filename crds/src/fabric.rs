@@ -386,7 +386,8 @@ pub struct Agent {
     pub health_port: i32,
 }
 
-/// Image pull policies.
+/// Image pull policy of the agent container: Always, IfNotPresent or Never. Empty: the Kubernetes
+/// default for the image's tag.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PullPolicy {
     /// Always pull.
@@ -466,8 +467,8 @@ pub struct NetworkFabricStatus {
     pub observed_generation: Option<i64>,
 
     /// Available (every desired agent is updated and ready), Progressing (a rollout is under
-    /// way) and Degraded (something needs attention: Conflict, InvalidSpec, AgentCrashLooping,
-    /// ApplyFailed), each with a reason and a message.
+    /// way) and Degraded (something needs attention: Conflict, InvalidSpec, ApplyFailed,
+    /// AgentCrashLooping, AgentImagePullFailed), each with a reason and a message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

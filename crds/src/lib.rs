@@ -49,6 +49,15 @@ pub enum Error {
         /// The `kind` found.
         kind: String,
     },
+    /// Converting to JSON failed.
+    #[error("failed to convert {what} to JSON")]
+    RenderJson {
+        /// What was being converted.
+        what: &'static str,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Rendering YAML failed.
     #[error("failed to render {what} as YAML")]
     RenderYaml {

@@ -5,7 +5,7 @@
 //! - `Available`: every desired agent runs the current configuration and is ready;
 //! - `Progressing`: a rollout is under way (`RollingOut`, "2 of 3 nodes updated");
 //! - `Degraded`: something needs a person: `Conflict`, `InvalidSpec`, `ApplyFailed`,
-//!   `AgentCrashLooping`.
+//!   `AgentCrashLooping`, `AgentImagePullFailed`.
 //!
 //! Invariants: `lastTransitionTime` changes only when a condition's status changes, so recomputing an
 //! unchanged situation yields an identical status (no write, no event, no reconcile loop); every
@@ -35,6 +35,8 @@ pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 pub const REASON_APPLY_FAILED: &str = "ApplyFailed";
 /// Reason: agent pods are crash-looping.
 pub const REASON_CRASH_LOOPING: &str = "AgentCrashLooping";
+/// Reason: agent pods cannot pull their image.
+pub const REASON_IMAGE_PULL_FAILED: &str = "AgentImagePullFailed";
 /// Reason: the DaemonSet is rolling out.
 pub const REASON_ROLLING_OUT: &str = "RollingOut";
 /// Reason: the rollout finished.
@@ -113,8 +115,37 @@ fn rollout(ds: &DaemonSet) -> Rollout {
     }
 }
 
+/// Container waiting reasons that mean the agent starts and dies (or cannot be started).
+const CRASH_REASONS: [&str; 4] = [
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+/// Container waiting reasons that mean the agent image cannot be pulled.
+const PULL_REASONS: [&str; 4] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+];
+
 /// Agent pods that crash-loop, as "pod on node (reason, N restarts)", sorted.
 pub fn crash_looping(pods: &[Pod]) -> Vec<String> {
+    failing(pods, |waiting, restarts, ready| {
+        waiting.is_some_and(|w| CRASH_REASONS.contains(&w))
+            || (restarts >= CRASH_RESTART_THRESHOLD && !ready)
+    })
+}
+
+/// Agent pods whose image cannot be pulled, as "pod on node (reason, N restarts)", sorted.
+pub fn image_pull_failing(pods: &[Pod]) -> Vec<String> {
+    failing(pods, |waiting, _, _| {
+        waiting.is_some_and(|w| PULL_REASONS.contains(&w))
+    })
+}
+
+fn failing(pods: &[Pod], test: impl Fn(Option<&str>, i32, bool) -> bool) -> Vec<String> {
     let mut out = Vec::new();
     for pod in pods {
         if pod.metadata.deletion_timestamp.is_some() {
@@ -130,9 +161,7 @@ pub fn crash_looping(pods: &[Pod]) -> Vec<String> {
                 .as_ref()
                 .and_then(|s| s.waiting.as_ref())
                 .and_then(|w| w.reason.as_deref());
-            let looping = waiting == Some("CrashLoopBackOff")
-                || (cs.restart_count >= CRASH_RESTART_THRESHOLD && !cs.ready);
-            if looping {
+            if test(waiting, cs.restart_count, cs.ready) {
                 let node = pod
                     .spec
                     .as_ref()
@@ -328,9 +357,8 @@ pub fn compute_status(
                 ),
             };
             let looping = crash_looping(obs.agent_pods);
-            let degraded = if looping.is_empty() {
-                cond(DEGRADED, false, REASON_AS_EXPECTED, "no problems detected")
-            } else {
+            let pulling = image_pull_failing(obs.agent_pods);
+            let degraded = if !looping.is_empty() {
                 cond(
                     DEGRADED,
                     true,
@@ -340,6 +368,18 @@ pub fn compute_status(
                         looping.join(", ")
                     ),
                 )
+            } else if !pulling.is_empty() {
+                cond(
+                    DEGRADED,
+                    true,
+                    REASON_IMAGE_PULL_FAILED,
+                    format!(
+                        "agent image cannot be pulled: {}; check spec.agent.image or the operator's --agent-image",
+                        pulling.join(", ")
+                    ),
+                )
+            } else {
+                cond(DEGRADED, false, REASON_AS_EXPECTED, "no problems detected")
             };
             (
                 vec![available_from(ds), progressing, degraded],
@@ -504,6 +544,11 @@ mod tests {
         let crash = [pod("node-2", Some("CrashLoopBackOff"), 5, false)];
         let restarts = [pod("node-3", None, 4, false)];
         let fine = [pod("node-1", None, 0, true), pod("node-2", None, 7, true)];
+        let pull = [pod("node-1", Some("ImagePullBackOff"), 0, false)];
+        let both = [
+            pod("node-1", Some("ErrImagePull"), 0, false),
+            pod("node-2", Some("CrashLoopBackOff"), 2, false),
+        ];
         let applied = || Outcome::Applied {
             config_hash: "abc",
             mtu: 1450,
@@ -612,6 +657,30 @@ mod tests {
                     ("True", "AgentCrashLooping"),
                 ],
                 "node-3 (not ready, 4 restarts)",
+            ),
+            (
+                "image pull",
+                applied(),
+                Some(&unready),
+                &pull,
+                [
+                    ("False", "AgentsNotReady"),
+                    ("True", "RollingOut"),
+                    ("True", "AgentImagePullFailed"),
+                ],
+                "weft-agent-node-1 on node-1 (ImagePullBackOff, 0 restarts)",
+            ),
+            (
+                "crash loop wins over image pull",
+                applied(),
+                Some(&unready),
+                &both,
+                [
+                    ("False", "AgentsNotReady"),
+                    ("True", "RollingOut"),
+                    ("True", "AgentCrashLooping"),
+                ],
+                "node-2 (CrashLoopBackOff",
             ),
             (
                 "conflict",
