@@ -13,8 +13,9 @@ pub const WEFT_NAMESPACE: &str = "weft-system";
 /// Helm release name.
 pub const RELEASE: &str = "weft";
 
-/// Installs (or upgrades) weft with Helm and waits for the operator to be ready.
-pub fn install_weft(c: &Cluster) -> Result<()> {
+/// Installs (or upgrades) weft with Helm and waits for the operator to be ready. `extra` are more
+/// helm arguments (e.g. `--set fabric.create=false`).
+pub fn install_weft(c: &Cluster, extra: &[&str]) -> Result<()> {
     let helm = ensure_helm(&c.cfg.cache_dir)?;
     let cidrs = serde_json::to_string(&c.cfg.cluster_cidrs)?;
     run(std::process::Command::new(&helm)
@@ -23,7 +24,8 @@ pub fn install_weft(c: &Cluster) -> Result<()> {
         .arg(chart_dir())
         .args(["--namespace", WEFT_NAMESPACE, "--create-namespace", "--wait", "--timeout", "3m"])
         .args(["--set-json", &format!("fabric.spec.podNetwork.cidrs={cidrs}")])
-        .args(["--set", "logFormat=text"]))
+        .args(["--set", "logFormat=text"])
+        .args(extra))
     .context("helm install of charts/weft failed")?;
     Ok(())
 }
@@ -53,4 +55,14 @@ pub fn wait_fabric_available(c: &Cluster, fabric: &str, timeout: Duration) -> Re
         }
     });
     res.with_context(|| format!("last seen: {last}"))
+}
+
+/// `helm uninstall` of the release, waiting for its resources to go.
+pub fn uninstall_weft(c: &Cluster) -> Result<()> {
+    let helm = ensure_helm(&c.cfg.cache_dir)?;
+    run(std::process::Command::new(&helm)
+        .env("KUBECONFIG", c.cfg.kubeconfig())
+        .args(["uninstall", RELEASE, "--namespace", WEFT_NAMESPACE, "--wait", "--timeout", "5m"]))
+    .context("helm uninstall failed")?;
+    Ok(())
 }

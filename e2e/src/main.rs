@@ -126,7 +126,7 @@ fn main() -> Result<()> {
             let c = Cluster::up(cfg)?;
             eprintln!("cluster {:?} is up ({} nodes) after {:.1}s", c.cfg.name, c.cfg.nodes, started.elapsed().as_secs_f64());
             if !no_weft {
-                weft_e2e::install::install_weft(&c)?;
+                weft_e2e::install::install_weft(&c, &[])?;
                 eprintln!("weft installed with Helm (release {:?} in {:?}) after {:.1}s", weft_e2e::install::RELEASE, weft_e2e::install::WEFT_NAMESPACE, started.elapsed().as_secs_f64());
                 match weft_e2e::install::wait_fabric_available(&c, "default", Duration::from_secs(120)) {
                     Ok(()) => eprintln!("NetworkFabric default is Available after {:.1}s", started.elapsed().as_secs_f64()),
