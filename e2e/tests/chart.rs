@@ -816,8 +816,12 @@ impl serde::Serialize for Sorted<'_> {
 }
 
 /// The `spec` schema of the chart's CRD.
+///
+/// Read from the generated CRD in `crds/`, the source of the chart's copy (which
+/// `chart_crd_is_the_generated_crd` keeps equal), so that one `WEFT_UPDATE_GOLDEN=1` run updates
+/// both the copy and the values schema.
 fn crd_spec_schema() -> Value {
-    let path = helm::chart_dir().join("crds").join(CRD_FILE);
+    let path = repo_root().join("crds").join(CRD_FILE);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let crd: Value = yaml_serde::from_str(&text).expect("the CRD is YAML");
@@ -923,13 +927,19 @@ fn schema_rejects_bad_fabric_specs() {
 }
 
 /// The chart ships the CRD that the crds crate generates; Helm installs it from charts/weft/crds.
-/// Copy it after regenerating: `cp crds/weft.dev_networkfabrics.yaml charts/weft/crds/`.
+/// After regenerating it, copy it (`cp crds/weft.dev_networkfabrics.yaml charts/weft/crds/`), or
+/// let `WEFT_UPDATE_GOLDEN=1` copy it.
 #[test]
 fn chart_crd_is_the_generated_crd() {
     let generated = repo_root().join("crds").join(CRD_FILE);
     let shipped = helm::chart_dir().join("crds").join(CRD_FILE);
     let generated_text = std::fs::read_to_string(&generated)
         .unwrap_or_else(|e| panic!("cannot read the generated CRD {}: {e}", generated.display()));
+    if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+        std::fs::write(&shipped, &generated_text)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", shipped.display()));
+        return;
+    }
     let shipped_text = std::fs::read_to_string(&shipped).unwrap_or_else(|e| {
         panic!(
             "cannot read {}: {e}; copy it with `cp {} {}`",
