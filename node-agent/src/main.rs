@@ -1,5 +1,192 @@
-//! weft-agent: the per-node agent.
+//! weft-agent: flags, logging, the Kubernetes client, the HTTP endpoints and the agent loop.
+//!
+//! Invariant: SIGTERM (or SIGINT) ends the process cleanly and leaves every file and annotation in
+//! place, so pods keep their network across agent restarts and upgrades (flannel does the same).
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("weft-agent is not implemented yet")
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::info;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _, reload};
+use weft_crds::agent_config::AGENT_CONFIG_PATH;
+use weft_crds::fabric::LogLevel;
+use weft_node_agent::agent::{Agent, nodes};
+use weft_node_agent::config::{load_config, sync_config_watch};
+use weft_node_agent::health::{Health, Metrics, bind, health_router, metrics_router, serve};
+use weft_node_agent::uplink::SYS_CLASS_NET;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// weft's per-node agent: publishes the node's subnet lease and writes its CNI configuration.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The agent configuration file rendered by weft-operator.
+    #[arg(long, env = "WEFT_CONFIG", default_value = AGENT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Name of the Node this agent runs on (the DaemonSet sets NODE_NAME from spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// Name of the agent's pod (for logs).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+    /// Namespace of the agent's pod (for logs).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pod_namespace: Option<String>,
+    /// Log level; overrides the configuration's logLevel (error, warn, info, debug, trace).
+    #[arg(long, env = "WEFT_LOG_LEVEL", value_parser = parse_level)]
+    log_level: Option<LogLevel>,
+    /// Log format.
+    #[arg(long, env = "WEFT_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Address the health and metrics servers bind to (ports come from the configuration).
+    #[arg(long, env = "WEFT_BIND_ADDRESS", default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// How often the configuration file is checked for changes, in seconds.
+    #[arg(long, env = "WEFT_CONFIG_POLL_SECONDS", default_value_t = 5)]
+    config_poll_seconds: u64,
+    /// How often the node is re-synced without an event (repairs removed files), in seconds.
+    #[arg(long, env = "WEFT_RESYNC_SECONDS", default_value_t = 60)]
+    resync_seconds: u64,
+}
+
+fn parse_level(s: &str) -> Result<LogLevel, String> {
+    Ok(match s {
+        "error" => LogLevel::Error,
+        "warn" => LogLevel::Warn,
+        "info" => LogLevel::Info,
+        "debug" => LogLevel::Debug,
+        "trace" => LogLevel::Trace,
+        other => {
+            return Err(format!(
+                "{other:?} is not one of error, warn, info, debug, trace"
+            ));
+        }
+    })
+}
+
+/// The filter for `level`: weft's crates at that level, the libraries one step quieter at info.
+fn filter(level: LogLevel) -> EnvFilter {
+    let l = level.as_str();
+    let libs = match level {
+        LogLevel::Debug | LogLevel::Trace => "info",
+        _ => l,
+    };
+    EnvFilter::new(format!("{libs},weft_agent={l},weft_node_agent={l}"))
+}
+
+type ReloadHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+fn init_logging(format: LogFormat, level: LogLevel) -> ReloadHandle {
+    let (filter, handle) = reload::Layer::new(filter(level));
+    let fmt = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+    handle
+}
+
+async fn shutdown_signal() {
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => info!("received SIGTERM"),
+                _ = int.recv() => info!("received SIGINT"),
+            }
+        }
+        _ => {
+            // Without signal handlers the default disposition still terminates the process.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = load_config(&args.config)
+        .map_err(|e| anyhow::anyhow!(weft_node_agent::agent::error_chain(&e)))?;
+    let log = init_logging(args.log_format, args.log_level.unwrap_or(config.log_level));
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node = %args.node_name,
+        pod = args.pod_name.as_deref().unwrap_or(""),
+        namespace = args.pod_namespace.as_deref().unwrap_or(""),
+        config = %args.config.display(),
+        fabric = %config.fabric,
+        backend = config.overlay.backend.as_str(),
+        "starting weft-agent"
+    );
+
+    let health = Arc::new(Health::default());
+    let metrics = Arc::new(Metrics::new());
+    let port = |p: i32, what: &str| {
+        u16::try_from(p).with_context(|| format!("{what} {p} is not a TCP port"))
+    };
+    let health_addr = SocketAddr::new(args.bind_address, port(config.health_port, "healthPort")?);
+    let metrics_addr =
+        SocketAddr::new(args.bind_address, port(config.metrics_port, "metricsPort")?);
+    let health_listener = bind(health_addr)
+        .await
+        .with_context(|| format!("failed to listen on {health_addr} for /healthz and /readyz"))?;
+    let metrics_listener = bind(metrics_addr)
+        .await
+        .with_context(|| format!("failed to listen on {metrics_addr} for /metrics"))?;
+    let health_server = tokio::spawn(serve(health_listener, health_router(health.clone())));
+    let metrics_server = tokio::spawn(serve(metrics_listener, metrics_router(metrics.clone())));
+    info!(%health_addr, %metrics_addr, "serving /healthz, /readyz and /metrics");
+
+    let kube_config = kube::Config::infer()
+        .await
+        .context("failed to configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let client =
+        kube::Client::try_from(kube_config).context("failed to build the Kubernetes client")?;
+
+    let config_changes = sync_config_watch(
+        args.config.clone(),
+        &config,
+        Duration::from_secs(args.config_poll_seconds.max(1)),
+    );
+    let agent = Agent {
+        nodes: nodes(client),
+        node_name: args.node_name.clone(),
+        health,
+        metrics,
+        sys_class_net: PathBuf::from(SYS_CLASS_NET),
+    };
+    let fixed_level = args.log_level;
+    agent
+        .run(
+            config,
+            config_changes,
+            Duration::from_secs(args.resync_seconds.max(1)),
+            move |c| {
+                if fixed_level.is_none() {
+                    let _ = log.reload(filter(c.log_level));
+                }
+            },
+            shutdown_signal(),
+        )
+        .await;
+    health_server.abort();
+    metrics_server.abort();
+    Ok(())
 }

@@ -1,0 +1,225 @@
+//! The node's CNI configuration: one conflist, rendered as a pure function of the lease, the MTU
+//! and the chained plugins.
+//!
+//! weft delegates pod wiring to the reference plugins (Debian's containernetworking-plugins in
+//! `/usr/lib/cni`; runtimes search `/opt/cni/bin` first):
+//!
+//! ```text
+//!   ptp (routed veth, like Canal; host side holds the gateway <subnet>.1/32, pod gets a /32 route)
+//!    └─ ipam host-local: one range set per family over the node's podCIDRs, default routes
+//!   portmap   (capabilities.portMappings, snat)      when cni.chainedPlugins lists it
+//!   bandwidth (capabilities.bandwidth)               when cni.chainedPlugins lists it
+//! ```
+//!
+//! Invariant: the output is deterministic (typed structs serialise in declaration order, plugins
+//! in a fixed order whatever the order of `chainedPlugins`), so an unchanged lease rewrites nothing
+//! and golden files pin the exact bytes. ptp's own masquerading stays off: masquerade belongs to
+//! weft's nftables table (a later issue), not to per-pod iptables rules.
+
+use serde::Serialize;
+use weft_crds::fabric::ChainedPlugin;
+
+use crate::Error;
+use crate::subnet::Lease;
+
+/// CNI spec version of the conflist.
+pub const CNI_VERSION: &str = "1.0.0";
+/// Network name in the conflist (also the host-local data directory's subdirectory).
+pub const NETWORK_NAME: &str = "weft";
+/// Where host-local keeps its allocations (the reference default, made explicit).
+pub const HOST_LOCAL_DATA_DIR: &str = "/var/lib/cni/networks";
+/// The plugins the conflist can reference.
+pub const PLUGINS: &[&str] = &["ptp", "host-local", "portmap", "bandwidth"];
+/// Directories the runtime searches for plugins besides `cni.binDir`.
+pub const FALLBACK_BIN_DIRS: &[&str] = &["/opt/cni/bin", "/usr/lib/cni"];
+
+/// What the conflist is rendered from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflistInput<'a> {
+    /// The node's subnets.
+    pub lease: &'a Lease,
+    /// The pod MTU.
+    pub mtu: u32,
+    /// Plugins chained after ptp.
+    pub chained: &'a [ChainedPlugin],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Conflist {
+    cni_version: &'static str,
+    name: &'static str,
+    plugins: Vec<Plugin>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Plugin {
+    Ptp(Ptp),
+    Portmap(Portmap),
+    Bandwidth(Bandwidth),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Ptp {
+    #[serde(rename = "type")]
+    type_: &'static str,
+    mtu: u32,
+    ip_masq: bool,
+    ipam: HostLocal,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HostLocal {
+    #[serde(rename = "type")]
+    type_: &'static str,
+    ranges: Vec<Vec<Range>>,
+    routes: Vec<Route>,
+    data_dir: &'static str,
+}
+
+#[derive(Serialize)]
+struct Range {
+    subnet: String,
+}
+
+#[derive(Serialize)]
+struct Route {
+    dst: &'static str,
+}
+
+#[derive(Serialize)]
+struct Portmap {
+    #[serde(rename = "type")]
+    type_: &'static str,
+    capabilities: PortmapCapabilities,
+    snat: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PortmapCapabilities {
+    port_mappings: bool,
+}
+
+#[derive(Serialize)]
+struct Bandwidth {
+    #[serde(rename = "type")]
+    type_: &'static str,
+    capabilities: BandwidthCapabilities,
+}
+
+#[derive(Serialize)]
+struct BandwidthCapabilities {
+    bandwidth: bool,
+}
+
+/// The plugin types the conflist for `chained` needs (to check that the node has them).
+pub fn plan_plugin_types(chained: &[ChainedPlugin]) -> Vec<&'static str> {
+    let mut out = vec!["ptp", "host-local"];
+    if chained.contains(&ChainedPlugin::Portmap) {
+        out.push("portmap");
+    }
+    if chained.contains(&ChainedPlugin::Bandwidth) {
+        out.push("bandwidth");
+    }
+    out
+}
+
+/// Renders the conflist (pretty JSON with a trailing newline).
+pub fn render_conflist(input: &ConflistInput<'_>) -> Result<String, Error> {
+    let mut ranges = Vec::new();
+    let mut routes = Vec::new();
+    if let Some(v4) = input.lease.v4 {
+        ranges.push(vec![Range {
+            subnet: v4.to_string(),
+        }]);
+        routes.push(Route { dst: "0.0.0.0/0" });
+    }
+    if let Some(v6) = input.lease.v6 {
+        ranges.push(vec![Range {
+            subnet: v6.to_string(),
+        }]);
+        routes.push(Route { dst: "::/0" });
+    }
+    let mut plugins = vec![Plugin::Ptp(Ptp {
+        type_: "ptp",
+        mtu: input.mtu,
+        ip_masq: false,
+        ipam: HostLocal {
+            type_: "host-local",
+            ranges,
+            routes,
+            data_dir: HOST_LOCAL_DATA_DIR,
+        },
+    })];
+    if input.chained.contains(&ChainedPlugin::Portmap) {
+        plugins.push(Plugin::Portmap(Portmap {
+            type_: "portmap",
+            capabilities: PortmapCapabilities {
+                port_mappings: true,
+            },
+            snat: true,
+        }));
+    }
+    if input.chained.contains(&ChainedPlugin::Bandwidth) {
+        plugins.push(Plugin::Bandwidth(Bandwidth {
+            type_: "bandwidth",
+            capabilities: BandwidthCapabilities { bandwidth: true },
+        }));
+    }
+    let conflist = Conflist {
+        cni_version: CNI_VERSION,
+        name: NETWORK_NAME,
+        plugins,
+    };
+    let mut out = serde_json::to_string_pretty(&conflist).map_err(|source| Error::RenderJson {
+        what: "CNI conflist",
+        source,
+    })?;
+    out.push('\n');
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chained_plugin_order_is_fixed() {
+        let lease = Lease {
+            v4: Some("10.244.1.0/24".parse().expect("cidr")),
+            v6: None,
+        };
+        let render = |chained: &[ChainedPlugin]| {
+            render_conflist(&ConflistInput {
+                lease: &lease,
+                mtu: 1450,
+                chained,
+            })
+            .expect("render")
+        };
+        let a = render(&[ChainedPlugin::Bandwidth, ChainedPlugin::Portmap]);
+        let b = render(&[ChainedPlugin::Portmap, ChainedPlugin::Bandwidth]);
+        assert_eq!(a, b);
+        let types: Vec<String> =
+            serde_json::from_str::<serde_json::Value>(&a).expect("json")["plugins"]
+                .as_array()
+                .expect("plugins")
+                .iter()
+                .map(|p| p["type"].as_str().unwrap_or_default().to_owned())
+                .collect();
+        assert_eq!(types, ["ptp", "portmap", "bandwidth"]);
+        let none = render(&[]);
+        assert!(
+            !none.contains("portmap") && !none.contains("bandwidth"),
+            "{none}"
+        );
+        assert_eq!(
+            plan_plugin_types(&[ChainedPlugin::Bandwidth]),
+            ["ptp", "host-local", "bandwidth"]
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! The agent's one error type.
+//!
+//! Each variant belongs to one stage of the sync pipeline ([`Error::stage`]); the stage names double
+//! as the `stage` label of the `weft_agent_sync_errors_total` metric, so a dashboard shows where
+//! syncs fail without parsing messages.
+
+use std::path::PathBuf;
+
+/// Errors of the node agent.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration file cannot be read.
+    #[error("failed to read the agent configuration {path}")]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file does not parse or is for another API.
+    #[error("invalid agent configuration {path}")]
+    ParseConfig {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        #[source]
+        source: weft_crds::Error,
+    },
+    /// A CIDR in the configuration or on the Node does not parse.
+    #[error("invalid {what} {value:?}")]
+    BadCidr {
+        /// Where the CIDR comes from (e.g. "podNetwork.cidrs entry").
+        what: &'static str,
+        /// The value as found.
+        value: String,
+        /// Why it does not parse.
+        #[source]
+        source: weft_crds::Error,
+    },
+    /// The pod network configuration cannot be used (e.g. two IPv4 CIDRs).
+    #[error("invalid podNetwork: {0}")]
+    PodNetwork(String),
+    /// The Node's podCIDRs do not fit the fabric's pod network.
+    #[error(
+        "node {node} has podCIDR {pod_cidr}, which is not inside the fabric's podNetwork.cidrs {network}; make kube-controller-manager's --cluster-cidr match the NetworkFabric's spec.podNetwork.cidrs"
+    )]
+    PodCidrOutsideNetwork {
+        /// The Node.
+        node: String,
+        /// The offending podCIDR.
+        pod_cidr: String,
+        /// The fabric's CIDRs, comma-separated.
+        network: String,
+    },
+    /// The Node lacks a podCIDR for a family the fabric needs.
+    #[error(
+        "node {node} has no {family} podCIDR but the fabric's pod network {network} needs one; enable dual-stack node CIDR allocation in kube-controller-manager (--cluster-cidr with both families)"
+    )]
+    MissingPodCidr {
+        /// The Node.
+        node: String,
+        /// The missing family.
+        family: weft_crds::IpFamily,
+        /// The fabric CIDR of that family.
+        network: String,
+    },
+    /// No usable node address was found for a family.
+    #[error("no {family} node address found: {hint}")]
+    NoNodeAddress {
+        /// The family.
+        family: weft_crds::IpFamily,
+        /// What was looked at and what to fix.
+        hint: String,
+    },
+    /// Listing the local interfaces failed.
+    #[error("failed to list the node's network interfaces")]
+    ListInterfaces(#[source] nix::Error),
+    /// Reading an interface MTU failed.
+    #[error("failed to read the MTU of interface {interface} from {path}")]
+    ReadMtu {
+        /// The interface.
+        interface: String,
+        /// The sysfs file.
+        path: PathBuf,
+        /// The I/O or parse error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The computed MTU is unusable.
+    #[error(
+        "the pod MTU would be {mtu} (uplink {uplink} minus {overhead} bytes of {backend} overhead), below the minimum of {min}; set spec.overlay.mtu or use a larger uplink MTU"
+    )]
+    MtuTooSmall {
+        /// The result.
+        mtu: i64,
+        /// The uplink MTU.
+        uplink: u32,
+        /// The backend overhead.
+        overhead: u32,
+        /// The backend.
+        backend: &'static str,
+        /// The smallest accepted MTU.
+        min: i32,
+    },
+    /// Reading the Node failed.
+    #[error("failed to get node {node}")]
+    GetNode {
+        /// The Node.
+        node: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Patching the Node's annotations failed.
+    #[error("failed to patch the annotations of node {node}")]
+    PatchAnnotations {
+        /// The Node.
+        node: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Patching the Node's NetworkUnavailable condition failed.
+    #[error("failed to set the NetworkUnavailable condition of node {node}")]
+    PatchCondition {
+        /// The Node.
+        node: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing a file failed.
+    #[error("failed to write {path}")]
+    WriteFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading the state file or the random source failed.
+    #[error("failed to read {path}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serialising JSON failed (a bug: every rendered type is plain data).
+    #[error("failed to render {what} as JSON")]
+    RenderJson {
+        /// What was being rendered.
+        what: &'static str,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    /// The pipeline stage the error belongs to; used as a metric label.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            Error::ReadConfig { .. } | Error::ParseConfig { .. } => "Config",
+            Error::BadCidr { .. }
+            | Error::PodNetwork(_)
+            | Error::PodCidrOutsideNetwork { .. }
+            | Error::MissingPodCidr { .. }
+            | Error::NoNodeAddress { .. }
+            | Error::MtuTooSmall { .. }
+            | Error::RenderJson { .. } => "Plan",
+            Error::ListInterfaces(_) | Error::ReadMtu { .. } | Error::GetNode { .. } => "Gather",
+            Error::PatchAnnotations { .. } | Error::PatchCondition { .. } => "ApplyNode",
+            Error::WriteFile { .. } | Error::ReadFile { .. } => "ApplyFiles",
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Liveness, readiness and Prometheus metrics of the agent, and the HTTP servers that expose them.
+//!
+//! `/healthz` answers 200 while the process and its runtime run. `/readyz` answers 200 only once
+//! the node is usable by pods: subnet.env and the conflist written and the node's annotations
+//! applied; before that (or after a failed sync) it answers 503 with the reason as body, e.g.
+//! "waiting for kube-controller-manager to assign Node.spec.podCIDRs". `/metrics` serves the text
+//! exposition format. Both servers bind to the configured ports on 0.0.0.0 (host network).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = [(&'static str, &'static str); 1];
+
+/// Readiness of the agent.
+#[derive(Debug)]
+pub struct Health {
+    ready: AtomicBool,
+    reason: Mutex<String>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            ready: AtomicBool::new(false),
+            reason: Mutex::new("starting".to_owned()),
+        }
+    }
+}
+
+impl Health {
+    /// Marks the agent ready.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Marks the agent not ready, with the reason `/readyz` reports.
+    pub fn set_not_ready(&self, reason: impl Into<String>) {
+        if let Ok(mut r) = self.reason.lock() {
+            *r = reason.into();
+        }
+        self.ready.store(false, Ordering::SeqCst);
+    }
+
+    /// `Ok(())` when ready, else the reason.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.ready.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        Err(self
+            .reason
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|_| "not ready".to_owned()))
+    }
+}
+
+/// The agent's metrics.
+pub struct Metrics {
+    registry: Registry,
+    syncs: Family<Labels, Counter>,
+    sync_errors: Family<Labels, Counter>,
+    duration: Histogram,
+    files_written: Family<Labels, Counter>,
+    node_patches: Family<Labels, Counter>,
+    config_reloads: Family<Labels, Counter>,
+    ready: Gauge,
+    mtu: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("weft_agent");
+        let syncs = Family::<Labels, Counter>::default();
+        registry.register(
+            "syncs",
+            "Syncs of the node's subnet and CNI configuration, by result (ok, waiting, error)",
+            syncs.clone(),
+        );
+        let sync_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "sync_errors",
+            "Failed syncs, by stage (Config, Gather, Plan, ApplyFiles, ApplyNode)",
+            sync_errors.clone(),
+        );
+        let duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register(
+            "sync_duration_seconds",
+            "Duration of one sync",
+            duration.clone(),
+        );
+        let files_written = Family::<Labels, Counter>::default();
+        registry.register(
+            "files_written",
+            "Files rewritten because their content changed, by file (subnet_env, conflist, vtep_state)",
+            files_written.clone(),
+        );
+        let node_patches = Family::<Labels, Counter>::default();
+        registry.register(
+            "node_patches",
+            "Patches sent to the own Node, by what (annotations, condition)",
+            node_patches.clone(),
+        );
+        let config_reloads = Family::<Labels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Changes of the configuration file, by result (ok, error)",
+            config_reloads.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register("ready", "1 while /readyz answers 200", ready.clone());
+        let mtu = Gauge::default();
+        registry.register("pod_mtu", "The pod MTU in effect", mtu.clone());
+        Metrics {
+            registry,
+            syncs,
+            sync_errors,
+            duration,
+            files_written,
+            node_patches,
+            config_reloads,
+            ready,
+            mtu,
+        }
+    }
+
+    /// Records a sync: `result` is ok, waiting or error; `stage` the failing stage.
+    pub fn sync(&self, result: &'static str, stage: Option<&'static str>, seconds: f64) {
+        self.syncs.get_or_create(&[("result", result)]).inc();
+        if let Some(stage) = stage {
+            self.sync_errors.get_or_create(&[("stage", stage)]).inc();
+        }
+        self.duration.observe(seconds);
+    }
+
+    /// Records a rewritten file.
+    pub fn file_written(&self, file: &'static str) {
+        self.files_written.get_or_create(&[("file", file)]).inc();
+    }
+
+    /// Records a patch of the own Node.
+    pub fn node_patched(&self, what: &'static str) {
+        self.node_patches.get_or_create(&[("what", what)]).inc();
+    }
+
+    /// Records a configuration change.
+    pub fn config_reload(&self, result: &'static str) {
+        self.config_reloads
+            .get_or_create(&[("result", result)])
+            .inc();
+    }
+
+    /// Sets the ready gauge.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Sets the MTU gauge.
+    pub fn set_mtu(&self, mtu: u32) {
+        self.mtu.set(i64::from(mtu));
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// `/healthz` and `/readyz`.
+pub fn health_router(health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
+        .route("/readyz", get(readyz))
+        .with_state(health)
+}
+
+async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    match health.readiness() {
+        Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+    }
+}
+
+/// `/metrics`.
+pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(serve_metrics))
+        .with_state(metrics)
+}
+
+async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+}
+
+/// Binds `addr` and serves `router` until the task is dropped.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// Serves `router` on `listener`.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
+    axum::serve(listener, router).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readiness_and_metrics_over_http() {
+        let health = Arc::new(Health::default());
+        let metrics = Arc::new(Metrics::new());
+        let hl = bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let ml = bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let (ha, ma) = (
+            hl.local_addr().expect("addr"),
+            ml.local_addr().expect("addr"),
+        );
+        tokio::spawn(serve(hl, health_router(health.clone())));
+        tokio::spawn(serve(ml, metrics_router(metrics.clone())));
+        health.set_not_ready("waiting for podCIDRs");
+        assert_eq!(get_text(ha, "/healthz").await, (200, "ok\n".to_owned()));
+        assert_eq!(
+            get_text(ha, "/readyz").await,
+            (503, "waiting for podCIDRs\n".to_owned())
+        );
+        health.set_ready();
+        assert_eq!(get_text(ha, "/readyz").await.0, 200);
+        metrics.sync("ok", None, 0.01);
+        metrics.set_mtu(1450);
+        let (code, body) = get_text(ma, "/metrics").await;
+        assert_eq!(code, 200);
+        assert!(
+            body.contains("weft_agent_syncs_total{result=\"ok\"} 1"),
+            "{body}"
+        );
+        assert!(body.contains("weft_agent_pod_mtu 1450"), "{body}");
+    }
+
+    async fn get_text(addr: SocketAddr, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("write");
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.expect("read");
+        let code = buf[9..12].parse().expect("status");
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (code, body)
+    }
+}

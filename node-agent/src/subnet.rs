@@ -1,0 +1,927 @@
+//! The node's subnet lease and everything published from it, as pure functions.
+//!
+//! weft uses the kube subnet manager model of flannel (and Canal's `usePodCidr`): the subnet of a
+//! node is `Node.spec.podCIDRs` as kube-controller-manager allocated it; the agent never allocates.
+//! From the lease it derives, in flannel's exact formats so that flannel and weft agents interoperate:
+//! - the node annotations `<prefix>/backend-type`, `<prefix>/backend-data`
+//!   (`{"VNI":1,"VtepMAC":"…"}` for vxlan, `null` for host-gw), `<prefix>/kube-subnet-manager`,
+//!   `<prefix>/public-ip` and, with IPv6, `<prefix>/backend-v6-data` and `<prefix>/public-ipv6`;
+//! - the `NetworkUnavailable=False` Node condition (reason [`CONDITION_REASON`]);
+//! - `subnet.env` (`FLANNEL_NETWORK`, `FLANNEL_SUBNET` with the first host address, e.g.
+//!   `10.244.1.1/24`, the IPv6 pair, `FLANNEL_MTU`, `FLANNEL_IPMASQ`).
+//!
+//! Invariants: nothing here does I/O or reads the clock or a random source (callers pass them in);
+//! a lease is only produced when every podCIDR the fabric needs is present and inside the fabric's
+//! pod network, so a misconfigured cluster never gets a half-written node; a VTEP MAC, once chosen,
+//! is kept (state file first, then the node's own annotation) so that peers' FDB entries stay valid
+//! across agent restarts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use k8s_openapi::api::core::v1::NodeCondition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::{Deserialize, Serialize};
+use weft_crds::fabric::{Backend, PodNetwork};
+use weft_crds::{IpCidr, IpFamily};
+
+use crate::Error;
+
+/// Annotation suffix: the overlay backend (`vxlan` or `host-gw`).
+pub const ANNOTATION_BACKEND_TYPE: &str = "backend-type";
+/// Annotation suffix: backend data of the IPv4 overlay.
+pub const ANNOTATION_BACKEND_DATA: &str = "backend-data";
+/// Annotation suffix: backend data of the IPv6 overlay.
+pub const ANNOTATION_BACKEND_V6_DATA: &str = "backend-v6-data";
+/// Annotation suffix: `"true"`, the subnet comes from the Node object.
+pub const ANNOTATION_KUBE_SUBNET_MANAGER: &str = "kube-subnet-manager";
+/// Annotation suffix: the node's IPv4 underlay address.
+pub const ANNOTATION_PUBLIC_IP: &str = "public-ip";
+/// Annotation suffix: the node's IPv6 underlay address.
+pub const ANNOTATION_PUBLIC_IPV6: &str = "public-ipv6";
+/// Node condition type set once the node's network is configured.
+pub const CONDITION_TYPE: &str = "NetworkUnavailable";
+/// Reason of the condition (flannel uses `FlannelIsUp`, Calico `CalicoIsUp`).
+pub const CONDITION_REASON: &str = "WeftIsUp";
+/// Message of the condition.
+pub const CONDITION_MESSAGE: &str = "weft is running on this node";
+/// Key of the IPv4 VTEP MAC in the state file.
+pub const STATE_KEY_VTEP_MAC: &str = "WEFT_VTEP_MAC";
+/// Key of the IPv6 VTEP MAC in the state file.
+pub const STATE_KEY_VTEP_V6_MAC: &str = "WEFT_VTEP_V6_MAC";
+/// Name of the state file, next to subnet.env.
+pub const STATE_FILE_NAME: &str = "weft-vtep.env";
+
+/// The fabric's pod network, at most one CIDR per family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Networks {
+    /// The IPv4 pod CIDR.
+    pub v4: Option<IpCidr>,
+    /// The IPv6 pod CIDR.
+    pub v6: Option<IpCidr>,
+}
+
+impl Networks {
+    /// The CIDR of `family`.
+    pub fn get(&self, family: IpFamily) -> Option<IpCidr> {
+        match family {
+            IpFamily::V4 => self.v4,
+            IpFamily::V6 => self.v6,
+        }
+    }
+
+    /// The families the fabric uses, IPv4 first.
+    pub fn families(&self) -> Vec<IpFamily> {
+        let mut out = Vec::new();
+        if self.v4.is_some() {
+            out.push(IpFamily::V4);
+        }
+        if self.v6.is_some() {
+            out.push(IpFamily::V6);
+        }
+        out
+    }
+}
+
+impl fmt::Display for Networks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let all: Vec<String> = [self.v4, self.v6]
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect();
+        f.write_str(&all.join(","))
+    }
+}
+
+/// The node's subnets: one per family of the fabric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lease {
+    /// The IPv4 node subnet, e.g. 10.244.1.0/24.
+    pub v4: Option<IpCidr>,
+    /// The IPv6 node subnet.
+    pub v6: Option<IpCidr>,
+}
+
+impl Lease {
+    /// The subnet of `family`.
+    pub fn get(&self, family: IpFamily) -> Option<IpCidr> {
+        match family {
+            IpFamily::V4 => self.v4,
+            IpFamily::V6 => self.v6,
+        }
+    }
+
+    /// Whether both families are present.
+    pub fn is_dual_stack(&self) -> bool {
+        self.v4.is_some() && self.v6.is_some()
+    }
+}
+
+impl fmt::Display for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let all: Vec<String> = [self.v4, self.v6]
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect();
+        f.write_str(&all.join(","))
+    }
+}
+
+/// Parses the fabric's pod CIDRs (at most one per family).
+pub fn plan_networks(pod_network: &PodNetwork) -> Result<Networks, Error> {
+    let mut out = Networks::default();
+    for raw in &pod_network.cidrs {
+        let cidr: IpCidr = raw.parse().map_err(|source| Error::BadCidr {
+            what: "podNetwork.cidrs entry",
+            value: raw.clone(),
+            source,
+        })?;
+        let slot = match cidr.family() {
+            IpFamily::V4 => &mut out.v4,
+            IpFamily::V6 => &mut out.v6,
+        };
+        if let Some(prev) = slot {
+            return Err(Error::PodNetwork(format!(
+                "cidrs holds two {} CIDRs ({prev} and {cidr}); keep one per family",
+                cidr.family()
+            )));
+        }
+        *slot = Some(cidr);
+    }
+    if out.v4.is_none() && out.v6.is_none() {
+        return Err(Error::PodNetwork(
+            "cidrs is empty; set at least one pod CIDR such as 10.244.0.0/16".to_owned(),
+        ));
+    }
+    Ok(out)
+}
+
+/// The node's lease from `Node.spec.podCIDRs`.
+///
+/// `Ok(None)`: no podCIDR yet (kube-controller-manager has not allocated one); the caller waits.
+/// A podCIDR of a family the fabric does not use is ignored (like flannel with IPv6 disabled); a
+/// podCIDR outside the fabric's CIDR of its family, or a missing family, is an error that names
+/// the fix.
+pub fn plan_lease(
+    node: &str,
+    networks: &Networks,
+    pod_cidrs: &[String],
+) -> Result<Option<Lease>, Error> {
+    if pod_cidrs.is_empty() {
+        return Ok(None);
+    }
+    let mut lease = Lease::default();
+    for raw in pod_cidrs {
+        let cidr = IpCidr::parse_lenient(raw).map_err(|source| Error::BadCidr {
+            what: "Node.spec.podCIDRs entry",
+            value: raw.clone(),
+            source,
+        })?;
+        let Some(network) = networks.get(cidr.family()) else {
+            continue;
+        };
+        if !network.contains(&cidr) {
+            return Err(Error::PodCidrOutsideNetwork {
+                node: node.to_owned(),
+                pod_cidr: cidr.to_string(),
+                network: networks.to_string(),
+            });
+        }
+        match cidr.family() {
+            IpFamily::V4 => lease.v4 = lease.v4.or(Some(cidr)),
+            IpFamily::V6 => lease.v6 = lease.v6.or(Some(cidr)),
+        }
+    }
+    for family in networks.families() {
+        if lease.get(family).is_none() {
+            return Err(Error::MissingPodCidr {
+                node: node.to_owned(),
+                family,
+                network: networks
+                    .get(family)
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    Ok(Some(lease))
+}
+
+/// The first host address of a subnet (`10.244.1.0/24` → `10.244.1.1`): the pods' gateway, and
+/// what flannel writes into `FLANNEL_SUBNET`.
+pub fn gateway(subnet: IpCidr) -> IpAddr {
+    match subnet.addr() {
+        IpAddr::V4(a) => IpAddr::V4(u32::from(a).wrapping_add(1).into()),
+        IpAddr::V6(a) => IpAddr::V6(u128::from(a).wrapping_add(1).into()),
+    }
+}
+
+/// `subnet.env` in flannel's format and key order: the IPv4 pair, the IPv6 pair, MTU, IPMASQ.
+pub fn render_subnet_env(networks: &Networks, lease: &Lease, mtu: u32, ip_masq: bool) -> String {
+    let mut out = String::new();
+    if let (Some(network), Some(subnet)) = (networks.v4, lease.v4) {
+        out.push_str(&format!(
+            "FLANNEL_NETWORK={network}\nFLANNEL_SUBNET={}/{}\n",
+            gateway(subnet),
+            subnet.prefix_len()
+        ));
+    }
+    if let (Some(network), Some(subnet)) = (networks.v6, lease.v6) {
+        out.push_str(&format!(
+            "FLANNEL_IPV6_NETWORK={network}\nFLANNEL_IPV6_SUBNET={}/{}\n",
+            gateway(subnet),
+            subnet.prefix_len()
+        ));
+    }
+    out.push_str(&format!("FLANNEL_MTU={mtu}\nFLANNEL_IPMASQ={ip_masq}\n"));
+    out
+}
+
+/// A 48-bit MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    /// A locally administered unicast MAC from random bytes (bit 1 of the first octet set, bit 0
+    /// cleared), the kind the kernel gives a VXLAN device.
+    pub fn local_unicast(mut bytes: [u8; 6]) -> Mac {
+        bytes[0] = (bytes[0] | 0x02) & !0x01;
+        Mac(bytes)
+    }
+
+    /// Whether the MAC is unicast and not all zero (usable as a VTEP address).
+    pub fn is_usable(&self) -> bool {
+        self.0[0] & 0x01 == 0 && self.0 != [0; 6]
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl FromStr for Mac {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(format!("{s:?} is not a MAC address like 0a:1b:2c:3d:4e:5f"));
+        }
+        let mut out = [0u8; 6];
+        for (slot, part) in out.iter_mut().zip(parts) {
+            if part.len() != 2 {
+                return Err(format!("{s:?} is not a MAC address like 0a:1b:2c:3d:4e:5f"));
+            }
+            *slot = u8::from_str_radix(part, 16)
+                .map_err(|_| format!("{s:?} is not a MAC address like 0a:1b:2c:3d:4e:5f"))?;
+        }
+        Ok(Mac(out))
+    }
+}
+
+/// The VTEP MACs of the node, one per overlay family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VtepMacs {
+    /// MAC of the IPv4 VXLAN device.
+    pub v4: Option<Mac>,
+    /// MAC of the IPv6 VXLAN device.
+    pub v6: Option<Mac>,
+}
+
+impl VtepMacs {
+    /// The MAC of `family`.
+    pub fn get(&self, family: IpFamily) -> Option<Mac> {
+        match family {
+            IpFamily::V4 => self.v4,
+            IpFamily::V6 => self.v6,
+        }
+    }
+
+    fn slot(&mut self, family: IpFamily) -> &mut Option<Mac> {
+        match family {
+            IpFamily::V4 => &mut self.v4,
+            IpFamily::V6 => &mut self.v6,
+        }
+    }
+}
+
+/// flannel's vxlan backend data: `{"VNI":1,"VtepMAC":"0a:…"}` (field order as Go marshals it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanBackendData {
+    /// The VXLAN network identifier.
+    #[serde(rename = "VNI")]
+    pub vni: i32,
+    /// The MAC of the node's VXLAN device.
+    #[serde(rename = "VtepMAC")]
+    pub vtep_mac: String,
+}
+
+/// Parses the state file (`KEY=VALUE` lines; unknown keys and bad values are ignored, so a
+/// corrupted file costs a new MAC, never a crash).
+pub fn parse_vtep_state(text: &str) -> VtepMacs {
+    let mut out = VtepMacs::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let Ok(mac) = value.trim().parse::<Mac>() else {
+            continue;
+        };
+        if !mac.is_usable() {
+            continue;
+        }
+        match key.trim() {
+            STATE_KEY_VTEP_MAC => out.v4 = Some(mac),
+            STATE_KEY_VTEP_V6_MAC => out.v6 = Some(mac),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Renders the state file.
+pub fn render_vtep_state(macs: &VtepMacs) -> String {
+    let mut out = String::new();
+    if let Some(mac) = macs.v4 {
+        out.push_str(&format!("{STATE_KEY_VTEP_MAC}={mac}\n"));
+    }
+    if let Some(mac) = macs.v6 {
+        out.push_str(&format!("{STATE_KEY_VTEP_V6_MAC}={mac}\n"));
+    }
+    out
+}
+
+/// The full name of annotation `suffix` under `prefix` (flannel appends `/` to a prefix without
+/// one, and `-` to a prefix that already has a path part).
+pub fn annotation_key(prefix: &str, suffix: &str) -> String {
+    if prefix.ends_with('/') || prefix.ends_with('-') {
+        format!("{prefix}{suffix}")
+    } else if prefix.contains('/') {
+        format!("{prefix}-{suffix}")
+    } else {
+        format!("{prefix}/{suffix}")
+    }
+}
+
+/// The MAC recorded in the node's own vxlan `backend-data` annotation of `family`, if any.
+fn annotated_mac(
+    annotations: &BTreeMap<String, String>,
+    prefix: &str,
+    family: IpFamily,
+) -> Option<Mac> {
+    let backend = annotations.get(&annotation_key(prefix, ANNOTATION_BACKEND_TYPE))?;
+    if backend != Backend::Vxlan.as_str() {
+        return None;
+    }
+    let key = match family {
+        IpFamily::V4 => ANNOTATION_BACKEND_DATA,
+        IpFamily::V6 => ANNOTATION_BACKEND_V6_DATA,
+    };
+    let data: VxlanBackendData =
+        serde_json::from_str(annotations.get(&annotation_key(prefix, key))?).ok()?;
+    data.vtep_mac.parse::<Mac>().ok().filter(Mac::is_usable)
+}
+
+/// The VTEP MAC per family: the state file's, else the one already announced in the node's
+/// annotation, else a new one from `random` (index 0 for IPv4, 1 for IPv6).
+pub fn plan_vtep_macs(
+    families: &[IpFamily],
+    state: &VtepMacs,
+    annotations: &BTreeMap<String, String>,
+    prefix: &str,
+    random: [[u8; 6]; 2],
+) -> VtepMacs {
+    let mut out = VtepMacs::default();
+    for &family in families {
+        let fresh = match family {
+            IpFamily::V4 => random[0],
+            IpFamily::V6 => random[1],
+        };
+        *out.slot(family) = Some(
+            state
+                .get(family)
+                .or_else(|| annotated_mac(annotations, prefix, family))
+                .unwrap_or_else(|| Mac::local_unicast(fresh)),
+        );
+    }
+    out
+}
+
+/// What the annotations are rendered from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnotationInput<'a> {
+    /// The annotation prefix (compatibility.annotationPrefix).
+    pub prefix: &'a str,
+    /// The overlay backend.
+    pub backend: Backend,
+    /// The VXLAN network identifier.
+    pub vni: i32,
+    /// The node's lease.
+    pub lease: &'a Lease,
+    /// The node's underlay address per family (public-ip, public-ipv6).
+    pub public_v4: Option<IpAddr>,
+    /// The IPv6 underlay address.
+    pub public_v6: Option<IpAddr>,
+    /// The VTEP MACs (vxlan only).
+    pub macs: &'a VtepMacs,
+}
+
+/// The flannel-format annotations the node should carry.
+pub fn render_annotations(input: &AnnotationInput<'_>) -> Result<BTreeMap<String, String>, Error> {
+    let key = |suffix| annotation_key(input.prefix, suffix);
+    let mut out = BTreeMap::new();
+    out.insert(
+        key(ANNOTATION_BACKEND_TYPE),
+        input.backend.as_str().to_owned(),
+    );
+    out.insert(key(ANNOTATION_KUBE_SUBNET_MANAGER), "true".to_owned());
+    let families = [
+        (
+            IpFamily::V4,
+            ANNOTATION_BACKEND_DATA,
+            ANNOTATION_PUBLIC_IP,
+            input.public_v4,
+        ),
+        (
+            IpFamily::V6,
+            ANNOTATION_BACKEND_V6_DATA,
+            ANNOTATION_PUBLIC_IPV6,
+            input.public_v6,
+        ),
+    ];
+    for (family, data_key, ip_key, public) in families {
+        if input.lease.get(family).is_none() {
+            continue;
+        }
+        let data = match (input.backend, input.macs.get(family)) {
+            (Backend::Vxlan, Some(mac)) => serde_json::to_string(&VxlanBackendData {
+                vni: input.vni,
+                vtep_mac: mac.to_string(),
+            })
+            .map_err(|source| Error::RenderJson {
+                what: "vxlan backend data",
+                source,
+            })?,
+            // host-gw has no backend data; flannel marshals its empty RawMessage as null.
+            _ => "null".to_owned(),
+        };
+        out.insert(key(data_key), data);
+        if let Some(ip) = public {
+            out.insert(key(ip_key), ip.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// The annotations to patch: the desired entries whose current value differs. `None` when the node
+/// already carries all of them (no write, so no watch event, so no loop).
+pub fn plan_annotation_patch(
+    current: &BTreeMap<String, String>,
+    desired: &BTreeMap<String, String>,
+) -> Option<BTreeMap<String, String>> {
+    let patch: BTreeMap<String, String> = desired
+        .iter()
+        .filter(|(k, v)| current.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (!patch.is_empty()).then_some(patch)
+}
+
+/// The `NetworkUnavailable=False` condition to write, or `None` when the node already has it with
+/// weft's reason. The transition time is kept when the status was already False.
+pub fn plan_network_condition(current: Option<&NodeCondition>, now: Time) -> Option<NodeCondition> {
+    if let Some(c) = current
+        && c.status == "False"
+        && c.reason.as_deref() == Some(CONDITION_REASON)
+    {
+        return None;
+    }
+    let transition = match current {
+        Some(c) if c.status == "False" => c.last_transition_time.clone().unwrap_or(now.clone()),
+        _ => now.clone(),
+    };
+    Some(NodeCondition {
+        type_: CONDITION_TYPE.to_owned(),
+        status: "False".to_owned(),
+        reason: Some(CONDITION_REASON.to_owned()),
+        message: Some(CONDITION_MESSAGE.to_owned()),
+        last_transition_time: Some(transition),
+        last_heartbeat_time: Some(now),
+    })
+}
+
+/// The strategic-merge status patch that sets only `condition` (Node conditions merge on `type`).
+pub fn render_condition_patch(condition: &NodeCondition) -> serde_json::Value {
+    serde_json::json!({ "status": { "conditions": [condition] } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(s: &str) -> IpCidr {
+        s.parse().expect("test cidr")
+    }
+
+    fn networks(cidrs: &[&str]) -> Networks {
+        plan_networks(&PodNetwork::new(cidrs.iter().copied())).expect("networks")
+    }
+
+    /// Expected (IPv4, IPv6) node subnets.
+    type WantLease = Option<(Option<&'static str>, Option<&'static str>)>;
+
+    #[test]
+    fn plans_leases() {
+        struct Case {
+            name: &'static str,
+            fabric: &'static [&'static str],
+            pod_cidrs: &'static [&'static str],
+            want: Result<WantLease, &'static str>,
+        }
+        let cases = [
+            Case {
+                name: "ipv4",
+                fabric: &["10.244.0.0/16"],
+                pod_cidrs: &["10.244.1.0/24"],
+                want: Ok(Some((Some("10.244.1.0/24"), None))),
+            },
+            Case {
+                name: "not allocated yet",
+                fabric: &["10.244.0.0/16"],
+                pod_cidrs: &[],
+                want: Ok(None),
+            },
+            Case {
+                name: "dual-stack",
+                fabric: &["10.244.0.0/16", "fd00:10:244::/56"],
+                pod_cidrs: &["10.244.2.0/24", "fd00:10:244:2::/64"],
+                want: Ok(Some((Some("10.244.2.0/24"), Some("fd00:10:244:2::/64")))),
+            },
+            Case {
+                name: "ipv6 only",
+                fabric: &["fd00:10:244::/56"],
+                pod_cidrs: &["fd00:10:244:3::/64"],
+                want: Ok(Some((None, Some("fd00:10:244:3::/64")))),
+            },
+            Case {
+                name: "ipv6 podCIDR ignored by an ipv4 fabric",
+                fabric: &["10.244.0.0/16"],
+                pod_cidrs: &["10.244.1.0/24", "fd00:10:244:2::/64"],
+                want: Ok(Some((Some("10.244.1.0/24"), None))),
+            },
+            Case {
+                name: "outside the pod network",
+                fabric: &["10.244.0.0/16"],
+                pod_cidrs: &["10.99.1.0/24"],
+                want: Err("not inside the fabric's podNetwork.cidrs 10.244.0.0/16"),
+            },
+            Case {
+                name: "larger than the pod network",
+                fabric: &["10.244.0.0/16"],
+                pod_cidrs: &["10.0.0.0/8"],
+                want: Err("10.0.0.0/8, which is not inside"),
+            },
+            Case {
+                name: "missing ipv6",
+                fabric: &["10.244.0.0/16", "fd00:10:244::/56"],
+                pod_cidrs: &["10.244.1.0/24"],
+                want: Err("has no IPv6 podCIDR"),
+            },
+            Case {
+                name: "garbage",
+                fabric: &["10.244.0.0/16"],
+                pod_cidrs: &["10.244.1.0"],
+                want: Err("invalid Node.spec.podCIDRs entry"),
+            },
+        ];
+        for c in cases {
+            let got = plan_lease("n1", &networks(c.fabric), &owned(c.pod_cidrs));
+            match (c.want, got) {
+                (Ok(None), Ok(None)) => {}
+                (Ok(Some((v4, v6))), Ok(Some(lease))) => {
+                    assert_eq!(lease.v4, v4.map(cidr), "{}", c.name);
+                    assert_eq!(lease.v6, v6.map(cidr), "{}", c.name);
+                }
+                (Err(want), Err(e)) => assert!(e.to_string().contains(want), "{}: {e}", c.name),
+                (want, got) => panic!("{}: want {want:?}, got {got:?}", c.name),
+            }
+        }
+    }
+
+    fn owned(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn rejects_bad_pod_networks() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["10.244.0.0/16", "10.245.0.0/16"], "two IPv4 CIDRs"),
+            (&[], "cidrs is empty"),
+            (&["10.244.1.0/16"], "host bits set"),
+        ];
+        for (cidrs, want) in cases {
+            let err = plan_networks(&PodNetwork::new(cidrs.iter().copied())).expect_err("bad");
+            let msg = format!(
+                "{err}: {}",
+                std::error::Error::source(&err)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            );
+            assert!(msg.contains(want), "{cidrs:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn gateway_is_the_first_host_address() {
+        assert_eq!(gateway(cidr("10.244.1.0/24")).to_string(), "10.244.1.1");
+        assert_eq!(
+            gateway(cidr("fd00:10:244:2::/64")).to_string(),
+            "fd00:10:244:2::1"
+        );
+    }
+
+    #[test]
+    fn subnet_env_follows_flannel() {
+        let nets = networks(&["10.244.0.0/16"]);
+        let lease = Lease {
+            v4: Some(cidr("10.244.1.0/24")),
+            v6: None,
+        };
+        assert_eq!(
+            render_subnet_env(&nets, &lease, 1450, true),
+            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
+        );
+        let nets = networks(&["fd00:10:244::/56"]);
+        let lease = Lease {
+            v4: None,
+            v6: Some(cidr("fd00:10:244:3::/64")),
+        };
+        assert_eq!(
+            render_subnet_env(&nets, &lease, 1430, false),
+            "FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:3::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n"
+        );
+    }
+
+    #[test]
+    fn annotation_keys_follow_flannel_prefix_rules() {
+        let cases = [
+            (
+                "flannel.alpha.coreos.com",
+                "flannel.alpha.coreos.com/public-ip",
+            ),
+            ("weft.dev/", "weft.dev/public-ip"),
+            ("example.com/net", "example.com/net-public-ip"),
+        ];
+        for (prefix, want) in cases {
+            assert_eq!(annotation_key(prefix, ANNOTATION_PUBLIC_IP), want);
+        }
+    }
+
+    const P: &str = "flannel.alpha.coreos.com";
+
+    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (format!("{P}/{k}"), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn renders_annotations() {
+        let mac = Mac([0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x01]);
+        let mac6 = Mac([0x0e, 0x00, 0x00, 0x00, 0x00, 0x06]);
+        let v4 = Lease {
+            v4: Some(cidr("10.244.1.0/24")),
+            v6: None,
+        };
+        let dual = Lease {
+            v4: Some(cidr("10.244.1.0/24")),
+            v6: Some(cidr("fd00:10:244:1::/64")),
+        };
+        let macs = VtepMacs {
+            v4: Some(mac),
+            v6: Some(mac6),
+        };
+        let ip4: IpAddr = "192.168.0.2".parse().expect("ip");
+        let ip6: IpAddr = "fd00::2".parse().expect("ip");
+        struct Case<'a> {
+            name: &'a str,
+            backend: Backend,
+            lease: &'a Lease,
+            want: BTreeMap<String, String>,
+        }
+        let cases = [
+            Case {
+                name: "vxlan ipv4",
+                backend: Backend::Vxlan,
+                lease: &v4,
+                want: ann(&[
+                    ("backend-type", "vxlan"),
+                    ("backend-data", r#"{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:01"}"#),
+                    ("kube-subnet-manager", "true"),
+                    ("public-ip", "192.168.0.2"),
+                ]),
+            },
+            Case {
+                name: "vxlan dual-stack",
+                backend: Backend::Vxlan,
+                lease: &dual,
+                want: ann(&[
+                    ("backend-type", "vxlan"),
+                    ("backend-data", r#"{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:01"}"#),
+                    (
+                        "backend-v6-data",
+                        r#"{"VNI":1,"VtepMAC":"0e:00:00:00:00:06"}"#,
+                    ),
+                    ("kube-subnet-manager", "true"),
+                    ("public-ip", "192.168.0.2"),
+                    ("public-ipv6", "fd00::2"),
+                ]),
+            },
+            Case {
+                name: "host-gw",
+                backend: Backend::HostGw,
+                lease: &v4,
+                want: ann(&[
+                    ("backend-type", "host-gw"),
+                    ("backend-data", "null"),
+                    ("kube-subnet-manager", "true"),
+                    ("public-ip", "192.168.0.2"),
+                ]),
+            },
+        ];
+        for c in cases {
+            let got = render_annotations(&AnnotationInput {
+                prefix: P,
+                backend: c.backend,
+                vni: 1,
+                lease: c.lease,
+                public_v4: Some(ip4),
+                public_v6: Some(ip6),
+                macs: &macs,
+            })
+            .expect("render");
+            assert_eq!(got, c.want, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn patches_only_what_differs() {
+        let desired = ann(&[("backend-type", "vxlan"), ("public-ip", "10.0.0.1")]);
+        assert_eq!(plan_annotation_patch(&desired, &desired), None);
+        let mut current = desired.clone();
+        current.insert(format!("{P}/public-ip"), "10.0.0.9".into());
+        current.insert("unrelated".into(), "kept".into());
+        assert_eq!(
+            plan_annotation_patch(&current, &desired),
+            Some(ann(&[("public-ip", "10.0.0.1")]))
+        );
+    }
+
+    #[test]
+    fn macs_are_local_unicast() {
+        for first in [0x00u8, 0x01, 0xff, 0x03, 0xfe] {
+            let mac = Mac::local_unicast([first, 1, 2, 3, 4, 5]);
+            assert_eq!(mac.0[0] & 0x02, 0x02, "{mac}");
+            assert_eq!(mac.0[0] & 0x01, 0, "{mac}");
+            assert_eq!(mac.to_string().parse::<Mac>(), Ok(mac));
+        }
+        assert!("0a:58:0a:f4:01".parse::<Mac>().is_err());
+        assert!("0a:58:0a:f4:01:zz".parse::<Mac>().is_err());
+    }
+
+    #[test]
+    fn vtep_macs_are_stable() {
+        let from_state = Mac([0x0a, 1, 1, 1, 1, 1]);
+        let from_annotation = Mac([0x0a, 2, 2, 2, 2, 2]);
+        let random = [[0xff, 3, 3, 3, 3, 3], [0x00, 4, 4, 4, 4, 4]];
+        let fresh_v4 = Mac([0xfe, 3, 3, 3, 3, 3]);
+        let fresh_v6 = Mac([0x02, 4, 4, 4, 4, 4]);
+        let vxlan_ann = ann(&[
+            ("backend-type", "vxlan"),
+            ("backend-data", r#"{"VNI":1,"VtepMAC":"0a:02:02:02:02:02"}"#),
+        ]);
+        let hostgw_ann = ann(&[
+            ("backend-type", "host-gw"),
+            ("backend-data", r#"{"VNI":1,"VtepMAC":"0a:02:02:02:02:02"}"#),
+        ]);
+        let broken_ann = ann(&[("backend-type", "vxlan"), ("backend-data", "null")]);
+        let state = VtepMacs {
+            v4: Some(from_state),
+            v6: None,
+        };
+        let none = VtepMacs::default();
+        let cases: &[(&str, &VtepMacs, &BTreeMap<String, String>, VtepMacs)] = &[
+            (
+                "state wins",
+                &state,
+                &vxlan_ann,
+                VtepMacs {
+                    v4: Some(from_state),
+                    v6: None,
+                },
+            ),
+            (
+                "annotation read back",
+                &none,
+                &vxlan_ann,
+                VtepMacs {
+                    v4: Some(from_annotation),
+                    v6: None,
+                },
+            ),
+            (
+                "host-gw annotation ignored",
+                &none,
+                &hostgw_ann,
+                VtepMacs {
+                    v4: Some(fresh_v4),
+                    v6: None,
+                },
+            ),
+            (
+                "null data ignored",
+                &none,
+                &broken_ann,
+                VtepMacs {
+                    v4: Some(fresh_v4),
+                    v6: None,
+                },
+            ),
+        ];
+        for (name, state, annotations, want) in cases {
+            let got = plan_vtep_macs(&[IpFamily::V4], state, annotations, P, random);
+            assert_eq!(got, *want, "{name}");
+        }
+        let dual = plan_vtep_macs(
+            &[IpFamily::V4, IpFamily::V6],
+            &state,
+            &BTreeMap::new(),
+            P,
+            random,
+        );
+        assert_eq!(
+            dual,
+            VtepMacs {
+                v4: Some(from_state),
+                v6: Some(fresh_v6)
+            }
+        );
+        // What a restart reads back is what was written.
+        assert_eq!(parse_vtep_state(&render_vtep_state(&dual)), dual);
+        assert_eq!(
+            parse_vtep_state(
+                "WEFT_VTEP_MAC=garbage\nWEFT_VTEP_V6_MAC=01:00:00:00:00:01\nOTHER=x\n"
+            ),
+            VtepMacs::default()
+        );
+    }
+
+    #[test]
+    fn network_condition_is_written_once() {
+        let now = Time(k8s_openapi::jiff::Timestamp::from_second(2_000_000_000).expect("ts"));
+        let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_000_000_000).expect("ts"));
+        let cond = |status: &str, reason: &str| NodeCondition {
+            type_: CONDITION_TYPE.into(),
+            status: status.into(),
+            reason: Some(reason.into()),
+            last_transition_time: Some(earlier.clone()),
+            ..NodeCondition::default()
+        };
+        let fresh = plan_network_condition(None, now.clone()).expect("absent → set");
+        assert_eq!(fresh.status, "False");
+        assert_eq!(fresh.reason.as_deref(), Some(CONDITION_REASON));
+        assert_eq!(fresh.last_transition_time, Some(now.clone()));
+        assert_eq!(
+            plan_network_condition(Some(&cond("False", CONDITION_REASON)), now.clone()),
+            None
+        );
+        let from_true = plan_network_condition(Some(&cond("True", "NoRouteCreated")), now.clone())
+            .expect("set");
+        assert_eq!(from_true.last_transition_time, Some(now.clone()));
+        let from_flannel =
+            plan_network_condition(Some(&cond("False", "FlannelIsUp")), now.clone()).expect("set");
+        assert_eq!(from_flannel.last_transition_time, Some(earlier));
+        let patch = render_condition_patch(&fresh);
+        assert_eq!(
+            patch["status"]["conditions"][0]["type"],
+            "NetworkUnavailable"
+        );
+        assert_eq!(patch["status"]["conditions"][0]["status"], "False");
+        assert_eq!(
+            patch["status"]["conditions"].as_array().map(Vec::len),
+            Some(1)
+        );
+    }
+}
