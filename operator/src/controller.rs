@@ -49,7 +49,10 @@ use crate::build::{
 };
 use crate::error::{Error, chain};
 use crate::metrics::Metrics;
-use crate::status::{Observation, Outcome, compute_status, transition_events};
+use crate::status::{
+    Observation, Outcome, REASON_APPLY_FAILED, REASON_BUILD_FAILED, REASON_GATHER_FAILED,
+    compute_status, transition_events,
+};
 use crate::validate::{ClusterFacts, NodeFacts, validate_fabric};
 
 /// The field manager of every server-side apply.
@@ -187,7 +190,11 @@ async fn reconcile_inner(fabric: &NetworkFabric, ctx: &Context) -> Result<Action
     }
 
     let all = ctx.store.state();
-    let active = select_active(all.iter().map(|f| f.as_ref()))
+    // A deleted fabric whose finalizer is gone is only waiting for the watch to drop it.
+    let candidates = all.iter().map(|f| f.as_ref()).filter(|f| {
+        f.metadata.deletion_timestamp.is_none() || f.finalizers().iter().any(|x| x == FINALIZER)
+    });
+    let active = select_active(candidates)
         .and_then(|f| f.metadata.name.clone())
         .unwrap_or_else(|| name.clone());
     if active != name {
@@ -199,13 +206,50 @@ async fn reconcile_inner(fabric: &NetworkFabric, ctx: &Context) -> Result<Action
             agent_pods: &[],
         };
         write_status(fabric, &obs, ctx).await?;
-        return Ok(Action::requeue(RECHECK * 6));
+        return Ok(Action::requeue(RECHECK));
     }
 
     if !has_finalizer {
         add_finalizer(fabric, &name, ctx).await?;
     }
 
+    match pipeline(fabric, &name, ctx).await {
+        Ok(action) => Ok(action),
+        Err(err) => {
+            let reason = match &err {
+                Error::Gather { .. } => REASON_GATHER_FAILED,
+                Error::Build(_) => REASON_BUILD_FAILED,
+                Error::Apply { .. } => REASON_APPLY_FAILED,
+                // The status write itself failed: nothing more to report with.
+                _ => return Err(err),
+            };
+            let uid = fabric.uid().unwrap_or_default();
+            let ds_api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ctx.params.namespace);
+            let ds = ds_api
+                .get_opt(AGENT_NAME)
+                .await
+                .ok()
+                .flatten()
+                .filter(|d| owned_by(&d.metadata, &uid));
+            let obs = Observation {
+                generation: fabric.metadata.generation,
+                outcome: Outcome::Failed {
+                    reason,
+                    message: chain(&err),
+                },
+                daemon_set: ds.as_ref(),
+                agent_pods: &[],
+            };
+            if let Err(status_err) = write_status(fabric, &obs, ctx).await {
+                warn!(fabric = %name, error = %chain(&status_err), "could not report the failure in status");
+            }
+            Err(err)
+        }
+    }
+}
+
+/// gather → validate → build → apply → status for the active fabric.
+async fn pipeline(fabric: &NetworkFabric, name: &str, ctx: &Context) -> Result<Action, Error> {
     // gather
     let facts = gather_facts(ctx).await?;
     let ns = &ctx.params.namespace;
@@ -234,28 +278,7 @@ async fn reconcile_inner(fabric: &NetworkFabric, ctx: &Context) -> Result<Action
     let objects = build_agent_objects(fabric, &ctx.params).map_err(Error::Build)?;
 
     // apply
-    let ds = match apply_all(&objects, ctx).await {
-        Ok(ds) => ds,
-        Err(err) => {
-            let uid = fabric.uid().unwrap_or_default();
-            let ds = ds_api
-                .get_opt(AGENT_NAME)
-                .await
-                .ok()
-                .flatten()
-                .filter(|d| owned_by(&d.metadata, &uid));
-            let obs = Observation {
-                generation: fabric.metadata.generation,
-                outcome: Outcome::ApplyFailed(chain(&err)),
-                daemon_set: ds.as_ref(),
-                agent_pods: &[],
-            };
-            if let Err(status_err) = write_status(fabric, &obs, ctx).await {
-                warn!(fabric = %name, error = %chain(&status_err), "could not report the apply failure in status");
-            }
-            return Err(err);
-        }
-    };
+    let ds = apply_all(&objects, ctx).await?;
 
     // status
     let pods = agent_pods(ctx).await?;

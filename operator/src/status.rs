@@ -4,7 +4,8 @@
 //! Conditions follow the Kubernetes conventions (and the tigera operator's `Installation`):
 //! - `Available`: every desired agent runs the current configuration and is ready;
 //! - `Progressing`: a rollout is under way (`RollingOut`, "2 of 3 nodes updated");
-//! - `Degraded`: something needs a person: `Conflict`, `InvalidSpec`, `ApplyFailed`,
+//! - `Degraded`: something needs a person: `Conflict`, `InvalidSpec`, `GatherFailed`,
+//!   `BuildFailed`, `ApplyFailed`,
 //!   `AgentCrashLooping`, `AgentImagePullFailed`.
 //!
 //! Invariants: `lastTransitionTime` changes only when a condition's status changes, so recomputing an
@@ -33,6 +34,10 @@ pub const REASON_CONFLICT: &str = "Conflict";
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 /// Reason: applying the agent objects failed (retried with backoff).
 pub const REASON_APPLY_FAILED: &str = "ApplyFailed";
+/// Reason: reading the cluster facts failed (retried with backoff).
+pub const REASON_GATHER_FAILED: &str = "GatherFailed";
+/// Reason: building the agent objects failed (retried with backoff).
+pub const REASON_BUILD_FAILED: &str = "BuildFailed";
 /// Reason: agent pods are crash-looping.
 pub const REASON_CRASH_LOOPING: &str = "AgentCrashLooping";
 /// Reason: agent pods cannot pull their image.
@@ -66,8 +71,14 @@ pub enum Outcome<'a> {
     },
     /// Validation failed; nothing was applied.
     InvalidSpec(&'a [SpecViolation]),
-    /// Applying failed with this message; it is retried.
-    ApplyFailed(String),
+    /// A stage failed with this message; it is retried with backoff.
+    Failed {
+        /// The condition reason: [`REASON_GATHER_FAILED`], [`REASON_BUILD_FAILED`] or
+        /// [`REASON_APPLY_FAILED`].
+        reason: &'static str,
+        /// The error and its causes.
+        message: String,
+    },
     /// The agent objects were applied with this configuration hash.
     Applied {
         /// Hash of the applied agent configuration.
@@ -297,19 +308,19 @@ pub fn compute_status(
                 prev_hash,
             )
         }
-        Outcome::ApplyFailed(message) => (
+        Outcome::Failed { reason, message } => (
             vec![
                 available_from(ds),
                 cond(
                     PROGRESSING,
                     false,
-                    REASON_APPLY_FAILED,
-                    "the agent objects could not be applied; retrying with backoff",
+                    reason,
+                    "the rollout is held until the failure below clears; retrying with backoff",
                 ),
                 cond(
                     DEGRADED,
                     true,
-                    REASON_APPLY_FAILED,
+                    reason,
                     format!("{message}; retrying with backoff"),
                 ),
             ],
@@ -720,9 +731,10 @@ mod tests {
             ),
             (
                 "apply failed",
-                Outcome::ApplyFailed(
-                    "failed to apply DaemonSet weft-system/weft-agent: conflict".into(),
-                ),
+                Outcome::Failed {
+                    reason: REASON_APPLY_FAILED,
+                    message: "failed to apply DaemonSet weft-system/weft-agent: conflict".into(),
+                },
                 Some(&healthy),
                 &[],
                 [
