@@ -8,7 +8,10 @@
 //! - `values.schema.json` and the chart's own checks refuse bad values;
 //! - the chart's copy of the CRD is the generated one in `crds/`.
 //!
-//! None of this needs a cluster: `helm lint` and `helm template` are client-side.
+//! None of this needs a cluster: `helm lint` and `helm template` are client-side. One test,
+//! ignored by default because it needs root, does: `install_upgrade_uninstall_on_a_local_cluster`
+//! brings up its own local cluster and checks install, upgrade and uninstall as Helm documents
+//! them, with the chart's uninstall hook (`cargo test -p weft-e2e --test chart -- --ignored`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -959,4 +962,205 @@ fn chart_crd_is_the_generated_crd() {
     let crd: Value = yaml_serde::from_str(&shipped_text).expect("the CRD is YAML");
     assert_eq!(crd["metadata"]["name"], "networkfabrics.weft.dev");
     assert_eq!(crd["spec"]["scope"], "Cluster");
+}
+
+/// Tears the lifecycle test's cluster down however the test ends.
+struct ClusterGuard(Option<weft_e2e::Cluster>);
+
+impl Drop for ClusterGuard {
+    fn drop(&mut self) {
+        if let Some(cluster) = self.0.take() {
+            if let Err(e) = cluster.down() {
+                eprintln!("failed to tear the chart test cluster down: {e:#}");
+            }
+        }
+    }
+}
+
+/// `helm` against the lifecycle test's cluster; panics with helm's output unless it succeeds.
+fn helm_on(cluster: &weft_e2e::Cluster, args: &[&str]) -> String {
+    let out = Command::new(helm_binary())
+        .args(args)
+        .env("KUBECONFIG", cluster.cfg.kubeconfig())
+        .output()
+        .expect("failed to run helm");
+    assert!(out.status.success(), "{}", describe(args, &out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `kubectl get -o json` on the lifecycle test's cluster; None when the object does not exist.
+fn kubectl_get(cluster: &weft_e2e::Cluster, args: &[&str]) -> Option<Value> {
+    let out = cluster
+        .kubectl()
+        .arg("get")
+        .args(args)
+        .args(["-o", "json", "--ignore-not-found"])
+        .output()
+        .expect("failed to run kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl get {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    (!text.trim().is_empty()).then(|| serde_json::from_str(&text).expect("kubectl prints JSON"))
+}
+
+fn wait_for(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// What the Helm docs promise, and what the chart adds, on a real (local) cluster:
+/// `helm install` creates the CRD before the fabric; `helm upgrade` leaves the CRD alone and never
+/// deletes the fabric (resource-policy keep); `helm uninstall` runs the pre-delete hook, which
+/// deletes the fabric through the operator's finalizer, then removes the release's objects and the
+/// hook's, and keeps the CRD.
+#[test]
+#[ignore = "needs root and brings up a local 2-node cluster (a few minutes): \
+            cargo test -p weft-e2e --test chart -- --ignored"]
+fn install_upgrade_uninstall_on_a_local_cluster() {
+    use std::time::Duration;
+
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_weft-e2e"))
+        .parent()
+        .expect("the binaries' directory")
+        .to_path_buf();
+    // Addresses and ports apart from the demo cluster and the other suites.
+    let mut cfg = weft_e2e::ClusterConfig::new("wchart", 2, bin_dir);
+    cfg.underlay_octet = 96;
+    cfg.api_port = 16443 + 300;
+    cfg.port_base = 12300 + 300;
+    let cidrs = serde_json::to_string(&cfg.cluster_cidrs).unwrap();
+    let guard = ClusterGuard(Some(
+        weft_e2e::Cluster::up(cfg).expect("the local cluster comes up"),
+    ));
+    let c = guard.0.as_ref().unwrap();
+    let chart = helm::chart_dir();
+    let chart = chart.to_str().unwrap();
+    let cidrs_arg = format!("fabric.spec.podNetwork.cidrs={cidrs}");
+    let install = |verb: &[&str], extra: &[&str]| {
+        let mut args = verb.to_vec();
+        args.extend([
+            RELEASE,
+            chart,
+            "--namespace",
+            NAMESPACE,
+            "--wait",
+            "--timeout",
+            "3m",
+        ]);
+        args.extend(["--set-json", &cidrs_arg]);
+        args.extend(extra);
+        helm_on(c, &args);
+    };
+    let crd = || kubectl_get(c, &["crd", "networkfabrics.weft.dev"]);
+    let fabric = || kubectl_get(c, &["networkfabric", "default"]);
+
+    // Install: the CRD from crds/, then the fabric, which the operator takes over (finalizer).
+    install(&["install", "--create-namespace"], &[]);
+    assert!(crd().is_some(), "helm install did not create the CRD");
+    wait_for(
+        "the operator's finalizer on the fabric",
+        Duration::from_secs(60),
+        || {
+            fabric().is_some_and(|f| {
+                f["metadata"]["finalizers"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+            })
+        },
+    );
+
+    // Upgrade: the CRD is not touched (Helm never upgrades crds/), the templates are.
+    let marked = c
+        .kubectl()
+        .args([
+            "label",
+            "crd",
+            "networkfabrics.weft.dev",
+            "weft.dev/chart-test=kept",
+        ])
+        .status()
+        .unwrap();
+    assert!(marked.success());
+    let version_before = crd().unwrap()["metadata"]["resourceVersion"].clone();
+    install(&["upgrade"], &["--set", "logFormat=text"]);
+    let crd_after = crd().unwrap();
+    assert_eq!(
+        crd_after["metadata"]["resourceVersion"], version_before,
+        "helm upgrade changed the CRD"
+    );
+    assert_eq!(
+        crd_after["metadata"]["labels"]["weft.dev/chart-test"],
+        "kept"
+    );
+    let deployment = kubectl_get(c, &["deployment", "-n", NAMESPACE, "weft-operator"]).unwrap();
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        args.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--log-format=text"),
+        "{args}"
+    );
+
+    // An upgrade that stops managing the fabric leaves it (and the network) in place...
+    install(&["upgrade"], &["--set", "fabric.create=false"]);
+    assert!(
+        fabric().is_some(),
+        "helm upgrade with fabric.create=false deleted the fabric"
+    );
+    // ...and managing it again adopts it.
+    install(&["upgrade"], &[]);
+
+    // Uninstall: the hook deletes the fabric through the operator, then Helm removes the rest.
+    helm_on(
+        c,
+        &[
+            "uninstall",
+            RELEASE,
+            "--namespace",
+            NAMESPACE,
+            "--wait",
+            "--timeout",
+            "5m",
+        ],
+    );
+    assert!(fabric().is_none(), "the fabric survived helm uninstall");
+    for (kind, name) in [
+        ("deployment", "weft-operator"),
+        ("daemonset", "weft-agent"),
+        ("serviceaccount", "weft-operator"),
+        ("role", "weft-operator"),
+        ("job", "weft-uninstall"),
+        ("serviceaccount", "weft-uninstall"),
+    ] {
+        assert!(
+            kubectl_get(c, &[kind, "-n", NAMESPACE, name]).is_none(),
+            "{kind}/{name} survived helm uninstall"
+        );
+    }
+    for (kind, name) in [
+        ("clusterrole", "weft-operator"),
+        ("clusterrolebinding", "weft-operator"),
+        ("clusterrole", "weft-uninstall"),
+        ("clusterrole", "weft-agent"),
+    ] {
+        assert!(
+            kubectl_get(c, &[kind, name]).is_none(),
+            "{kind}/{name} survived helm uninstall"
+        );
+    }
+    assert!(
+        crd().is_some(),
+        "helm uninstall deleted the CRD, which Helm documents it never does"
+    );
+    drop(guard);
 }
