@@ -338,30 +338,34 @@ async fn gather_facts(ctx: &Context) -> Result<ClusterFacts, Error> {
     })
 }
 
-/// The service IP ranges: the `kubernetes` ServiceCIDR, or the `default/kubernetes` Service's
-/// cluster IPs where the ServiceCIDR API is not served.
+/// The service IP ranges: every ServiceCIDR (`kubernetes` is the API server's default one), or the
+/// `default/kubernetes` Service's cluster IPs where the ServiceCIDR API is not served.
 async fn service_ranges(ctx: &Context) -> Result<Vec<(IpCidr, String)>, Error> {
     let cidrs: Api<ServiceCIDR> = Api::all(ctx.client.clone());
-    match cidrs.get_opt("kubernetes").await {
-        Ok(Some(sc)) => {
-            let ranges: Vec<(IpCidr, String)> = sc
-                .spec
-                .and_then(|s| s.cidrs)
+    match cidrs.list(&ListParams::default()).await {
+        Ok(list) => {
+            let ranges: Vec<(IpCidr, String)> = list
+                .items
                 .into_iter()
-                .flatten()
-                .filter_map(|c| IpCidr::parse_lenient(&c).ok())
-                .map(|c| (c, "ServiceCIDR kubernetes".to_owned()))
+                .flat_map(|sc| {
+                    let name = sc.name_any();
+                    sc.spec
+                        .and_then(|s| s.cidrs)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| IpCidr::parse_lenient(&c).ok())
+                        .map(move |c| (c, format!("ServiceCIDR {name}")))
+                })
                 .collect();
             if !ranges.is_empty() {
                 return Ok(ranges);
             }
         }
-        Ok(None) => {}
         // Not served (older API server) or not allowed: fall back to the Service.
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => {}
         Err(source) => {
             return Err(Error::Gather {
-                what: "the kubernetes ServiceCIDR",
+                what: "the ServiceCIDRs",
                 source,
             });
         }
