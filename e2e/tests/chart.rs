@@ -248,6 +248,7 @@ fn rendered_objects_are_valid_kubernetes_objects() {
                 "Role" => assert_round_trips::<rbac::v1::Role>(&key, &object),
                 "RoleBinding" => assert_round_trips::<rbac::v1::RoleBinding>(&key, &object),
                 "Job" => assert_round_trips::<batch::v1::Job>(&key, &object),
+                "Pod" => assert_round_trips::<core::v1::Pod>(&key, &object),
                 "PodDisruptionBudget" => {
                     assert_round_trips::<policy::v1::PodDisruptionBudget>(&key, &object)
                 }
@@ -582,6 +583,27 @@ fn fabric_is_optional_and_comes_from_values() {
         .expect("the hook may delete");
     assert_eq!(delete_rule["resourceNames"], serde_json::json!(["default"]));
 
+    // `helm test` waits for exactly this fabric to be Available, and may only read fabrics.
+    let test_pod = get(&objects_default, "Pod/weft-test-fabric-available");
+    assert_eq!(test_pod["metadata"]["annotations"]["helm.sh/hook"], "test");
+    assert_eq!(
+        args_of(&test_pod["spec"]["containers"][0]),
+        [
+            "wait",
+            "networkfabrics.weft.dev/default",
+            "--for=condition=Available=True",
+            "--timeout=300s"
+        ]
+    );
+    assert_eq!(
+        grants(get(&objects_default, "ClusterRole/weft-test")),
+        [
+            "get weft.dev/networkfabrics",
+            "list weft.dev/networkfabrics",
+            "watch weft.dev/networkfabrics"
+        ]
+    );
+
     let renamed = objects(&template(&[
         "--set",
         "fabric.name=prod",
@@ -599,7 +621,13 @@ fn fabric_is_optional_and_comes_from_values() {
     );
 
     let without = objects(&template(&["--set", "fabric.create=false"]));
-    for kind in ["NetworkFabric/", "Job/", "ClusterRole/weft-uninstall"] {
+    for kind in [
+        "NetworkFabric/",
+        "Job/",
+        "Pod/",
+        "ClusterRole/weft-uninstall",
+        "ClusterRole/weft-test",
+    ] {
         assert!(
             !without.keys().any(|k| k.starts_with(kind)),
             "{kind} rendered with fabric.create=false"
@@ -1076,6 +1104,16 @@ fn install_upgrade_uninstall_on_a_local_cluster() {
                     .is_some_and(|a| !a.is_empty())
             })
         },
+    );
+
+    // `helm test`: the fabric becomes Available, and the test's objects go away after it.
+    helm_on(
+        c,
+        &["test", RELEASE, "--namespace", NAMESPACE, "--timeout", "5m"],
+    );
+    assert!(
+        kubectl_get(c, &["clusterrole", "weft-test"]).is_none(),
+        "helm test left its ClusterRole behind"
     );
 
     // Upgrade: the CRD is not touched (Helm never upgrades crds/), the templates are.

@@ -95,3 +95,13 @@ app.kubernetes.io/component: operator
 {{- fail "metrics.serviceMonitor.enabled needs metrics.service.enabled=true" }}
 {{- end }}
 {{- end }}
+
+{{/* The `helm test` objects: "<fullname>-test". */}}
+{{- define "weft.test.fullname" -}}
+{{- printf "%s-test" (include "weft.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The kubectl image of the hooks. */}}
+{{- define "weft.kubectl.image" -}}
+{{- printf "%s:%s" .Values.kubectl.image.repository .Values.kubectl.image.tag }}
+{{- end }}
