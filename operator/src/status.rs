@@ -126,9 +126,8 @@ fn rollout(ds: &DaemonSet) -> Rollout {
     }
 }
 
-/// Container waiting reasons that mean the agent starts and dies (or cannot be started).
-const CRASH_REASONS: [&str; 4] = [
-    "CrashLoopBackOff",
+/// Container waiting reasons that mean the agent cannot be started (besides CrashLoopBackOff).
+const START_REASONS: [&str; 3] = [
     "CreateContainerConfigError",
     "CreateContainerError",
     "RunContainerError",
@@ -140,28 +139,43 @@ const PULL_REASONS: [&str; 4] = [
     "InvalidImageName",
     "ErrImageNeverPull",
 ];
+/// Start and pull errors of a pod younger than this are not reported: right after a pod is
+/// created they are often transient (a ConfigMap not yet visible to the kubelet, a registry hiccup).
+pub const START_GRACE_SECONDS: i64 = 60;
 
 /// Agent pods that crash-loop, as "pod on node (reason, N restarts)", sorted.
-pub fn crash_looping(pods: &[Pod]) -> Vec<String> {
-    failing(pods, |waiting, restarts, ready| {
-        waiting.is_some_and(|w| CRASH_REASONS.contains(&w))
+pub fn crash_looping(pods: &[Pod], now: Timestamp) -> Vec<String> {
+    failing(pods, now, |waiting, restarts, ready, settled| {
+        waiting == Some("CrashLoopBackOff")
             || (restarts >= CRASH_RESTART_THRESHOLD && !ready)
+            || (settled && waiting.is_some_and(|w| START_REASONS.contains(&w)))
     })
 }
 
 /// Agent pods whose image cannot be pulled, as "pod on node (reason, N restarts)", sorted.
-pub fn image_pull_failing(pods: &[Pod]) -> Vec<String> {
-    failing(pods, |waiting, _, _| {
-        waiting.is_some_and(|w| PULL_REASONS.contains(&w))
+pub fn image_pull_failing(pods: &[Pod], now: Timestamp) -> Vec<String> {
+    failing(pods, now, |waiting, _, _, settled| {
+        settled && waiting.is_some_and(|w| PULL_REASONS.contains(&w))
     })
 }
 
-fn failing(pods: &[Pod], test: impl Fn(Option<&str>, i32, bool) -> bool) -> Vec<String> {
+/// Pods with a container for which `test(waiting reason, restarts, ready, settled)` holds;
+/// `settled` is false during the pod's first [`START_GRACE_SECONDS`].
+fn failing(
+    pods: &[Pod],
+    now: Timestamp,
+    test: impl Fn(Option<&str>, i32, bool, bool) -> bool,
+) -> Vec<String> {
     let mut out = Vec::new();
     for pod in pods {
         if pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
+        let settled = pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .is_none_or(|c| now.as_second() - c.0.as_second() >= START_GRACE_SECONDS);
         let statuses = pod
             .status
             .as_ref()
@@ -172,7 +186,7 @@ fn failing(pods: &[Pod], test: impl Fn(Option<&str>, i32, bool) -> bool) -> Vec<
                 .as_ref()
                 .and_then(|s| s.waiting.as_ref())
                 .and_then(|w| w.reason.as_deref());
-            if test(waiting, cs.restart_count, cs.ready) {
+            if test(waiting, cs.restart_count, cs.ready, settled) {
                 let node = pod
                     .spec
                     .as_ref()
@@ -367,8 +381,8 @@ pub fn compute_status(
                     ),
                 ),
             };
-            let looping = crash_looping(obs.agent_pods);
-            let pulling = image_pull_failing(obs.agent_pods);
+            let looping = crash_looping(obs.agent_pods, now);
+            let pulling = image_pull_failing(obs.agent_pods, now);
             let degraded = if !looping.is_empty() {
                 cond(
                     DEGRADED,
@@ -892,10 +906,35 @@ mod tests {
     fn terminating_pods_are_not_crash_looping() {
         let mut p = pod("node-1", Some("CrashLoopBackOff"), 9, false);
         p.metadata.deletion_timestamp = Some(Time(t(0)));
-        assert!(crash_looping(&[p]).is_empty());
+        assert!(crash_looping(&[p], t(0)).is_empty());
         assert_eq!(
-            crash_looping(&[pod("node-1", None, 2, false)]),
+            crash_looping(&[pod("node-1", None, 2, false)], t(0)),
             Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn start_and_pull_errors_of_young_pods_are_not_reported() {
+        let born = |mut p: Pod| {
+            p.metadata.creation_timestamp = Some(Time(t(0)));
+            p
+        };
+        let config = [born(pod(
+            "node-1",
+            Some("CreateContainerConfigError"),
+            0,
+            false,
+        ))];
+        let pull = [born(pod("node-1", Some("ImagePullBackOff"), 0, false))];
+        let crash = [born(pod("node-1", Some("CrashLoopBackOff"), 1, false))];
+        assert!(crash_looping(&config, t(10)).is_empty());
+        assert_eq!(crash_looping(&config, t(60)).len(), 1);
+        assert!(image_pull_failing(&pull, t(59)).is_empty());
+        assert_eq!(image_pull_failing(&pull, t(60)).len(), 1);
+        assert_eq!(
+            crash_looping(&crash, t(1)).len(),
+            1,
+            "a crash loop is reported at once"
         );
     }
 }
