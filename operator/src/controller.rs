@@ -498,7 +498,7 @@ async fn write_status(
     })?;
     let reference = fabric.object_ref(&());
     for event in transition_events(prev, &next) {
-        info!(fabric = %name, reason = %event.reason, note = ?event.note, "status transition");
+        info!(fabric = %name, reason = %event.reason, note = event.note.as_deref().unwrap_or(""), "status transition");
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {
             warn!(fabric = %name, error = %e, "failed to publish an event");
         }

@@ -94,9 +94,20 @@ fn identity() -> String {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     init_logging(args.log_format);
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Through the logger, so that a JSON log stays JSON to the last line.
+            error!(error = %format!("{e:#}"), "weft-operator failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     info!(version = env!("CARGO_PKG_VERSION"), namespace = %args.namespace, agent_image = %args.agent_image, "starting weft-operator");
 
     let metrics = Arc::new(Metrics::new());
