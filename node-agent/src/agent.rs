@@ -41,6 +41,8 @@ use crate::uplink::{Interface, Uplinks, plan_mtu, plan_uplink, read_interfaces};
 pub const MIN_RETRY: Duration = Duration::from_secs(1);
 /// The longest retry delay.
 pub const MAX_RETRY: Duration = Duration::from_secs(30);
+/// When the loop first wakes up without an event.
+pub const FIRST_TICK: Duration = Duration::from_secs(5);
 /// Where random bytes for new VTEP MACs come from.
 pub const RANDOM_SOURCE: &str = "/dev/urandom";
 
@@ -178,7 +180,7 @@ impl Paths {
 }
 
 /// The outcome of one sync.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The node has no podCIDR yet.
     WaitingForPodCidr,
@@ -190,6 +192,12 @@ pub enum Outcome {
         mtu: u32,
         /// What was written or patched in this sync (empty: nothing changed).
         changed: Vec<&'static str>,
+        /// The Node as the last patch returned it (`None`: nothing patched).
+        patched: Option<Box<Node>>,
+        /// resourceVersions of intermediate states this sync's own patches produced and then
+        /// superseded; a watch event carrying one of them is stale and must not trigger a sync
+        /// (it would redo the later patch).
+        superseded: Vec<String>,
     },
 }
 
@@ -259,22 +267,29 @@ impl Agent {
         if sync_file(&paths.conflist, plan.conflist.as_bytes())? {
             changed.push("conflist");
         }
+        let mut patched: Vec<Node> = Vec::new();
         let current = node.metadata.annotations.clone().unwrap_or_default();
         if let Some(patch) = plan_annotation_patch(&current, &plan.annotations) {
             debug!(?patch, "patching node annotations");
-            apply_annotations(&self.nodes, &self.node_name, &patch).await?;
+            patched.push(apply_annotations(&self.nodes, &self.node_name, &patch).await?);
             changed.push("annotations");
         }
-        let condition = node
+        let latest = patched.last().unwrap_or(node);
+        let condition = latest
             .status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .and_then(|cs| cs.iter().find(|c| c.type_ == CONDITION_TYPE));
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         if let Some(cond) = plan_network_condition(condition, now) {
-            apply_network_condition(&self.nodes, &self.node_name, &cond).await?;
+            patched.push(apply_network_condition(&self.nodes, &self.node_name, &cond).await?);
             changed.push("condition");
         }
+        let last = patched.pop();
+        let superseded = patched
+            .iter()
+            .filter_map(|n| n.metadata.resource_version.clone())
+            .collect();
         for what in &changed {
             match *what {
                 "annotations" | "condition" => self.metrics.node_patched(what),
@@ -286,6 +301,8 @@ impl Agent {
             lease: plan.lease.to_string(),
             mtu: plan.mtu,
             changed,
+            patched: last.map(Box::new),
+            superseded,
         })
     }
 
@@ -321,6 +338,7 @@ impl Agent {
                     lease,
                     mtu,
                     changed,
+                    ..
                 } = &outcome
                 {
                     let was_ready = self.health.readiness().is_ok();
@@ -369,8 +387,10 @@ impl Agent {
         let mut node: Option<Node> = None;
         let mut last: Option<Outcome> = None;
         let mut retry: Option<Duration> = None;
-        let mut next_sync = tokio::time::Instant::now() + resync;
+        // The first tick comes early, so a missing Node is reported within seconds.
+        let mut next_sync = tokio::time::Instant::now() + resync.min(FIRST_TICK);
         let mut waited_for_node = false;
+        let mut superseded: Vec<String> = Vec::new();
         self.health.set_not_ready(format!(
             "waiting for node {} from the API server",
             self.node_name
@@ -383,7 +403,14 @@ impl Agent {
                     return;
                 }
                 event = node_events.next() => match event {
-                    Some(Ok(n)) => node = Some(n),
+                    Some(Ok(n)) => {
+                        let stale = n.metadata.resource_version.as_ref().is_some_and(|rv| superseded.contains(rv));
+                        if stale {
+                            debug!("skipping a Node event that this agent's own later patch superseded");
+                            continue;
+                        }
+                        node = Some(n);
+                    }
                     Some(Err(e)) => {
                         warn!(error = %error_chain(&e), "watching the own Node failed; retrying");
                         continue;
@@ -422,6 +449,17 @@ impl Agent {
                 continue;
             };
             let failed = self.sync_and_report(&config, n, &mut last).await;
+            if let Some(Outcome::Synced {
+                patched,
+                superseded: newly,
+                ..
+            }) = &last
+            {
+                if let Some(p) = patched {
+                    node = Some((**p).clone());
+                }
+                superseded = newly.clone();
+            }
             let delay = if failed {
                 let d = retry.map_or(MIN_RETRY, |d| (d * 2).min(MAX_RETRY));
                 retry = Some(d);

@@ -24,34 +24,33 @@ fn params() -> PatchParams {
     }
 }
 
-/// Sets `annotations` on Node `node`.
+/// Sets `annotations` on Node `node`; returns the patched Node.
 pub async fn apply_annotations(
     api: &Api<Node>,
     node: &str,
     annotations: &BTreeMap<String, String>,
-) -> Result<(), Error> {
+) -> Result<Node, Error> {
     let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
     api.patch(node, &params(), &Patch::Merge(patch))
         .await
         .map_err(|source| Error::PatchAnnotations {
             node: node.to_owned(),
             source,
-        })?;
-    Ok(())
+        })
 }
 
-/// Sets `condition` in the status of Node `node`, leaving every other condition alone.
+/// Sets `condition` in the status of Node `node`, leaving every other condition alone; returns
+/// the patched Node.
 pub async fn apply_network_condition(
     api: &Api<Node>,
     node: &str,
     condition: &NodeCondition,
-) -> Result<(), Error> {
+) -> Result<Node, Error> {
     let patch = render_condition_patch(condition);
     api.patch_status(node, &params(), &Patch::Strategic(patch))
         .await
         .map_err(|source| Error::PatchCondition {
             node: node.to_owned(),
             source,
-        })?;
-    Ok(())
+        })
 }
