@@ -343,6 +343,14 @@ pub fn compute_status(
             prev_hash,
         ),
         Outcome::Applied { config_hash, mtu } => {
+            let rolled_out_before = prev.is_some_and(|p| {
+                p.config_hash.as_deref() == Some(*config_hash)
+                    && p.conditions.iter().any(|c| {
+                        c.type_ == PROGRESSING
+                            && c.status == "False"
+                            && c.reason == REASON_ROLLOUT_COMPLETE
+                    })
+            });
             let progressing = match ds.map(rollout) {
                 None => cond(
                     PROGRESSING,
@@ -362,7 +370,9 @@ pub fn compute_status(
                     REASON_ROLLING_OUT,
                     format!("{} of {} nodes updated", r.updated, r.desired),
                 ),
-                Some(r) if r.ready < r.desired => cond(
+                // Once a configuration has rolled out completely, an agent that later turns
+                // unready is an availability problem (Available=False), not a rollout.
+                Some(r) if r.ready < r.desired && !rolled_out_before => cond(
                     PROGRESSING,
                     true,
                     REASON_ROLLING_OUT,
@@ -449,6 +459,11 @@ pub fn transition_events(
     next: &NetworkFabricStatus,
 ) -> Vec<Event> {
     let mut events = Vec::new();
+    // During a rollout agents are briefly unavailable by design; the RollingOut event says so.
+    let rolling_out = next
+        .conditions
+        .iter()
+        .any(|c| c.type_ == PROGRESSING && c.status == "True" && c.reason == REASON_ROLLING_OUT);
     for c in &next.conditions {
         let before = prev.and_then(|p| p.conditions.iter().find(|pc| pc.type_ == c.type_));
         let changed = before.is_none_or(|b| b.status != c.status || b.reason != c.reason);
@@ -459,6 +474,7 @@ pub fn transition_events(
         let is_true = c.status == "True";
         let (type_, reason) = match (c.type_.as_str(), was_true, is_true) {
             (AVAILABLE, _, true) => (EventType::Normal, "Available".to_owned()),
+            (AVAILABLE, true, false) if rolling_out => continue,
             (AVAILABLE, true, false) => (EventType::Warning, "Unavailable".to_owned()),
             (PROGRESSING, _, true) => (EventType::Normal, c.reason.clone()),
             (PROGRESSING, true, false) if c.reason == REASON_ROLLOUT_COMPLETE => {
@@ -900,6 +916,41 @@ mod tests {
             .map(|e| e.reason)
             .collect();
         assert_eq!(reasons, ["Recovered"]);
+    }
+
+    #[test]
+    fn a_rollout_is_announced_without_an_unavailable_warning() {
+        let obs = |d| Observation {
+            generation: Some(3),
+            outcome: Outcome::Applied {
+                config_hash: "h2",
+                mtu: 1400,
+            },
+            daemon_set: Some(d),
+            agent_pods: &[],
+        };
+        let done = ds(2, 2, 3, 3, 3);
+        let rolling = ds(3, 3, 3, 1, 2);
+        let lost = ds(3, 3, 3, 3, 2);
+        let s1 = compute_status(None, &obs(&done), t(0));
+        let s2 = compute_status(Some(&s1), &obs(&rolling), t(10));
+        let reasons: Vec<(EventType, String)> = transition_events(Some(&s1), &s2)
+            .into_iter()
+            .map(|e| (e.type_, e.reason))
+            .collect();
+        assert_eq!(reasons, [(EventType::Normal, "RollingOut".to_owned())]);
+        // An agent lost outside a rollout is a warning, and no rollout.
+        let s3 = compute_status(Some(&s1), &obs(&lost), t(10));
+        assert_eq!(get(&s3, PROGRESSING).reason, REASON_ROLLOUT_COMPLETE);
+        assert_eq!(get(&s3, AVAILABLE).status, "False");
+        let reasons: Vec<(EventType, String)> = transition_events(Some(&s1), &s3)
+            .into_iter()
+            .map(|e| (e.type_, e.reason))
+            .collect();
+        assert!(
+            reasons.contains(&(EventType::Warning, "Unavailable".to_owned())),
+            "{reasons:?}"
+        );
     }
 
     #[test]
