@@ -1049,7 +1049,7 @@ fn wait_for(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> 
 /// `helm install` creates the CRD before the fabric; `helm upgrade` leaves the CRD alone and never
 /// deletes the fabric (resource-policy keep); `helm uninstall` runs the pre-delete hook, which
 /// deletes the fabric through the operator's finalizer, then removes the release's objects and the
-/// hook's, and keeps the CRD.
+/// hook's, and keeps the CRD. Then the `kubectl apply` route of docs/install.md, to the end.
 #[test]
 #[ignore = "needs root and brings up a local 2-node cluster (a few minutes): \
             cargo test -p weft-e2e --test chart -- --ignored"]
@@ -1200,5 +1200,73 @@ fn install_upgrade_uninstall_on_a_local_cluster() {
         crd().is_some(),
         "helm uninstall deleted the CRD, which Helm documents it never does"
     );
+
+    // docs/install.md without Helm: render with --no-hooks, CRDs first, then the rest.
+    let rendered = helm_on(
+        c,
+        &[
+            "template",
+            RELEASE,
+            chart,
+            "--namespace",
+            NAMESPACE,
+            "--no-hooks",
+            "--set-json",
+            &cidrs_arg,
+        ],
+    );
+    assert!(
+        !rendered.contains("helm.sh/hook"),
+        "--no-hooks rendered a hook"
+    );
+    let manifest =
+        std::env::temp_dir().join(format!("weft-chart-apply-{}.yaml", std::process::id()));
+    std::fs::write(&manifest, &rendered).unwrap();
+    let manifest_arg = manifest.to_str().unwrap().to_string();
+    let crds_dir = helm::chart_dir().join("crds");
+    let kubectl = |args: &[&str]| {
+        let out = c
+            .kubectl()
+            .args(args)
+            .output()
+            .expect("failed to run kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    kubectl(&["apply", "--server-side", "-f", crds_dir.to_str().unwrap()]);
+    kubectl(&[
+        "wait",
+        "--for",
+        "condition=Established",
+        "crd/networkfabrics.weft.dev",
+    ]);
+    kubectl(&["apply", "--server-side", "-f", &manifest_arg]);
+    kubectl(&[
+        "wait",
+        "networkfabric/default",
+        "--for=condition=Available=True",
+        "--timeout=5m",
+    ]);
+    // Removal as documented: the fabric first (the operator cleans up), then the manifests.
+    kubectl(&[
+        "delete",
+        "networkfabric",
+        "default",
+        "--wait=true",
+        "--timeout=5m",
+    ]);
+    kubectl(&[
+        "delete",
+        "-f",
+        &manifest_arg,
+        "--ignore-not-found",
+        "--wait=true",
+        "--timeout=5m",
+    ]);
+    let _ = std::fs::remove_file(&manifest);
+    assert!(kubectl_get(c, &["daemonset", "-n", NAMESPACE, "weft-agent"]).is_none());
     drop(guard);
 }
