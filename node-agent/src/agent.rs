@@ -506,3 +506,86 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 pub fn nodes(client: Client) -> Api<Node> {
     Api::all(client)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeSpec, NodeStatus};
+    use weft_crds::NetworkFabricSpec;
+
+    fn node(spec: NodeSpec) -> Node {
+        Node {
+            spec: Some(spec),
+            status: Some(NodeStatus {
+                addresses: Some(vec![NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: "192.168.0.2".into(),
+                }]),
+                ..NodeStatus::default()
+            }),
+            ..Node::default()
+        }
+    }
+
+    fn ifaces() -> Vec<Interface> {
+        vec![Interface {
+            name: "eth0".into(),
+            mtu: 1500,
+            addrs: vec!["192.168.0.2".parse().expect("ip")],
+        }]
+    }
+
+    fn config(backend: Backend) -> AgentConfig {
+        let mut spec = NetworkFabricSpec::with_cidrs(["10.244.0.0/16"]);
+        spec.overlay.backend = backend;
+        AgentConfig::from_spec("default", &spec)
+    }
+
+    #[test]
+    fn plans_from_the_node() {
+        let ifaces = ifaces();
+        let state = VtepMacs::default();
+        let gathered = Gathered {
+            interfaces: &ifaces,
+            vtep_state: &state,
+            random: [[0; 6], [0; 6]],
+        };
+        let vxlan = config(Backend::Vxlan);
+        // No podCIDR yet: nothing to do, no error.
+        let waiting = plan(&vxlan, "n", &node(NodeSpec::default()), &gathered).expect("plan");
+        assert_eq!(waiting, None);
+        // The singular spec.podCIDR of older clusters is enough.
+        let singular = node(NodeSpec {
+            pod_cidr: Some("10.244.9.0/24".into()),
+            ..NodeSpec::default()
+        });
+        let p = plan(&vxlan, "n", &singular, &gathered)
+            .expect("plan")
+            .expect("lease");
+        assert_eq!(p.lease.to_string(), "10.244.9.0/24");
+        assert_eq!(p.mtu, 1450);
+        assert!(p.macs.v4.is_some_and(|m| m.is_usable()));
+        assert!(p.vtep_state.is_some());
+        // host-gw: no MAC, the state file is left alone, full uplink MTU.
+        let p = plan(&config(Backend::HostGw), "n", &singular, &gathered)
+            .expect("plan")
+            .expect("lease");
+        assert_eq!(p.macs, VtepMacs::default());
+        assert_eq!(p.vtep_state, None);
+        assert_eq!(p.mtu, 1500);
+    }
+
+    #[test]
+    fn error_chains_read_like_sentences() {
+        let e = Error::ReadMtu {
+            interface: "eth0".into(),
+            path: "/sys/class/net/eth0/mtu".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        };
+        assert_eq!(
+            error_chain(&e),
+            "failed to read the MTU of interface eth0 from /sys/class/net/eth0/mtu: gone"
+        );
+        assert_eq!(e.stage(), "Gather");
+    }
+}

@@ -30,7 +30,7 @@ enum LogFormat {
 
 /// weft's per-node agent: publishes the node's subnet lease and writes its CNI configuration.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The agent configuration file rendered by weft-operator.
     #[arg(long, env = "WEFT_CONFIG", default_value = AGENT_CONFIG_PATH)]
