@@ -77,16 +77,15 @@ pub fn agent_cluster_rules(spec: &NetworkFabricSpec) -> Vec<PolicyRule> {
 /// module docs) and `bind` on exactly the agent's ClusterRole.
 pub fn operator_cluster_rules() -> Vec<PolicyRule> {
     vec![
+        // list/watch: the controller; patch: the finalizer (merge patch, no update).
         rule(
             &["weft.dev"],
             &["networkfabrics"],
-            &["get", "list", "watch", "patch", "update"],
+            &["list", "watch", "patch"],
         ),
-        rule(
-            &["weft.dev"],
-            &["networkfabrics/status"],
-            &["get", "patch", "update"],
-        ),
+        // Status is written with server-side apply.
+        rule(&["weft.dev"], &["networkfabrics/status"], &["patch"]),
+        // Needed to set blockOwnerDeletion on ownerReferences to a fabric.
         rule(&["weft.dev"], &["networkfabrics/finalizers"], &["update"]),
         rule(
             &["rbac.authorization.k8s.io"],
@@ -101,7 +100,7 @@ pub fn operator_cluster_rules() -> Vec<PolicyRule> {
         rule(&[""], &["nodes/status"], &["patch"]),
         rule(&[""], &["namespaces", "pods"], &["list", "watch"]),
         named(rule(&[""], &["services"], &["get"]), &["kubernetes"]),
-        rule(&["networking.k8s.io"], &["servicecidrs"], &["get", "list"]),
+        rule(&["networking.k8s.io"], &["servicecidrs"], &["list"]),
         rule(
             &["networking.k8s.io"],
             &["networkpolicies"],
