@@ -18,14 +18,29 @@ const FABRIC: &str = r#"{"apiVersion":"weft.dev/v1alpha1","kind":"NetworkFabric"
 fn available(c: &Cluster) -> Result<bool> {
     let out = c
         .kubectl()
-        .args(["get", "networkfabric", "bench", "-o", "jsonpath={.status.conditions[?(@.type==\"Available\")].status}"])
+        .args([
+            "get",
+            "networkfabric",
+            "bench",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Available\")].status}",
+        ])
         .output()?;
     Ok(String::from_utf8_lossy(&out.stdout).trim() == "True")
 }
 
 fn apply(c: &Cluster) -> Result<()> {
-    let mut child = c.kubectl().args(["apply", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn()?;
-    child.stdin.take().context("stdin")?.write_all(FABRIC.as_bytes())?;
+    let mut child = c
+        .kubectl()
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(FABRIC.as_bytes())?;
     anyhow::ensure!(child.wait()?.success(), "kubectl apply failed");
     Ok(())
 }
@@ -34,7 +49,8 @@ fn operator_pid(c: &Cluster) -> Option<i32> {
     c.cfg.node_names().iter().find_map(|n| {
         let ns = std::path::PathBuf::from(format!("/run/netns/{}", c.cfg.node_ns(n)));
         weft_e2e::sys::pids_in_netns(&ns).into_iter().find(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e.file_name().is_some_and(|f| f == "weft-operator"))
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|e| e.file_name().is_some_and(|f| f == "weft-operator"))
         })
     })
 }
@@ -43,7 +59,10 @@ fn main() -> Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
     }
-    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_weft-e2e")).parent().context("bin dir")?.to_path_buf();
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_weft-e2e"))
+        .parent()
+        .context("bin dir")?
+        .to_path_buf();
     let mut cfg = ClusterConfig::new("wbench", 3, bin);
     cfg.underlay_octet = 96;
     cfg.api_port = 16743;
@@ -56,16 +75,39 @@ fn main() -> Result<()> {
             let t = Instant::now();
             apply(&c)?;
             while !available(&c)? {
-                anyhow::ensure!(t.elapsed() < Duration::from_secs(180), "fabric never became Available");
+                anyhow::ensure!(
+                    t.elapsed() < Duration::from_secs(180),
+                    "fabric never became Available"
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
             times.push(t.elapsed().as_secs_f64());
-            weft_e2e::sys::run(c.kubectl().args(["delete", "networkfabric", "bench", "--wait=true", "--timeout=180s"]))?;
+            weft_e2e::sys::run(c.kubectl().args([
+                "delete",
+                "networkfabric",
+                "bench",
+                "--wait=true",
+                "--timeout=180s",
+            ]))?;
             // Let the agents' pods finish terminating before the next round.
-            weft_e2e::sys::wait_until("agent pods gone", Duration::from_secs(120), Duration::from_millis(200), || {
-                let out = weft_e2e::sys::run(c.kubectl().args(["get", "pods", "-n", WEFT_NAMESPACE, "-l", "app.kubernetes.io/name=weft-agent", "-o", "name"]))?;
-                Ok(out.trim().is_empty())
-            })?;
+            weft_e2e::sys::wait_until(
+                "agent pods gone",
+                Duration::from_secs(120),
+                Duration::from_millis(200),
+                || {
+                    let out = weft_e2e::sys::run(c.kubectl().args([
+                        "get",
+                        "pods",
+                        "-n",
+                        WEFT_NAMESPACE,
+                        "-l",
+                        "app.kubernetes.io/name=weft-agent",
+                        "-o",
+                        "name",
+                    ]))?;
+                    Ok(out.trim().is_empty())
+                },
+            )?;
         }
         apply(&c)?;
         while !available(&c)? {
@@ -89,8 +131,13 @@ fn main() -> Result<()> {
         times[times.len() - 1]
     );
     match rss {
-        Some(kib) => println!("| operator resident memory at rest | {:.1} MiB | | | < 30 MiB |", kib as f64 / 1024.0),
-        None => println!("| operator resident memory at rest | (operator process not found) | | | < 30 MiB |"),
+        Some(kib) => println!(
+            "| operator resident memory at rest | {:.1} MiB | | | < 30 MiB |",
+            kib as f64 / 1024.0
+        ),
+        None => println!(
+            "| operator resident memory at rest | (operator process not found) | | | < 30 MiB |"
+        ),
     }
     Ok(())
 }

@@ -34,17 +34,23 @@ pub struct Cluster {
 pub fn preflight() -> Result<()> {
     // SAFETY: plain syscall.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("weft-e2e needs root: it creates network namespaces, veths and mounts (run it as root or with sudo)");
+        bail!(
+            "weft-e2e needs root: it creates network namespaces, veths and mounts (run it as root or with sudo)"
+        );
     }
     if !Path::new("/proc/self/ns/net").exists() {
-        bail!("this kernel has no network namespaces (CONFIG_NET_NS), which the local cluster needs");
+        bail!(
+            "this kernel has no network namespaces (CONFIG_NET_NS), which the local cluster needs"
+        );
     }
     if crate::gobuild::which("ip").is_none() {
         bail!("`ip` (iproute2) is missing: apt-get install iproute2");
     }
     for p in ["bridge", "host-local", "ptp", "portmap", "loopback"] {
         if !Path::new("/usr/lib/cni").join(p).exists() {
-            bail!("the reference CNI plugin {p:?} is missing from /usr/lib/cni: apt-get install containernetworking-plugins");
+            bail!(
+                "the reference CNI plugin {p:?} is missing from /usr/lib/cni: apt-get install containernetworking-plugins"
+            );
         }
     }
     Ok(())
@@ -79,7 +85,10 @@ impl Lock {
             .open(Path::new(STATE_ROOT).join(format!("{name}.lock")))?;
         // SAFETY: plain syscall on an open fd.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            bail!("failed to lock the cluster state: {}", std::io::Error::last_os_error());
+            bail!(
+                "failed to lock the cluster state: {}",
+                std::io::Error::last_os_error()
+            );
         }
         Ok(Lock(f))
     }
@@ -95,8 +104,9 @@ impl Cluster {
     /// The configuration a running cluster was started with.
     pub fn load(name: &str) -> Result<Self> {
         let p = Path::new(STATE_ROOT).join(name).join("cluster.json");
-        let text = std::fs::read_to_string(&p)
-            .with_context(|| format!("no local cluster named {name:?} is up (no {})", p.display()))?;
+        let text = std::fs::read_to_string(&p).with_context(|| {
+            format!("no local cluster named {name:?} is up (no {})", p.display())
+        })?;
         Self::attach(serde_json::from_str(&text)?)
     }
 
@@ -126,7 +136,10 @@ impl Cluster {
             let _ = std::fs::remove_dir_all(&kept);
             let _ = std::fs::rename(cluster.cfg.log_dir(), &kept);
             let _ = teardown(&cluster.cfg);
-            return Err(e.context(format!("local cluster did not come up (logs kept in {})", kept.display())));
+            return Err(e.context(format!(
+                "local cluster did not come up (logs kept in {})",
+                kept.display()
+            )));
         }
         Ok(cluster)
     }
@@ -134,15 +147,25 @@ impl Cluster {
     fn start(&self) -> Result<()> {
         let cfg = &self.cfg;
         std::fs::create_dir_all(cfg.state_dir())?;
-        std::fs::write(cfg.state_dir().join("cluster.json"), serde_json::to_vec_pretty(cfg)?)?;
+        std::fs::write(
+            cfg.state_dir().join("cluster.json"),
+            serde_json::to_vec_pretty(cfg)?,
+        )?;
         let mut created = Vec::new();
         for p in HOST_MOUNT_POINTS {
-            let mut missing: Vec<PathBuf> = Path::new(p).ancestors().filter(|a| !a.exists()).map(Path::to_path_buf).collect();
+            let mut missing: Vec<PathBuf> = Path::new(p)
+                .ancestors()
+                .filter(|a| !a.exists())
+                .map(Path::to_path_buf)
+                .collect();
             missing.reverse();
             std::fs::create_dir_all(p)?;
             created.extend(missing);
         }
-        let text: String = created.iter().map(|p| format!("{}\n", p.display())).collect();
+        let text: String = created
+            .iter()
+            .map(|p| format!("{}\n", p.display()))
+            .collect();
         std::fs::write(cfg.state_dir().join("created-host-dirs"), text)?;
         controlplane::write_credentials(cfg)?;
         topology::create(cfg)?;
@@ -151,7 +174,10 @@ impl Cluster {
         let nodelet = cfg.bin_dir.join("weft-nodelet");
         for b in [&me, &nodelet] {
             if !b.is_file() {
-                bail!("{} is missing: build the workspace first (cargo build --workspace --bins)", b.display());
+                bail!(
+                    "{} is missing: build the workspace first (cargo build --workspace --bins)",
+                    b.display()
+                );
             }
         }
         let ns_path = |ns: &str| format!("/run/netns/{ns}");
@@ -161,7 +187,11 @@ impl Cluster {
                 "--netns",
                 &ns_path(&cfg.underlay_ns()),
                 "--listen",
-                &format!("{}:{}", cfg.gateway_ip(), ClusterConfig::API_PORT_IN_CLUSTER),
+                &format!(
+                    "{}:{}",
+                    cfg.gateway_ip(),
+                    ClusterConfig::API_PORT_IN_CLUSTER
+                ),
                 "--to",
                 &format!("127.0.0.1:{}", cfg.api_port),
             ]),
@@ -169,44 +199,80 @@ impl Cluster {
             &pidfile(cfg, "forwarder"),
         )?;
         spawn_daemon(
-            Command::new(&me).args(["serve", "--netns", &ns_path(&cfg.external_ns()), "--identity", "external", "--ports", EXTERNAL_PORTS]),
+            Command::new(&me).args([
+                "serve",
+                "--netns",
+                &ns_path(&cfg.external_ns()),
+                "--identity",
+                "external",
+                "--ports",
+                EXTERNAL_PORTS,
+            ]),
             &cfg.log_dir().join("external-server.log"),
             &pidfile(cfg, "external-server"),
         )?;
         for (i, node) in cfg.node_names().iter().enumerate() {
             let kc = controlplane::kubeconfig_of(cfg, node);
             let mut cmd = Command::new(&nodelet);
-            cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-                .args(["--node", node])
-                .args(["--netns", &ns_path(&cfg.node_ns(node))])
-                .arg("--node-dir")
-                .arg(cfg.node_dir(node))
-                .arg("--kubeconfig")
-                .arg(&kc)
-                .args(["--node-ip", &cfg.node_ip(i + 1).to_string()])
-                .arg("--bin-dir")
-                .arg(&cfg.bin_dir)
-                .arg("--bin-dir")
-                .arg(&self.cp_bin)
-                .args(["--api-host", &cfg.gateway_ip().to_string()])
-                .args(["--api-port", &ClusterConfig::API_PORT_IN_CLUSTER.to_string()]);
+            cmd.env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .args(["--node", node])
+            .args(["--netns", &ns_path(&cfg.node_ns(node))])
+            .arg("--node-dir")
+            .arg(cfg.node_dir(node))
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .args(["--node-ip", &cfg.node_ip(i + 1).to_string()])
+            .arg("--bin-dir")
+            .arg(&cfg.bin_dir)
+            .arg("--bin-dir")
+            .arg(&self.cp_bin)
+            .args(["--api-host", &cfg.gateway_ip().to_string()])
+            .args([
+                "--api-port",
+                &ClusterConfig::API_PORT_IN_CLUSTER.to_string(),
+            ]);
             if cfg.is_dual_stack() {
                 cmd.args(["--node-ip6", &cfg.node_ip6(i + 1)]);
             }
-            spawn_daemon(&mut cmd, &cfg.log_dir().join(format!("nodelet-{node}.log")), &pidfile(cfg, &format!("nodelet-{node}")))?;
+            spawn_daemon(
+                &mut cmd,
+                &cfg.log_dir().join(format!("nodelet-{node}.log")),
+                &pidfile(cfg, &format!("nodelet-{node}")),
+            )?;
         }
         let want = cfg.nodes;
-        wait_until("every node to register and get its pod CIDR", Duration::from_secs(90), Duration::from_millis(500), || {
-            for d in support_daemons(cfg) {
-                if !daemon_running(cfg, &d) {
-                    let log = cfg.log_dir().join(format!("{d}.log"));
-                    return Err(crate::sys::Fatal(format!("{d} exited: {}", controlplane::tail(&log, 5))).into());
+        wait_until(
+            "every node to register and get its pod CIDR",
+            Duration::from_secs(90),
+            Duration::from_millis(500),
+            || {
+                for d in support_daemons(cfg) {
+                    if !daemon_running(cfg, &d) {
+                        let log = cfg.log_dir().join(format!("{d}.log"));
+                        return Err(crate::sys::Fatal(format!(
+                            "{d} exited: {}",
+                            controlplane::tail(&log, 5)
+                        ))
+                        .into());
+                    }
                 }
-            }
-            let out = self.kubectl().args(["get", "nodes", "-o", "jsonpath={range .items[*]}{.spec.podCIDR}{\"\\n\"}{end}"]).output()?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            Ok(out.status.success() && text.lines().filter(|l| !l.trim().is_empty()).count() == want)
-        })?;
+                let out = self
+                    .kubectl()
+                    .args([
+                        "get",
+                        "nodes",
+                        "-o",
+                        "jsonpath={range .items[*]}{.spec.podCIDR}{\"\\n\"}{end}",
+                    ])
+                    .output()?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                Ok(out.status.success()
+                    && text.lines().filter(|l| !l.trim().is_empty()).count() == want)
+            },
+        )?;
         Ok(())
     }
 
@@ -230,7 +296,8 @@ impl Cluster {
             return rec.netns.clone();
         }
         let pid = read_pid(&pidfile(&self.cfg, &format!("nodelet-{node}"))).unwrap_or(0);
-        PathBuf::from(format!("/proc/{pid}/root")).join(rec.netns.strip_prefix("/").unwrap_or(&rec.netns))
+        PathBuf::from(format!("/proc/{pid}/root"))
+            .join(rec.netns.strip_prefix("/").unwrap_or(&rec.netns))
     }
 
     /// Every Running pod the probe can use (pod-network pods by default), as probe endpoints.
@@ -257,21 +324,42 @@ impl Cluster {
         self.endpoints(true)?
             .into_iter()
             .find(|e| e.id == id)
-            .with_context(|| format!("pod {id} is not running on any node of cluster {:?}", self.cfg.name))
+            .with_context(|| {
+                format!(
+                    "pod {id} is not running on any node of cluster {:?}",
+                    self.cfg.name
+                )
+            })
     }
 
     /// Human-readable state of the cluster.
     pub fn status(&self) -> String {
         let cfg = &self.cfg;
-        let mut s = format!("cluster {:?}: {} nodes, API {} (in cluster {})\n", cfg.name, cfg.nodes, cfg.api_url_local(), cfg.api_url_in_cluster());
-        let names: Vec<String> = COMPONENTS.iter().map(|c| c.to_string()).chain(support_daemons(cfg)).collect();
+        let mut s = format!(
+            "cluster {:?}: {} nodes, API {} (in cluster {})\n",
+            cfg.name,
+            cfg.nodes,
+            cfg.api_url_local(),
+            cfg.api_url_in_cluster()
+        );
+        let names: Vec<String> = COMPONENTS
+            .iter()
+            .map(|c| c.to_string())
+            .chain(support_daemons(cfg))
+            .collect();
         for n in names {
             match read_pid(&pidfile(cfg, &n)).filter(|p| pid_alive(*p)) {
-                Some(pid) => s.push_str(&format!("  {n:<28} running  pid {pid:<8} rss {} MiB\n", rss_kib(pid).unwrap_or(0) / 1024)),
+                Some(pid) => s.push_str(&format!(
+                    "  {n:<28} running  pid {pid:<8} rss {} MiB\n",
+                    rss_kib(pid).unwrap_or(0) / 1024
+                )),
                 None => s.push_str(&format!("  {n:<28} NOT RUNNING\n")),
             }
         }
-        s.push_str(&format!("  namespaces: {}\n", topology::owned_namespaces(&cfg.name).join(" ")));
+        s.push_str(&format!(
+            "  namespaces: {}\n",
+            topology::owned_namespaces(&cfg.name).join(" ")
+        ));
         if let Ok(out) = self.kubectl().args(["get", "nodes", "-o", "wide"]).output() {
             s.push_str(&String::from_utf8_lossy(&out.stdout));
         }
@@ -305,7 +393,11 @@ pub fn teardown(cfg: &ClusterConfig) -> Result<()> {
             stop_pid(pid, Duration::from_secs(5));
         }
     }
-    errors.extend(topology::delete(&cfg.name).into_iter().map(|e| format!("{e:#}")));
+    errors.extend(
+        topology::delete(&cfg.name)
+            .into_iter()
+            .map(|e| format!("{e:#}")),
+    );
     // Paths created on the host for mount targets and private views, innermost first.
     let mut created: Vec<PathBuf> = Vec::new();
     for node in cfg.node_names() {
@@ -319,17 +411,26 @@ pub fn teardown(cfg: &ClusterConfig) -> Result<()> {
     created.sort();
     created.dedup();
     for p in created.iter().rev() {
-        let r = if p.is_dir() { std::fs::remove_dir(p) } else if p.is_file() && std::fs::metadata(p).map(|m| m.len() == 0).unwrap_or(false) { std::fs::remove_file(p) } else { Ok(()) };
-        if let Err(e) = r {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                errors.push(format!("failed to remove {}: {e}", p.display()));
-            }
+        let r = if p.is_dir() {
+            std::fs::remove_dir(p)
+        } else if p.is_file() && std::fs::metadata(p).map(|m| m.len() == 0).unwrap_or(false) {
+            std::fs::remove_file(p)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = r
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            errors.push(format!("failed to remove {}: {e}", p.display()));
         }
     }
-    if cfg.state_dir().exists() {
-        if let Err(e) = std::fs::remove_dir_all(cfg.state_dir()) {
-            errors.push(format!("failed to remove {}: {e}", cfg.state_dir().display()));
-        }
+    if cfg.state_dir().exists()
+        && let Err(e) = std::fs::remove_dir_all(cfg.state_dir())
+    {
+        errors.push(format!(
+            "failed to remove {}: {e}",
+            cfg.state_dir().display()
+        ));
     }
     let _ = std::fs::remove_file(Path::new(STATE_ROOT).join(format!("{}.lock", cfg.name)));
     let _ = std::fs::remove_dir(STATE_ROOT);

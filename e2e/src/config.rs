@@ -125,7 +125,11 @@ impl ClusterConfig {
     /// Port on which the API server is reachable from the node namespaces.
     pub const API_PORT_IN_CLUSTER: u16 = 6443;
     pub fn api_url_in_cluster(&self) -> String {
-        format!("https://{}:{}", self.gateway_ip(), Self::API_PORT_IN_CLUSTER)
+        format!(
+            "https://{}:{}",
+            self.gateway_ip(),
+            Self::API_PORT_IN_CLUSTER
+        )
     }
     pub fn api_url_local(&self) -> String {
         format!("https://127.0.0.1:{}", self.api_port)

@@ -4,14 +4,19 @@
 
 use crate::config::ClusterConfig;
 use crate::pki::{ClientIdentity, generate, write_kubeconfig};
-use crate::sys::{read_pid, pid_alive, spawn_daemon, wait_until};
+use crate::sys::{pid_alive, read_pid, spawn_daemon, wait_until};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 /// Control-plane processes in start order.
-pub const COMPONENTS: &[&str] = &["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"];
+pub const COMPONENTS: &[&str] = &[
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
 
 /// The service-account issuer; tokens carry it as `iss` and the API server as default audience.
 pub const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -37,12 +42,28 @@ pub fn write_credentials(cfg: &ClusterConfig) -> Result<()> {
         .map(|n| (n.clone(), format!("system:node:{n}")))
         .collect();
     let mut clients = vec![
-        ClientIdentity { stem: "admin", user: "weft-admin", groups: &["system:masters"] },
-        ClientIdentity { stem: "kube-controller-manager", user: "system:kube-controller-manager", groups: &[] },
-        ClientIdentity { stem: "kube-scheduler", user: "system:kube-scheduler", groups: &[] },
+        ClientIdentity {
+            stem: "admin",
+            user: "weft-admin",
+            groups: &["system:masters"],
+        },
+        ClientIdentity {
+            stem: "kube-controller-manager",
+            user: "system:kube-controller-manager",
+            groups: &[],
+        },
+        ClientIdentity {
+            stem: "kube-scheduler",
+            user: "system:kube-scheduler",
+            groups: &[],
+        },
     ];
     for (stem, user) in &node_users {
-        clients.push(ClientIdentity { stem, user, groups: &["system:nodes"] });
+        clients.push(ClientIdentity {
+            stem,
+            user,
+            groups: &["system:nodes"],
+        });
     }
     generate(&pki, &sans, &clients)?;
     write_kubeconfig(&cfg.kubeconfig(), &cfg.api_url_local(), &pki, "admin")?;
@@ -62,8 +83,12 @@ fn first_service_ips(cfg: &ClusterConfig) -> Vec<String> {
         .filter_map(|c| {
             let (addr, _) = c.split_once('/')?;
             match addr.parse::<std::net::IpAddr>().ok()? {
-                std::net::IpAddr::V4(a) => Some(std::net::Ipv4Addr::from(u32::from(a) + 1).to_string()),
-                std::net::IpAddr::V6(a) => Some(std::net::Ipv6Addr::from(u128::from(a) + 1).to_string()),
+                std::net::IpAddr::V4(a) => {
+                    Some(std::net::Ipv4Addr::from(u32::from(a) + 1).to_string())
+                }
+                std::net::IpAddr::V6(a) => {
+                    Some(std::net::Ipv6Addr::from(u128::from(a) + 1).to_string())
+                }
             }
         })
         .collect()
@@ -71,7 +96,9 @@ fn first_service_ips(cfg: &ClusterConfig) -> Vec<String> {
 
 /// The kubeconfig of a component or node.
 pub fn kubeconfig_of(cfg: &ClusterConfig, who: &str) -> PathBuf {
-    cfg.state_dir().join("kubeconfigs").join(format!("{who}.kubeconfig"))
+    cfg.state_dir()
+        .join("kubeconfigs")
+        .join(format!("{who}.kubeconfig"))
 }
 
 fn pidfile(cfg: &ClusterConfig, name: &str) -> PathBuf {
@@ -174,7 +201,11 @@ pub fn start(cfg: &ClusterConfig, bin: &Path) -> Result<()> {
             }
             other => anyhow::bail!("unknown component {other}"),
         }
-        spawn_daemon(&mut cmd, &cfg.log_dir().join(format!("{name}.log")), &pidfile(cfg, name))?;
+        spawn_daemon(
+            &mut cmd,
+            &cfg.log_dir().join(format!("{name}.log")),
+            &pidfile(cfg, name),
+        )?;
         if *name == "kube-apiserver" {
             wait_api_ready(cfg, bin, Duration::from_secs(120))?;
         }
@@ -186,17 +217,24 @@ pub fn start(cfg: &ClusterConfig, bin: &Path) -> Result<()> {
 pub fn wait_api_ready(cfg: &ClusterConfig, bin: &Path, timeout: Duration) -> Result<()> {
     let kubectl = bin.join("kubectl");
     let log = cfg.log_dir().join("kube-apiserver.log");
-    wait_until("kube-apiserver /readyz", timeout, Duration::from_millis(500), || {
-        if !running(cfg, "kube-apiserver") {
-            return Err(crate::sys::Fatal(format!("kube-apiserver exited: {}", tail(&log, 5))).into());
-        }
-        let out = Command::new(&kubectl)
-            .arg(format!("--kubeconfig={}", cfg.kubeconfig().display()))
-            .args(["get", "--raw=/readyz"])
-            .output()
-            .context("failed to run kubectl")?;
-        Ok(out.status.success())
-    })
+    wait_until(
+        "kube-apiserver /readyz",
+        timeout,
+        Duration::from_millis(500),
+        || {
+            if !running(cfg, "kube-apiserver") {
+                return Err(
+                    crate::sys::Fatal(format!("kube-apiserver exited: {}", tail(&log, 5))).into(),
+                );
+            }
+            let out = Command::new(&kubectl)
+                .arg(format!("--kubeconfig={}", cfg.kubeconfig().display()))
+                .args(["get", "--raw=/readyz"])
+                .output()
+                .context("failed to run kubectl")?;
+            Ok(out.status.success())
+        },
+    )
 }
 
 /// The last `n` lines of a log file, for error messages.

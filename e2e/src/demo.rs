@@ -19,7 +19,11 @@ fn apply(c: &Cluster, doc: &serde_json::Value) -> Result<()> {
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()?;
-    child.stdin.take().context("stdin")?.write_all(doc.to_string().as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(doc.to_string().as_bytes())?;
     anyhow::ensure!(child.wait()?.success(), "kubectl apply failed");
     Ok(())
 }
@@ -31,39 +35,91 @@ pub fn run_demo(c: &Cluster) -> Result<()> {
     if let Ok(out) = run(c.kubectl().args(["get", "networkfabrics"])) {
         println!("\n== weft");
         print!("{out}");
-        print!("{}", run(c.kubectl().args(["get", "pods", "-n", crate::install::WEFT_NAMESPACE, "-o", "wide"]))?);
+        print!(
+            "{}",
+            run(c.kubectl().args([
+                "get",
+                "pods",
+                "-n",
+                crate::install::WEFT_NAMESPACE,
+                "-o",
+                "wide"
+            ]))?
+        );
     }
-    apply(c, &serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEMO_NAMESPACE}}))?;
+    apply(
+        c,
+        &serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEMO_NAMESPACE}}),
+    )?;
     let mut names = Vec::new();
     for node in c.cfg.node_names() {
         for i in 1..=2 {
             let name = format!("web-{node}-{i}");
-            apply(c, &serde_json::json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, "namespace": DEMO_NAMESPACE, "labels": {"app": "web", "node": node}},
-                "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{
-                    "name": "web", "image": "nginx",
-                    "ports": [{"containerPort": 80}, {"containerPort": 53, "protocol": "UDP"}]}]}
-            }))?;
+            apply(
+                c,
+                &serde_json::json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": name, "namespace": DEMO_NAMESPACE, "labels": {"app": "web", "node": node}},
+                    "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{
+                        "name": "web", "image": "nginx",
+                        "ports": [{"containerPort": 80}, {"containerPort": 53, "protocol": "UDP"}]}]}
+                }),
+            )?;
             names.push(name);
         }
     }
-    let ready = wait_until("demo pods to run", Duration::from_secs(60), Duration::from_millis(500), || {
-        let out = run(c.kubectl().args(["get", "pods", "-n", DEMO_NAMESPACE, "-o", "jsonpath={.items[*].status.phase}"]))?;
-        Ok(out.split_whitespace().filter(|p| *p == "Running").count() == names.len())
-    });
+    let ready = wait_until(
+        "demo pods to run",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            let out = run(c.kubectl().args([
+                "get",
+                "pods",
+                "-n",
+                DEMO_NAMESPACE,
+                "-o",
+                "jsonpath={.items[*].status.phase}",
+            ]))?;
+            Ok(out.split_whitespace().filter(|p| *p == "Running").count() == names.len())
+        },
+    );
     println!("\n== pods");
-    print!("{}", run(c.kubectl().args(["get", "pods", "-n", DEMO_NAMESPACE, "-o", "wide"]))?);
+    print!(
+        "{}",
+        run(c
+            .kubectl()
+            .args(["get", "pods", "-n", DEMO_NAMESPACE, "-o", "wide"]))?
+    );
     if let Err(e) = ready {
         println!("\nnot every demo pod runs: {e:#}");
-        println!("(pods need a CNI configuration on their node; `kubectl describe node` shows why a node is NotReady)");
+        println!(
+            "(pods need a CNI configuration on their node; `kubectl describe node` shows why a node is NotReady)"
+        );
         return Ok(());
     }
     std::thread::sleep(Duration::from_secs(1));
-    let eps: Vec<_> = c.endpoints(false)?.into_iter().filter(|e| e.id.starts_with(DEMO_NAMESPACE)).collect();
-    let m = probe::matrix(&eps, &eps, &parse_ports("TCP/80")?, Family::V4, Duration::from_secs(1))?;
+    let eps: Vec<_> = c
+        .endpoints(false)?
+        .into_iter()
+        .filter(|e| e.id.starts_with(DEMO_NAMESPACE))
+        .collect();
+    let m = probe::matrix(
+        &eps,
+        &eps,
+        &parse_ports("TCP/80")?,
+        Family::V4,
+        Duration::from_secs(1),
+    )?;
     println!("\n== reachability, TCP/80 (rows: from, columns: to; + reachable, . not)");
-    let short: Vec<String> = eps.iter().map(|e| e.id.trim_start_matches(&format!("{DEMO_NAMESPACE}/")).trim_start_matches("web-").to_string()).collect();
+    let short: Vec<String> = eps
+        .iter()
+        .map(|e| {
+            e.id.trim_start_matches(&format!("{DEMO_NAMESPACE}/"))
+                .trim_start_matches("web-")
+                .to_string()
+        })
+        .collect();
     print!("{:>10}", "");
     for s in &short {
         print!(" {s:>9}");
@@ -73,7 +129,9 @@ pub fn run_demo(c: &Cluster) -> Result<()> {
     for (i, from) in eps.iter().enumerate() {
         print!("{:>10}", short[i]);
         for to in &eps {
-            let ok = rows.iter().any(|o| o.from == from.id && o.to == to.id && o.allowed);
+            let ok = rows
+                .iter()
+                .any(|o| o.from == from.id && o.to == to.id && o.allowed);
             print!(" {:>9}", if ok { "+" } else { "." });
         }
         println!();

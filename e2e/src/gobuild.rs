@@ -15,7 +15,10 @@ use std::process::Command;
 pub const CONTROL_PLANE: &[(&str, &str)] = &[
     ("etcd", "./cmd/etcd"),
     ("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"),
-    ("kube-controller-manager", "k8s.io/kubernetes/cmd/kube-controller-manager"),
+    (
+        "kube-controller-manager",
+        "k8s.io/kubernetes/cmd/kube-controller-manager",
+    ),
     ("kube-scheduler", "k8s.io/kubernetes/cmd/kube-scheduler"),
     ("kubectl", "k8s.io/kubernetes/cmd/kubectl"),
 ];
@@ -48,14 +51,20 @@ pub fn ensure_go_binaries(
     let bin = cache_dir.join("bin");
     std::fs::create_dir_all(&bin)?;
     let stamp_file = cache_dir.join(format!("{stamp_name}.stamp"));
-    let stamp = format!("{}-{:x}", module_stamp(module, extra_stamp_files)?, Sha256::digest(ldflags));
+    let stamp = format!(
+        "{}-{:x}",
+        module_stamp(module, extra_stamp_files)?,
+        Sha256::digest(ldflags)
+    );
     let current = std::fs::read_to_string(&stamp_file).ok().as_deref() == Some(stamp.as_str())
         && packages.iter().all(|(name, _)| bin.join(name).exists());
     if current {
         return Ok(bin);
     }
     if which("go").is_none() {
-        bail!("the Go toolchain is needed to build {stamp_name} (install Go 1.24 or newer and put `go` on PATH)");
+        bail!(
+            "the Go toolchain is needed to build {stamp_name} (install Go 1.24 or newer and put `go` on PATH)"
+        );
     }
     eprintln!("building {stamp_name} from its Go module (first time: several minutes)…");
     let mut cmd = Command::new("go");
@@ -80,7 +89,8 @@ pub fn kube_version() -> Result<String> {
         .lines()
         .find_map(|l| {
             let l = l.trim().trim_start_matches("require").trim();
-            l.strip_prefix("k8s.io/kubernetes ").map(|v| v.split_whitespace().next().unwrap_or(v).to_string())
+            l.strip_prefix("k8s.io/kubernetes ")
+                .map(|v| v.split_whitespace().next().unwrap_or(v).to_string())
         })
         .context("e2e/controlplane/go.mod does not require k8s.io/kubernetes")
 }

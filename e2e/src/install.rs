@@ -22,8 +22,18 @@ pub fn install_weft(c: &Cluster, extra: &[&str]) -> Result<()> {
         .env("KUBECONFIG", c.cfg.kubeconfig())
         .args(["upgrade", "--install", RELEASE])
         .arg(chart_dir())
-        .args(["--namespace", WEFT_NAMESPACE, "--create-namespace", "--wait", "--timeout", "3m"])
-        .args(["--set-json", &format!("fabric.spec.podNetwork.cidrs={cidrs}")])
+        .args([
+            "--namespace",
+            WEFT_NAMESPACE,
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "3m",
+        ])
+        .args([
+            "--set-json",
+            &format!("fabric.spec.podNetwork.cidrs={cidrs}"),
+        ])
         .args(["--set", "logFormat=text"])
         .args(extra))
     .context("helm install of charts/weft failed")?;
@@ -31,8 +41,14 @@ pub fn install_weft(c: &Cluster, extra: &[&str]) -> Result<()> {
 }
 
 /// The fabric's condition `kind` as (status, reason, message).
-pub fn fabric_condition(c: &Cluster, fabric: &str, kind: &str) -> Result<Option<(String, String, String)>> {
-    let out = run(c.kubectl().args(["get", "networkfabric", fabric, "-o", "json"]))?;
+pub fn fabric_condition(
+    c: &Cluster,
+    fabric: &str,
+    kind: &str,
+) -> Result<Option<(String, String, String)>> {
+    let out = run(c
+        .kubectl()
+        .args(["get", "networkfabric", fabric, "-o", "json"]))?;
     let v: serde_json::Value = serde_json::from_str(&out)?;
     Ok(v["status"]["conditions"].as_array().and_then(|cs| {
         cs.iter().find(|x| x["type"] == kind).map(|x| {
@@ -45,15 +61,18 @@ pub fn fabric_condition(c: &Cluster, fabric: &str, kind: &str) -> Result<Option<
 /// Waits until the fabric reports Available=True.
 pub fn wait_fabric_available(c: &Cluster, fabric: &str, timeout: Duration) -> Result<()> {
     let mut last = String::new();
-    let res = wait_until(&format!("NetworkFabric {fabric} to be Available"), timeout, Duration::from_millis(500), || {
-        match fabric_condition(c, fabric, "Available")? {
+    let res = wait_until(
+        &format!("NetworkFabric {fabric} to be Available"),
+        timeout,
+        Duration::from_millis(500),
+        || match fabric_condition(c, fabric, "Available")? {
             Some((s, r, m)) => {
                 last = format!("Available={s} ({r}: {m})");
                 Ok(s == "True")
             }
             None => Ok(false),
-        }
-    });
+        },
+    );
     res.with_context(|| format!("last seen: {last}"))
 }
 
@@ -62,7 +81,15 @@ pub fn uninstall_weft(c: &Cluster) -> Result<()> {
     let helm = ensure_helm(&c.cfg.cache_dir)?;
     run(std::process::Command::new(&helm)
         .env("KUBECONFIG", c.cfg.kubeconfig())
-        .args(["uninstall", RELEASE, "--namespace", WEFT_NAMESPACE, "--wait", "--timeout", "5m"]))
+        .args([
+            "uninstall",
+            RELEASE,
+            "--namespace",
+            WEFT_NAMESPACE,
+            "--wait",
+            "--timeout",
+            "5m",
+        ]))
     .context("helm uninstall failed")?;
     Ok(())
 }

@@ -9,7 +9,11 @@ use weft_e2e::serve::{PortSpec, parse_ports};
 use weft_e2e::{Cluster, ClusterConfig};
 
 #[derive(Parser)]
-#[command(name = "weft-e2e", about = "weft's local multi-node Kubernetes cluster", version)]
+#[command(
+    name = "weft-e2e",
+    about = "weft's local multi-node Kubernetes cluster",
+    version
+)]
 struct Cli {
     /// Name of the cluster (prefix of its network namespaces).
     #[arg(long, global = true, default_value = "weft", env = "WEFT_E2E_CLUSTER")]
@@ -93,7 +97,10 @@ enum Cmd {
 
 fn bin_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find my own executable")?;
-    Ok(exe.parent().context("executable has no directory")?.to_path_buf())
+    Ok(exe
+        .parent()
+        .context("executable has no directory")?
+        .to_path_buf())
 }
 
 fn load_or_default(name: &str) -> Result<Cluster> {
@@ -103,7 +110,9 @@ fn load_or_default(name: &str) -> Result<Cluster> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match cli.cmd {
@@ -111,10 +120,17 @@ fn main() -> Result<()> {
             let cache = weft_e2e::config::default_cache_dir();
             let bin = weft_e2e::gobuild::ensure_control_plane(&cache)?;
             weft_e2e::helm::ensure_helm(&cache)?;
-            eprintln!("control plane, kubectl and helm are ready in {}", bin.display());
+            eprintln!(
+                "control plane, kubectl and helm are ready in {}",
+                bin.display()
+            );
         }
         Cmd::Demo => weft_e2e::demo::run_demo(&Cluster::load(&cli.name)?)?,
-        Cmd::Up { nodes, dual_stack, no_weft } => {
+        Cmd::Up {
+            nodes,
+            dual_stack,
+            no_weft,
+        } => {
             if nodes == 0 || nodes > 200 {
                 anyhow::bail!("--nodes must be between 1 and 200");
             }
@@ -124,12 +140,29 @@ fn main() -> Result<()> {
             }
             let started = std::time::Instant::now();
             let c = Cluster::up(cfg)?;
-            eprintln!("cluster {:?} is up ({} nodes) after {:.1}s", c.cfg.name, c.cfg.nodes, started.elapsed().as_secs_f64());
+            eprintln!(
+                "cluster {:?} is up ({} nodes) after {:.1}s",
+                c.cfg.name,
+                c.cfg.nodes,
+                started.elapsed().as_secs_f64()
+            );
             if !no_weft {
                 weft_e2e::install::install_weft(&c, &[])?;
-                eprintln!("weft installed with Helm (release {:?} in {:?}) after {:.1}s", weft_e2e::install::RELEASE, weft_e2e::install::WEFT_NAMESPACE, started.elapsed().as_secs_f64());
-                match weft_e2e::install::wait_fabric_available(&c, "default", Duration::from_secs(120)) {
-                    Ok(()) => eprintln!("NetworkFabric default is Available after {:.1}s", started.elapsed().as_secs_f64()),
+                eprintln!(
+                    "weft installed with Helm (release {:?} in {:?}) after {:.1}s",
+                    weft_e2e::install::RELEASE,
+                    weft_e2e::install::WEFT_NAMESPACE,
+                    started.elapsed().as_secs_f64()
+                );
+                match weft_e2e::install::wait_fabric_available(
+                    &c,
+                    "default",
+                    Duration::from_secs(120),
+                ) {
+                    Ok(()) => eprintln!(
+                        "NetworkFabric default is Available after {:.1}s",
+                        started.elapsed().as_secs_f64()
+                    ),
                     Err(e) => eprintln!("warning: {e:#}"),
                 }
             }
@@ -146,8 +179,20 @@ fn main() -> Result<()> {
                 std::process::exit(1);
             }
         }
-        Cmd::Env => println!("export KUBECONFIG={}", Cluster::load(&cli.name)?.cfg.kubeconfig().display()),
-        Cmd::Probe { from, to, port, all, ports, json, ipv6, timeout_ms } => {
+        Cmd::Env => println!(
+            "export KUBECONFIG={}",
+            Cluster::load(&cli.name)?.cfg.kubeconfig().display()
+        ),
+        Cmd::Probe {
+            from,
+            to,
+            port,
+            all,
+            ports,
+            json,
+            ipv6,
+            timeout_ms,
+        } => {
             let c = Cluster::load(&cli.name)?;
             let family = if ipv6 { Family::V6 } else { Family::V4 };
             let timeout = Duration::from_millis(timeout_ms);
@@ -155,28 +200,67 @@ fn main() -> Result<()> {
                 let eps = c.endpoints(false)?;
                 let m = probe::matrix(&eps, &eps, &parse_ports(&ports)?, family, timeout)?;
                 if json {
+                    /// One cell as the JSON output names it, in this order.
+                    #[derive(serde::Serialize)]
+                    struct Cell<'a> {
+                        from: &'a str,
+                        to: &'a str,
+                        allowed: bool,
+                    }
                     let slim: std::collections::BTreeMap<_, Vec<_>> = m
                         .iter()
-                        .map(|(k, v)| (k.clone(), v.iter().map(|o| serde_json::json!({"from": o.from, "to": o.to, "allowed": o.allowed})).collect()))
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v.iter()
+                                    .map(|o| Cell {
+                                        from: &o.from,
+                                        to: &o.to,
+                                        allowed: o.allowed,
+                                    })
+                                    .collect(),
+                            )
+                        })
                         .collect();
                     println!("{}", serde_json::to_string(&slim)?);
                 } else {
                     for (p, rows) in &m {
                         println!("{p}:");
                         for o in rows {
-                            println!("  {:<30} -> {:<30} {}", o.from, o.to, if o.allowed { "allowed" } else { "denied" });
+                            println!(
+                                "  {:<30} -> {:<30} {}",
+                                o.from,
+                                o.to,
+                                if o.allowed { "allowed" } else { "denied" }
+                            );
                         }
                     }
                 }
             } else {
-                let (from, to, port) = (from.unwrap_or_default(), to.unwrap_or_default(), port.context("--port is required")?);
-                let o = probe::single(&c.endpoint(&from)?, &c.endpoint(&to)?, port, family, timeout)?;
+                let (from, to, port) = (
+                    from.unwrap_or_default(),
+                    to.unwrap_or_default(),
+                    port.context("--port is required")?,
+                );
+                let o = probe::single(
+                    &c.endpoint(&from)?,
+                    &c.endpoint(&to)?,
+                    port,
+                    family,
+                    timeout,
+                )?;
                 if json {
                     println!("{}", serde_json::to_string(&o)?);
                 } else if o.allowed {
-                    println!("{from} -> {to} {port}: allowed (source seen as {})", o.seen_source.unwrap_or_default());
+                    println!(
+                        "{from} -> {to} {port}: allowed (source seen as {})",
+                        o.seen_source.unwrap_or_default()
+                    );
                 } else {
-                    println!("{from} -> {to} {port}: denied ({})", o.error.unwrap_or_default());
+                    println!(
+                        "{from} -> {to} {port}: denied ({})",
+                        o.error.unwrap_or_default()
+                    );
                 }
                 if !o.allowed {
                     std::process::exit(1);
@@ -184,12 +268,22 @@ fn main() -> Result<()> {
             }
         }
         Cmd::Forward { netns, listen, to } => {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
             rt.block_on(weft_e2e::forward::run(&netns, listen, to))?;
         }
-        Cmd::Serve { netns, identity, ports } => {
+        Cmd::Serve {
+            netns,
+            identity,
+            ports,
+        } => {
             let ports = parse_ports(&ports)?;
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
             rt.block_on(async {
                 let (bound, notes) = weft_e2e::serve::bind_ports(netns.as_deref(), &ports)?;
                 for n in notes {

@@ -39,7 +39,8 @@ pub fn generate(dir: &Path, server_sans: &[String], clients: &[ClientIdentity<'_
 
     let server_key = KeyPair::generate()?;
     let mut sp = CertificateParams::new(server_sans.to_vec())?;
-    sp.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    sp.distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
     sp.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,

@@ -100,7 +100,13 @@ fn judge(from: &str, to: &Endpoint, result: Result<String>) -> Outcome {
             let who = words.next().unwrap_or_default();
             let src = words.next().map(str::to_string);
             if who == to.id {
-                Outcome { from: from.into(), to: to.id.clone(), allowed: true, error: None, seen_source: src }
+                Outcome {
+                    from: from.into(),
+                    to: to.id.clone(),
+                    allowed: true,
+                    error: None,
+                    seen_source: src,
+                }
             } else {
                 Outcome {
                     from: from.into(),
@@ -130,19 +136,29 @@ fn probe_from(
     timeout: Duration,
 ) -> Result<Vec<(PortSpec, Outcome)>> {
     crate::netns::in_netns(&source.netns.clone(), move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async move {
-            let jobs = ports.iter().flat_map(|p| dests.iter().map(move |d| (*p, d.clone())));
+            let jobs = ports
+                .iter()
+                .flat_map(|p| dests.iter().map(move |d| (*p, d.clone())));
             let results = futures::stream::iter(jobs)
                 .map(|(port, dest)| {
                     let from = source.id.clone();
                     async move {
                         let outcome = match pick_ip(&dest.ips, family) {
                             Some(ip) => {
-                                let r = request(SocketAddr::new(ip, port.port), port.proto, timeout).await;
+                                let r =
+                                    request(SocketAddr::new(ip, port.port), port.proto, timeout)
+                                        .await;
                                 judge(&from, &dest, r)
                             }
-                            None => judge(&from, &dest, Err(anyhow::anyhow!("no address of that family"))),
+                            None => judge(
+                                &from,
+                                &dest,
+                                Err(anyhow::anyhow!("no address of that family")),
+                            ),
                         };
                         (port, outcome)
                     }
@@ -170,9 +186,12 @@ pub fn matrix(
             std::thread::spawn(move || probe_from(s, d, p, family, timeout))
         })
         .collect();
-    let mut out: BTreeMap<String, Vec<Outcome>> = ports.iter().map(|p| (p.to_string(), Vec::new())).collect();
+    let mut out: BTreeMap<String, Vec<Outcome>> =
+        ports.iter().map(|p| (p.to_string(), Vec::new())).collect();
     for h in handles {
-        let rows = h.join().map_err(|_| anyhow::anyhow!("probe thread panicked"))??;
+        let rows = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("probe thread panicked"))??;
         for (p, o) in rows {
             out.entry(p.to_string()).or_default().push(o);
         }
@@ -184,7 +203,16 @@ pub fn matrix(
 }
 
 /// Probes one pair on one port.
-pub fn single(from: &Endpoint, to: &Endpoint, port: PortSpec, family: Family, timeout: Duration) -> Result<Outcome> {
+pub fn single(
+    from: &Endpoint,
+    to: &Endpoint,
+    port: PortSpec,
+    family: Family,
+    timeout: Duration,
+) -> Result<Outcome> {
     let rows = probe_from(from.clone(), vec![to.clone()], vec![port], family, timeout)?;
-    rows.into_iter().next().map(|(_, o)| o).context("probe produced no result")
+    rows.into_iter()
+        .next()
+        .map(|(_, o)| o)
+        .context("probe produced no result")
 }

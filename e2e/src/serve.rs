@@ -64,7 +64,10 @@ impl fmt::Display for PortSpec {
 
 /// Parses a comma-separated list of ports.
 pub fn parse_ports(s: &str) -> Result<Vec<PortSpec>> {
-    s.split(',').filter(|p| !p.trim().is_empty()).map(|p| p.trim().parse()).collect()
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| p.trim().parse())
+        .collect()
 }
 
 /// A socket bound in some namespace, not yet served.
@@ -98,7 +101,9 @@ pub fn bind_ports(netns: Option<&Path>, ports: &[PortSpec]) -> Result<(Vec<Bound
                     s.set_nonblocking(true)?;
                     bound.push(Bound::Udp(s));
                 }
-                Proto::Sctp => notes.push(format!("{p} not served: this kernel has no SCTP sockets")),
+                Proto::Sctp => {
+                    notes.push(format!("{p} not served: this kernel has no SCTP sockets"))
+                }
             }
         }
         Ok((bound, notes))
@@ -173,7 +178,9 @@ async fn serve_udp(sock: tokio::net::UdpSocket, identity: Arc<str>) {
     let mut buf = [0u8; 1500];
     loop {
         if let Ok((_, peer)) = sock.recv_from(&mut buf).await {
-            let _ = sock.send_to(reply_for(&identity, peer).as_bytes(), peer).await;
+            let _ = sock
+                .send_to(reply_for(&identity, peer).as_bytes(), peer)
+                .await;
         }
     }
 }

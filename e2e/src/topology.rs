@@ -22,17 +22,49 @@ pub fn create(cfg: &ClusterConfig) -> Result<()> {
         ip(&["netns", "add", &ul]).context(
             "failed to create a network namespace: run as root on a kernel with network namespaces",
         )?;
-        sysctls(&ul, &[("net.ipv6.conf.all.accept_dad", "0"), ("net.ipv6.conf.default.accept_dad", "0")])?;
+        sysctls(
+            &ul,
+            &[
+                ("net.ipv6.conf.all.accept_dad", "0"),
+                ("net.ipv6.conf.default.accept_dad", "0"),
+            ],
+        )?;
         ip_in(&ul, &["link", "set", "lo", "up"])?;
         ip_in(&ul, &["link", "add", "br0", "type", "bridge"])
             .context("failed to create the underlay bridge: the kernel needs bridge support")?;
-        ip_in(&ul, &["addr", "add", &format!("{}/24", cfg.gateway_ip()), "dev", "br0"])?;
-        ip_in(&ul, &["addr", "add", &format!("{}/64", cfg.gateway_ip6()), "dev", "br0", "nodad"])?;
+        ip_in(
+            &ul,
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", cfg.gateway_ip()),
+                "dev",
+                "br0",
+            ],
+        )?;
+        ip_in(
+            &ul,
+            &[
+                "addr",
+                "add",
+                &format!("{}/64", cfg.gateway_ip6()),
+                "dev",
+                "br0",
+                "nodad",
+            ],
+        )?;
         ip_in(&ul, &["link", "set", "br0", "up"])?;
     }
     let ext = cfg.external_ns();
     if !netns_exists(&ext) {
-        add_host(cfg, &ext, "v-external", &cfg.external_ip().to_string(), &cfg.external_ip6(), false)?;
+        add_host(
+            cfg,
+            &ext,
+            "v-external",
+            &cfg.external_ip().to_string(),
+            &cfg.external_ip6(),
+            false,
+        )?;
     }
     for (i, node) in cfg.node_names().iter().enumerate() {
         let ns = cfg.node_ns(node);
@@ -52,7 +84,14 @@ pub fn create(cfg: &ClusterConfig) -> Result<()> {
 }
 
 /// One host on the underlay: a namespace whose eth0 is a veth into br0.
-fn add_host(cfg: &ClusterConfig, ns: &str, veth: &str, ip4: &str, ip6: &str, node: bool) -> Result<()> {
+fn add_host(
+    cfg: &ClusterConfig,
+    ns: &str,
+    veth: &str,
+    ip4: &str,
+    ip6: &str,
+    node: bool,
+) -> Result<()> {
     let ul = cfg.underlay_ns();
     ip(&["netns", "add", ns])?;
     let mut sys = vec![
@@ -61,19 +100,42 @@ fn add_host(cfg: &ClusterConfig, ns: &str, veth: &str, ip4: &str, ip6: &str, nod
     ];
     if node {
         // A Kubernetes node forwards pod traffic; kubelet's prerequisites include this.
-        sys.extend([("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.all.forwarding", "1")]);
+        sys.extend([
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+        ]);
     }
     sysctls(ns, &sys)?;
-    ip_in(&ul, &["link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
-        .context("failed to create a veth pair: the kernel needs veth support")?;
+    ip_in(
+        &ul,
+        &[
+            "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+        ],
+    )
+    .context("failed to create a veth pair: the kernel needs veth support")?;
     ip_in(&ul, &["link", "set", veth, "master", "br0", "up"])?;
     ip_in(ns, &["link", "set", "lo", "up"])?;
     ip_in(ns, &["addr", "add", &format!("{ip4}/24"), "dev", "eth0"])?;
-    ip_in(ns, &["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"])?;
+    ip_in(
+        ns,
+        &["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"],
+    )?;
     ip_in(ns, &["link", "set", "eth0", "up"])?;
     if node {
-        ip_in(ns, &["route", "add", "default", "via", &cfg.external_ip().to_string()])?;
-        ip_in(ns, &["-6", "route", "add", "default", "via", &cfg.external_ip6()])?;
+        ip_in(
+            ns,
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                &cfg.external_ip().to_string(),
+            ],
+        )?;
+        ip_in(
+            ns,
+            &["-6", "route", "add", "default", "via", &cfg.external_ip6()],
+        )?;
     }
     Ok(())
 }
@@ -95,8 +157,7 @@ pub fn owned_namespaces(name: &str) -> Vec<String> {
         .into_iter()
         .filter(|n| {
             fixed.contains(n)
-                || n
-                    .strip_prefix(&node_prefix)
+                || n.strip_prefix(&node_prefix)
                     .is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit()))
         })
         .collect()

@@ -10,44 +10,94 @@ use support::*;
 use weft_e2e::Cluster;
 use weft_e2e::install::{WEFT_NAMESPACE, install_weft, uninstall_weft};
 
-type Trial = (&'static str, Box<dyn FnOnce(&Cluster) -> Result<()> + Send>);
-
 const MINIMAL: &str = r#"{"apiVersion":"weft.dev/v1alpha1","kind":"NetworkFabric","metadata":{"name":"default"},
   "spec":{"podNetwork":{"cidrs":["10.244.0.0/16"]}}}"#;
 
 fn main() {
     let cfg = test_config("wop", 97, 200);
     let trials: Vec<Trial> = vec![
-        ("helm_installs_the_operator_under_its_own_service_account", Box::new(helm_install)),
-        ("the_api_server_rejects_bad_fabrics_with_clear_messages", Box::new(bad_fabrics_rejected)),
-        ("a_fabric_becomes_available_on_every_node", Box::new(fabric_available)),
-        ("an_mtu_edit_rolls_out_progressing_then_available", Box::new(mtu_edit_rolls_out)),
-        ("a_second_fabric_is_degraded_conflict_and_not_applied", Box::new(second_fabric_conflicts)),
-        ("a_fabric_whose_cidr_misses_the_node_cidrs_is_invalid", Box::new(cidr_mismatch_invalid)),
-        ("a_deleted_or_edited_daemonset_is_restored", Box::new(drift_restored)),
-        ("deleting_the_fabric_removes_what_the_operator_created", Box::new(fabric_deletion_cleans_up)),
-        ("helm_uninstall_removes_the_operator_and_keeps_the_crd", Box::new(helm_uninstall)),
+        (
+            "helm_installs_the_operator_under_its_own_service_account",
+            Box::new(helm_install),
+        ),
+        (
+            "the_api_server_rejects_bad_fabrics_with_clear_messages",
+            Box::new(bad_fabrics_rejected),
+        ),
+        (
+            "a_fabric_becomes_available_on_every_node",
+            Box::new(fabric_available),
+        ),
+        (
+            "an_mtu_edit_rolls_out_progressing_then_available",
+            Box::new(mtu_edit_rolls_out),
+        ),
+        (
+            "a_second_fabric_is_degraded_conflict_and_not_applied",
+            Box::new(second_fabric_conflicts),
+        ),
+        (
+            "a_fabric_whose_cidr_misses_the_node_cidrs_is_invalid",
+            Box::new(cidr_mismatch_invalid),
+        ),
+        (
+            "a_deleted_or_edited_daemonset_is_restored",
+            Box::new(drift_restored),
+        ),
+        (
+            "deleting_the_fabric_removes_what_the_operator_created",
+            Box::new(fabric_deletion_cleans_up),
+        ),
+        (
+            "helm_uninstall_removes_the_operator_and_keeps_the_crd",
+            Box::new(helm_uninstall),
+        ),
     ];
     run_suite(cfg, trials)
 }
 
 fn condition(f: &Value, kind: &str) -> Option<(String, String, String)> {
-    f["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind).map(|c| {
-        let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-        (s("status"), s("reason"), s("message"))
-    })
+    f["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("status"), s("reason"), s("message"))
+        })
 }
 
 fn helm_install(c: &Cluster) -> Result<()> {
     install_weft(c, &["--set", "fabric.create=false"])?;
-    let pods = get_json(c, &["pods", "-n", WEFT_NAMESPACE, "-l", "app.kubernetes.io/name=weft"])?;
+    let pods = get_json(
+        c,
+        &[
+            "pods",
+            "-n",
+            WEFT_NAMESPACE,
+            "-l",
+            "app.kubernetes.io/name=weft",
+        ],
+    )?;
     let items = pods["items"].as_array().context("items")?;
     ensure!(!items.is_empty(), "no operator pod");
     let op = &items[0];
-    ensure!(op["status"]["phase"] == "Running", "operator pod is {}", op["status"]["phase"]);
-    let sa = op["spec"]["serviceAccountName"].as_str().unwrap_or_default();
-    ensure!(sa.contains("weft") && sa != "default", "operator runs as service account {sa:?}");
-    ensure!(op["spec"]["hostNetwork"] == true, "the operator must run in the host network");
+    ensure!(
+        op["status"]["phase"] == "Running",
+        "operator pod is {}",
+        op["status"]["phase"]
+    );
+    let sa = op["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or_default();
+    ensure!(
+        sa.contains("weft") && sa != "default",
+        "operator runs as service account {sa:?}"
+    );
+    ensure!(
+        op["spec"]["hostNetwork"] == true,
+        "the operator must run in the host network"
+    );
     output(c.kubectl().args(["get", "crd", "networkfabrics.weft.dev"]))?;
     Ok(())
 }
@@ -61,30 +111,72 @@ fn create_expect_error(c: &Cluster, doc: &str) -> Result<String> {
         .stderr(std::process::Stdio::piped())
         .spawn()?;
     use std::io::Write;
-    child.stdin.take().context("stdin")?.write_all(doc.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(doc.as_bytes())?;
     let out = child.wait_with_output()?;
-    ensure!(!out.status.success(), "the API server accepted an invalid fabric: {doc}");
+    ensure!(
+        !out.status.success(),
+        "the API server accepted an invalid fabric: {doc}"
+    );
     Ok(String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn bad_fabrics_rejected(c: &Cluster) -> Result<()> {
     let cases: &[(&str, &str)] = &[
-        (r#"{"podNetwork":{"cidrs":["10.244.0.0/33"]}}"#, "must be a CIDR"),
+        (
+            r#"{"podNetwork":{"cidrs":["10.244.0.0/33"]}}"#,
+            "must be a CIDR",
+        ),
         (r#"{"podNetwork":{"cidrs":["banana"]}}"#, "must be a CIDR"),
-        (r#"{"podNetwork":{"cidrs":["10.244.1.0/16"]}}"#, "without host bits"),
-        (r#"{"podNetwork":{"cidrs":["10.244.0.0/16","10.245.0.0/16"]}}"#, "at most one IPv4"),
-        (r#"{"podNetwork":{"cidrs":["10.244.0.0/16"],"nodePrefixLength":{"ipv4":8}}}"#, "nodePrefixLength must be longer"),
-        (r#"{"podNetwork":{"cidrs":["10.244.0.0/16"]},"overlay":{"vni":0}}"#, "vni"),
-        (r#"{"podNetwork":{"cidrs":["10.244.0.0/16"]},"overlay":{"vni":16777216}}"#, "vni"),
-        (r#"{"podNetwork":{"cidrs":["10.244.0.0/16"]},"overlay":{"port":70000}}"#, "port"),
-        (r#"{"podNetwork":{"cidrs":["10.244.0.0/16"]},"overlay":{"mtu":100}}"#, "mtu must be 0 (automatic) or between 576 and 9000"),
-        (r#"{"podNetwork":{"cidrs":["10.244.0.0/16"]},"overlay":{"backend":"ipip"}}"#, "Unsupported value"),
-        (r#"{"podNetwork":{"cidrs":["10.244.0.0/16"]},"overlay":{"backend":"host-gw","directRouting":true}}"#, "directRouting only applies"),
-        (r#"{"podNetwork":{"cidrs":["10.244.0.0/16"]},"cni":{"confDir":"etc/cni"}}"#, "confDir must be an absolute path"),
+        (
+            r#"{"podNetwork":{"cidrs":["10.244.1.0/16"]}}"#,
+            "without host bits",
+        ),
+        (
+            r#"{"podNetwork":{"cidrs":["10.244.0.0/16","10.245.0.0/16"]}}"#,
+            "at most one IPv4",
+        ),
+        (
+            r#"{"podNetwork":{"cidrs":["10.244.0.0/16"],"nodePrefixLength":{"ipv4":8}}}"#,
+            "nodePrefixLength must be longer",
+        ),
+        (
+            r#"{"podNetwork":{"cidrs":["10.244.0.0/16"]},"overlay":{"vni":0}}"#,
+            "vni",
+        ),
+        (
+            r#"{"podNetwork":{"cidrs":["10.244.0.0/16"]},"overlay":{"vni":16777216}}"#,
+            "vni",
+        ),
+        (
+            r#"{"podNetwork":{"cidrs":["10.244.0.0/16"]},"overlay":{"port":70000}}"#,
+            "port",
+        ),
+        (
+            r#"{"podNetwork":{"cidrs":["10.244.0.0/16"]},"overlay":{"mtu":100}}"#,
+            "mtu must be 0 (automatic) or between 576 and 9000",
+        ),
+        (
+            r#"{"podNetwork":{"cidrs":["10.244.0.0/16"]},"overlay":{"backend":"ipip"}}"#,
+            "Unsupported value",
+        ),
+        (
+            r#"{"podNetwork":{"cidrs":["10.244.0.0/16"]},"overlay":{"backend":"host-gw","directRouting":true}}"#,
+            "directRouting only applies",
+        ),
+        (
+            r#"{"podNetwork":{"cidrs":["10.244.0.0/16"]},"cni":{"confDir":"etc/cni"}}"#,
+            "confDir must be an absolute path",
+        ),
     ];
     let mut failures = Vec::new();
     for (spec, want) in cases {
-        let doc = format!(r#"{{"apiVersion":"weft.dev/v1alpha1","kind":"NetworkFabric","metadata":{{"name":"bad"}},"spec":{spec}}}"#);
+        let doc = format!(
+            r#"{{"apiVersion":"weft.dev/v1alpha1","kind":"NetworkFabric","metadata":{{"name":"bad"}},"spec":{spec}}}"#
+        );
         match create_expect_error(c, &doc) {
             Ok(err) if err.contains(want) => {}
             Ok(err) => failures.push(format!("{spec}: expected {want:?} in: {}", err.trim())),
@@ -110,14 +202,27 @@ fn wait_available(c: &Cluster, name: &str, timeout: Duration) -> Result<Value> {
 fn fabric_available(c: &Cluster) -> Result<()> {
     apply(c, MINIMAL)?;
     let f = wait_available(c, "default", Duration::from_secs(120))?;
-    ensure!(f["status"]["nodes"]["ready"] == 3 && f["status"]["nodes"]["desired"] == 3, "nodes: {}", f["status"]["nodes"]);
+    ensure!(
+        f["status"]["nodes"]["ready"] == 3 && f["status"]["nodes"]["desired"] == 3,
+        "nodes: {}",
+        f["status"]["nodes"]
+    );
     let ds = get_json(c, &["daemonset", "-n", WEFT_NAMESPACE, "weft-agent"])?;
-    ensure!(ds["status"]["numberReady"] == 3, "agent DaemonSet not ready on all nodes");
+    ensure!(
+        ds["status"]["numberReady"] == 3,
+        "agent DaemonSet not ready on all nodes"
+    );
     let owner = &ds["metadata"]["ownerReferences"][0];
-    ensure!(owner["kind"] == "NetworkFabric" && owner["name"] == "default", "DaemonSet is not owned by the fabric: {owner}");
+    ensure!(
+        owner["kind"] == "NetworkFabric" && owner["name"] == "default",
+        "DaemonSet is not owned by the fabric: {owner}"
+    );
     for node in c.cfg.node_names() {
         let n = get_json(c, &["node", &node])?;
-        let ready = n["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == "True"));
+        let ready = n["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|x| x["type"] == "Ready" && x["status"] == "True")
+        });
         ensure!(ready, "{node} is not Ready once weft runs on it");
     }
     Ok(())
@@ -125,8 +230,16 @@ fn fabric_available(c: &Cluster) -> Result<()> {
 
 fn mtu_edit_rolls_out(c: &Cluster) -> Result<()> {
     let before = get_json(c, &["daemonset", "-n", WEFT_NAMESPACE, "weft-agent"])?;
-    let hash_before = before["spec"]["template"]["metadata"]["annotations"]["weft.dev/config-hash"].clone();
-    output(c.kubectl().args(["patch", "networkfabric", "default", "--type=merge", "-p", r#"{"spec":{"overlay":{"mtu":1400}}}"#]))?;
+    let hash_before =
+        before["spec"]["template"]["metadata"]["annotations"]["weft.dev/config-hash"].clone();
+    output(c.kubectl().args([
+        "patch",
+        "networkfabric",
+        "default",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"overlay":{"mtu":1400}}}"#,
+    ]))?;
     let started = Instant::now();
     let mut saw_progressing = false;
     loop {
@@ -135,30 +248,62 @@ fn mtu_edit_rolls_out(c: &Cluster) -> Result<()> {
             saw_progressing = true;
         }
         let available = condition(&f, "Available").is_some_and(|(s, _, _)| s == "True");
-        if saw_progressing && available && f["status"]["observedGeneration"] == f["metadata"]["generation"] && f["status"]["mtu"] == 1400 {
+        if saw_progressing
+            && available
+            && f["status"]["observedGeneration"] == f["metadata"]["generation"]
+            && f["status"]["mtu"] == 1400
+        {
             break;
         }
-        ensure!(started.elapsed() < Duration::from_secs(180), "rollout did not finish: {}", f["status"]);
+        ensure!(
+            started.elapsed() < Duration::from_secs(180),
+            "rollout did not finish: {}",
+            f["status"]
+        );
         std::thread::sleep(Duration::from_millis(150));
     }
     let after = get_json(c, &["daemonset", "-n", WEFT_NAMESPACE, "weft-agent"])?;
-    ensure!(after["spec"]["template"]["metadata"]["annotations"]["weft.dev/config-hash"] != hash_before, "config hash did not change");
-    ensure!(after["status"]["updatedNumberScheduled"] == 3, "not every agent was updated");
+    ensure!(
+        after["spec"]["template"]["metadata"]["annotations"]["weft.dev/config-hash"] != hash_before,
+        "config hash did not change"
+    );
+    ensure!(
+        after["status"]["updatedNumberScheduled"] == 3,
+        "not every agent was updated"
+    );
     Ok(())
 }
 
 fn second_fabric_conflicts(c: &Cluster) -> Result<()> {
-    apply(c, r#"{"apiVersion":"weft.dev/v1alpha1","kind":"NetworkFabric","metadata":{"name":"second"},
-      "spec":{"podNetwork":{"cidrs":["10.244.0.0/16"]},"overlay":{"backend":"host-gw"}}}"#)?;
-    eventually("second fabric Degraded/Conflict", Duration::from_secs(30), || {
-        let f = get_json(c, &["networkfabric", "second"])?;
-        Ok(condition(&f, "Degraded").filter(|(s, r, _)| s == "True" && r == "Conflict").map(|_| ()))
-    })?;
+    apply(
+        c,
+        r#"{"apiVersion":"weft.dev/v1alpha1","kind":"NetworkFabric","metadata":{"name":"second"},
+      "spec":{"podNetwork":{"cidrs":["10.244.0.0/16"]},"overlay":{"backend":"host-gw"}}}"#,
+    )?;
+    eventually(
+        "second fabric Degraded/Conflict",
+        Duration::from_secs(30),
+        || {
+            let f = get_json(c, &["networkfabric", "second"])?;
+            Ok(condition(&f, "Degraded")
+                .filter(|(s, r, _)| s == "True" && r == "Conflict")
+                .map(|_| ()))
+        },
+    )?;
     let dss = get_json(c, &["daemonsets", "-n", WEFT_NAMESPACE])?;
-    ensure!(dss["items"].as_array().map(Vec::len) == Some(1), "a conflicting fabric got objects applied");
+    ensure!(
+        dss["items"].as_array().map(Vec::len) == Some(1),
+        "a conflicting fabric got objects applied"
+    );
     let first = get_json(c, &["networkfabric", "default"])?;
-    ensure!(condition(&first, "Available").is_some_and(|(s, _, _)| s == "True"), "the active fabric was disturbed");
-    output(c.kubectl().args(["delete", "networkfabric", "second", "--wait=true"]))?;
+    ensure!(
+        condition(&first, "Available").is_some_and(|(s, _, _)| s == "True"),
+        "the active fabric was disturbed"
+    );
+    output(
+        c.kubectl()
+            .args(["delete", "networkfabric", "second", "--wait=true"]),
+    )?;
     Ok(())
 }
 
@@ -166,51 +311,122 @@ fn cidr_mismatch_invalid(c: &Cluster) -> Result<()> {
     // Same cluster, but the active fabric claims a CIDR the nodes' pod CIDRs are not in: the
     // operator must refuse to roll it out and say why.
     let ds_before = get_json(c, &["daemonset", "-n", WEFT_NAMESPACE, "weft-agent"])?;
-    output(c.kubectl().args(["patch", "networkfabric", "default", "--type=merge", "-p", r#"{"spec":{"podNetwork":{"cidrs":["10.250.0.0/16"]}}}"#]))?;
+    output(c.kubectl().args([
+        "patch",
+        "networkfabric",
+        "default",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"podNetwork":{"cidrs":["10.250.0.0/16"]}}}"#,
+    ]))?;
     let (_, _, msg) = eventually("Degraded/InvalidSpec", Duration::from_secs(30), || {
         let f = get_json(c, &["networkfabric", "default"])?;
         Ok(condition(&f, "Degraded").filter(|(s, r, _)| s == "True" && r == "InvalidSpec"))
     })?;
-    ensure!(msg.contains("10.250.0.0/16") || msg.contains("podCIDR"), "the message must say what is wrong: {msg}");
+    ensure!(
+        msg.contains("10.250.0.0/16") || msg.contains("podCIDR"),
+        "the message must say what is wrong: {msg}"
+    );
     let ds_after = get_json(c, &["daemonset", "-n", WEFT_NAMESPACE, "weft-agent"])?;
     ensure!(
-        ds_before["spec"]["template"]["metadata"]["annotations"] == ds_after["spec"]["template"]["metadata"]["annotations"],
+        ds_before["spec"]["template"]["metadata"]["annotations"]
+            == ds_after["spec"]["template"]["metadata"]["annotations"],
         "an invalid spec was rolled out"
     );
-    output(c.kubectl().args(["patch", "networkfabric", "default", "--type=merge", "-p", r#"{"spec":{"podNetwork":{"cidrs":["10.244.0.0/16"]}}}"#]))?;
+    output(c.kubectl().args([
+        "patch",
+        "networkfabric",
+        "default",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"podNetwork":{"cidrs":["10.244.0.0/16"]}}}"#,
+    ]))?;
     wait_available(c, "default", Duration::from_secs(120))?;
     Ok(())
 }
 
 fn drift_restored(c: &Cluster) -> Result<()> {
-    let uid = get_json(c, &["daemonset", "-n", WEFT_NAMESPACE, "weft-agent"])?["metadata"]["uid"].clone();
-    output(c.kubectl().args(["delete", "daemonset", "-n", WEFT_NAMESPACE, "weft-agent", "--wait=true"]))?;
+    let uid =
+        get_json(c, &["daemonset", "-n", WEFT_NAMESPACE, "weft-agent"])?["metadata"]["uid"].clone();
+    output(c.kubectl().args([
+        "delete",
+        "daemonset",
+        "-n",
+        WEFT_NAMESPACE,
+        "weft-agent",
+        "--wait=true",
+    ]))?;
     eventually("the DaemonSet to return", Duration::from_secs(30), || {
         let ds = get_json(c, &["daemonset", "-n", WEFT_NAMESPACE, "weft-agent"]);
         Ok(ds.ok().filter(|d| d["metadata"]["uid"] != uid).map(|_| ()))
     })?;
     output(c.kubectl().args(["-n", WEFT_NAMESPACE, "patch", "daemonset", "weft-agent", "--type=json", "-p",
         r#"[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"example.com/evil:1"}]"#]))?;
-    eventually("the DaemonSet's image to be restored", Duration::from_secs(30), || {
-        let ds = get_json(c, &["daemonset", "-n", WEFT_NAMESPACE, "weft-agent"])?;
-        let image = ds["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap_or_default().to_string();
-        Ok(image.contains("weft-agent").then_some(()))
-    })?;
+    eventually(
+        "the DaemonSet's image to be restored",
+        Duration::from_secs(30),
+        || {
+            let ds = get_json(c, &["daemonset", "-n", WEFT_NAMESPACE, "weft-agent"])?;
+            let image = ds["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            Ok(image.contains("weft-agent").then_some(()))
+        },
+    )?;
     wait_available(c, "default", Duration::from_secs(120))?;
     Ok(())
 }
 
 fn fabric_deletion_cleans_up(c: &Cluster) -> Result<()> {
-    output(c.kubectl().args(["delete", "networkfabric", "default", "--wait=true", "--timeout=180s"]))?;
-    for (kind, name) in [("daemonset", "weft-agent"), ("configmap", "weft-agent-config"), ("serviceaccount", "weft-agent")] {
-        let out = c.kubectl().args(["get", kind, "-n", WEFT_NAMESPACE, name]).output()?;
-        ensure!(!out.status.success(), "{kind}/{name} survived the fabric's deletion");
+    output(c.kubectl().args([
+        "delete",
+        "networkfabric",
+        "default",
+        "--wait=true",
+        "--timeout=180s",
+    ]))?;
+    for (kind, name) in [
+        ("daemonset", "weft-agent"),
+        ("configmap", "weft-agent-config"),
+        ("serviceaccount", "weft-agent"),
+    ] {
+        let out = c
+            .kubectl()
+            .args(["get", kind, "-n", WEFT_NAMESPACE, name])
+            .output()?;
+        ensure!(
+            !out.status.success(),
+            "{kind}/{name} survived the fabric's deletion"
+        );
     }
-    let crbs = output(c.kubectl().args(["get", "clusterrolebindings,clusterroles", "-l", "app.kubernetes.io/managed-by=weft-operator", "-o", "name"]))?;
-    ensure!(crbs.trim().is_empty(), "cluster-scoped RBAC survived: {crbs}");
+    let crbs = output(c.kubectl().args([
+        "get",
+        "clusterrolebindings,clusterroles",
+        "-l",
+        "app.kubernetes.io/managed-by=weft-operator",
+        "-o",
+        "name",
+    ]))?;
+    ensure!(
+        crbs.trim().is_empty(),
+        "cluster-scoped RBAC survived: {crbs}"
+    );
     eventually("agent pods to be gone", Duration::from_secs(60), || {
-        let p = get_json(c, &["pods", "-n", WEFT_NAMESPACE, "-l", "app.kubernetes.io/name=weft-agent"])?;
-        Ok(p["items"].as_array().is_some_and(|a| a.is_empty()).then_some(()))
+        let p = get_json(
+            c,
+            &[
+                "pods",
+                "-n",
+                WEFT_NAMESPACE,
+                "-l",
+                "app.kubernetes.io/name=weft-agent",
+            ],
+        )?;
+        Ok(p["items"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+            .then_some(()))
     })?;
     Ok(())
 }
@@ -218,7 +434,11 @@ fn fabric_deletion_cleans_up(c: &Cluster) -> Result<()> {
 fn helm_uninstall(c: &Cluster) -> Result<()> {
     uninstall_weft(c)?;
     let deps = get_json(c, &["deployments", "-n", WEFT_NAMESPACE])?;
-    ensure!(deps["items"].as_array().is_some_and(|a| a.is_empty()), "operator Deployment survived helm uninstall");
-    output(c.kubectl().args(["get", "crd", "networkfabrics.weft.dev"])).context("Helm keeps CRDs on uninstall, as it documents")?;
+    ensure!(
+        deps["items"].as_array().is_some_and(|a| a.is_empty()),
+        "operator Deployment survived helm uninstall"
+    );
+    output(c.kubectl().args(["get", "crd", "networkfabrics.weft.dev"]))
+        .context("Helm keeps CRDs on uninstall, as it documents")?;
     Ok(())
 }

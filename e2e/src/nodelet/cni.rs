@@ -44,7 +44,10 @@ pub fn load_network(dir: &Path) -> Result<Option<NetworkList>> {
     let mut files: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            matches!(p.extension().and_then(|e| e.to_str()), Some("conf" | "conflist" | "json"))
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("conf" | "conflist" | "json")
+            )
         })
         .collect();
     files.sort();
@@ -63,7 +66,8 @@ pub fn load_network(dir: &Path) -> Result<Option<NetworkList>> {
 
 /// Parses one `.conflist` (or a single-plugin `.conf`).
 pub fn parse_file(path: &Path) -> Result<NetworkList> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read {}", path.display()))?;
     let v: Value = serde_json::from_str(&text)
         .with_context(|| format!("invalid CNI configuration {}", path.display()))?;
     let name = v["name"]
@@ -79,14 +83,22 @@ pub fn parse_file(path: &Path) -> Result<NetworkList> {
     } else if v.get("type").is_some() {
         vec![v.clone()]
     } else {
-        bail!("CNI configuration {} has neither \"plugins\" nor \"type\"", path.display());
+        bail!(
+            "CNI configuration {} has neither \"plugins\" nor \"type\"",
+            path.display()
+        );
     };
     for p in &plugins {
         if p["type"].as_str().is_none() {
             bail!("a plugin in {} has no \"type\"", path.display());
         }
     }
-    Ok(NetworkList { name, cni_version, plugins, source: path.to_path_buf() })
+    Ok(NetworkList {
+        name,
+        cni_version,
+        plugins,
+        source: path.to_path_buf(),
+    })
 }
 
 fn find_plugin(kind: &str) -> Result<PathBuf> {
@@ -107,10 +119,10 @@ fn plugin_stdin(list: &NetworkList, plugin: &Value, rt: &Runtime, prev: Option<&
     let mut runtime_config = Map::new();
     if let Some(caps) = plugin["capabilities"].as_object() {
         for (k, enabled) in caps {
-            if enabled.as_bool() == Some(true) {
-                if let Some(v) = rt.capabilities.get(k) {
-                    runtime_config.insert(k.clone(), v.clone());
-                }
+            if enabled.as_bool() == Some(true)
+                && let Some(v) = rt.capabilities.get(k)
+            {
+                runtime_config.insert(k.clone(), v.clone());
             }
         }
     }
@@ -120,7 +132,13 @@ fn plugin_stdin(list: &NetworkList, plugin: &Value, rt: &Runtime, prev: Option<&
     Value::Object(conf)
 }
 
-fn exec(command: &str, list: &NetworkList, plugin: &Value, rt: &Runtime, prev: Option<&Value>) -> Result<Option<Value>> {
+fn exec(
+    command: &str,
+    list: &NetworkList,
+    plugin: &Value,
+    rt: &Runtime,
+    prev: Option<&Value>,
+) -> Result<Option<Value>> {
     let kind = plugin["type"].as_str().unwrap_or_default();
     let bin = find_plugin(kind)?;
     let stdin = serde_json::to_vec(&plugin_stdin(list, plugin, rt, prev))?;
@@ -130,7 +148,10 @@ fn exec(command: &str, list: &NetworkList, plugin: &Value, rt: &Runtime, prev: O
         .join(";");
     let mut child = Command::new(&bin)
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", &rt.container_id)
         .env("CNI_NETNS", &rt.netns)
@@ -156,14 +177,23 @@ fn exec(command: &str, list: &NetworkList, plugin: &Value, rt: &Runtime, prev: O
                     None => m.to_string(),
                 }
             }
-            Err(_) => format!("{} {}", stdout.trim(), String::from_utf8_lossy(&out.stderr).trim()),
+            Err(_) => format!(
+                "{} {}",
+                stdout.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         };
-        bail!("plugin type={kind:?} failed ({}): {msg}", command.to_lowercase());
+        bail!(
+            "plugin type={kind:?} failed ({}): {msg}",
+            command.to_lowercase()
+        );
     }
     if stdout.trim().is_empty() {
         return Ok(None);
     }
-    Ok(Some(serde_json::from_str(&stdout).with_context(|| format!("plugin {kind:?} printed an invalid result"))?))
+    Ok(Some(serde_json::from_str(&stdout).with_context(|| {
+        format!("plugin {kind:?} printed an invalid result")
+    })?))
 }
 
 /// Runs ADD through the whole list; returns the final result.
@@ -208,7 +238,10 @@ mod tests {
 
     fn rt() -> Runtime {
         let mut caps = Map::new();
-        caps.insert("portMappings".into(), json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]));
+        caps.insert(
+            "portMappings".into(),
+            json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]),
+        );
         Runtime {
             container_id: "c1".into(),
             netns: "/run/netns/x".into(),
@@ -223,7 +256,10 @@ mod tests {
         let list = NetworkList {
             name: "net".into(),
             cni_version: "1.0.0".into(),
-            plugins: vec![json!({"type": "bridge"}), json!({"type": "portmap", "capabilities": {"portMappings": true}})],
+            plugins: vec![
+                json!({"type": "bridge"}),
+                json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+            ],
             source: PathBuf::new(),
         };
         let a = plugin_stdin(&list, &list.plugins[0], &rt(), None);
@@ -247,14 +283,30 @@ mod tests {
     fn first_file_by_name_wins_and_single_conf_is_wrapped() {
         let d = std::env::temp_dir().join(format!("weft-cni-test-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("20-b.conflist"), r#"{"name":"b","cniVersion":"1.0.0","plugins":[{"type":"ptp"}]}"#).unwrap();
-        std::fs::write(d.join("10-a.conf"), r#"{"name":"a","cniVersion":"0.4.0","type":"bridge"}"#).unwrap();
+        std::fs::write(
+            d.join("20-b.conflist"),
+            r#"{"name":"b","cniVersion":"1.0.0","plugins":[{"type":"ptp"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("10-a.conf"),
+            r#"{"name":"a","cniVersion":"0.4.0","type":"bridge"}"#,
+        )
+        .unwrap();
         std::fs::write(d.join("README"), "not a config").unwrap();
         let n = load_network(&d).unwrap().unwrap();
         assert_eq!(n.name, "a");
         assert_eq!(n.plugins.len(), 1);
-        std::fs::write(d.join("05-bad.conflist"), r#"{"cniVersion":"1.0.0","plugins":[]}"#).unwrap();
-        assert_eq!(load_network(&d).unwrap().unwrap().name, "a", "an invalid file is skipped");
+        std::fs::write(
+            d.join("05-bad.conflist"),
+            r#"{"cniVersion":"1.0.0","plugins":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            load_network(&d).unwrap().unwrap().name,
+            "a",
+            "an invalid file is skipped"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -6,7 +6,9 @@
 use super::NodeletConfig;
 use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, ContainerPort, Pod, Probe, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, ContainerPort, Pod, Probe, Secret, ServiceAccount,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, PostParams};
 use serde_json::json;
@@ -76,16 +78,30 @@ pub fn field_ref(pod: &Pod, path: &str) -> Result<String> {
         "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
         "metadata.uid" => m.uid.clone().unwrap_or_default(),
         "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
-        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
         "status.podIP" => status.and_then(|s| s.pod_ip.clone()).unwrap_or_default(),
         "status.hostIP" => status.and_then(|s| s.host_ip.clone()).unwrap_or_default(),
-        "status.podIPs" => join_ips(status.and_then(|s| s.pod_ips.clone()).map(|v| v.into_iter().map(|i| i.ip).collect())),
-        "status.hostIPs" => join_ips(status.and_then(|s| s.host_ips.clone()).map(|v| v.into_iter().map(|i| i.ip).collect())),
+        "status.podIPs" => join_ips(
+            status
+                .and_then(|s| s.pod_ips.clone())
+                .map(|v| v.into_iter().map(|i| i.ip).collect()),
+        ),
+        "status.hostIPs" => join_ips(
+            status
+                .and_then(|s| s.host_ips.clone())
+                .map(|v| v.into_iter().map(|i| i.ip).collect()),
+        ),
         p => {
             let lookup = |prefix: &str, map: &Option<BTreeMap<String, String>>| {
                 p.strip_prefix(prefix)
                     .and_then(|k| k.strip_suffix("']"))
-                    .map(|k| map.as_ref().and_then(|m| m.get(k).cloned()).unwrap_or_default())
+                    .map(|k| {
+                        map.as_ref()
+                            .and_then(|m| m.get(k).cloned())
+                            .unwrap_or_default()
+                    })
             };
             lookup("metadata.labels['", &m.labels)
                 .or_else(|| lookup("metadata.annotations['", &m.annotations))
@@ -95,32 +111,62 @@ pub fn field_ref(pod: &Pod, path: &str) -> Result<String> {
 }
 
 /// The process environment of a container: the defaults a kubelet injects, then the container's env.
-pub async fn build_env(client: &kube::Client, cfg: &NodeletConfig, pod: &Pod, c: &Container) -> Result<BTreeMap<String, String>> {
+pub async fn build_env(
+    client: &kube::Client,
+    cfg: &NodeletConfig,
+    pod: &Pod,
+    c: &Container,
+) -> Result<BTreeMap<String, String>> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut env = BTreeMap::new();
-    env.insert("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    env.insert(
+        "PATH".into(),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+    );
     env.insert("HOSTNAME".into(), cfg.node.clone());
     env.insert("KUBERNETES_SERVICE_HOST".into(), cfg.api_host.clone());
     env.insert("KUBERNETES_SERVICE_PORT".into(), cfg.api_port.to_string());
-    env.insert("KUBERNETES_SERVICE_PORT_HTTPS".into(), cfg.api_port.to_string());
-    env.insert("KUBERNETES_PORT".into(), format!("tcp://{}:{}", cfg.api_host, cfg.api_port));
+    env.insert(
+        "KUBERNETES_SERVICE_PORT_HTTPS".into(),
+        cfg.api_port.to_string(),
+    );
+    env.insert(
+        "KUBERNETES_PORT".into(),
+        format!("tcp://{}:{}", cfg.api_host, cfg.api_port),
+    );
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         if let Some(r) = &from.config_map_ref {
-            let data = Api::<ConfigMap>::namespaced(client.clone(), &ns).get(&r.name).await;
+            let data = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+                .get(&r.name)
+                .await;
             match data {
-                Ok(cm) => env.extend(cm.data.unwrap_or_default().into_iter().map(|(k, v)| (format!("{prefix}{k}"), v))),
-                Err(e) if r.optional != Some(true) => return Err(anyhow!("configmap {:?} for envFrom: {e}", r.name)),
+                Ok(cm) => env.extend(
+                    cm.data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (format!("{prefix}{k}"), v)),
+                ),
+                Err(e) if r.optional != Some(true) => {
+                    return Err(anyhow!("configmap {:?} for envFrom: {e}", r.name));
+                }
                 Err(_) => {}
             }
         }
         if let Some(r) = &from.secret_ref {
-            let data = Api::<Secret>::namespaced(client.clone(), &ns).get(&r.name).await;
+            let data = Api::<Secret>::namespaced(client.clone(), &ns)
+                .get(&r.name)
+                .await;
             match data {
-                Ok(s) => env.extend(
-                    s.data.unwrap_or_default().into_iter().map(|(k, v)| (format!("{prefix}{k}"), String::from_utf8_lossy(&v.0).into_owned())),
-                ),
-                Err(e) if r.optional != Some(true) => return Err(anyhow!("secret {:?} for envFrom: {e}", r.name)),
+                Ok(s) => env.extend(s.data.unwrap_or_default().into_iter().map(|(k, v)| {
+                    (
+                        format!("{prefix}{k}"),
+                        String::from_utf8_lossy(&v.0).into_owned(),
+                    )
+                })),
+                Err(e) if r.optional != Some(true) => {
+                    return Err(anyhow!("secret {:?} for envFrom: {e}", r.name));
+                }
                 Err(_) => {}
             }
         }
@@ -132,18 +178,38 @@ pub async fn build_env(client: &kube::Client, cfg: &NodeletConfig, pod: &Pod, c:
             if let Some(f) = &src.field_ref {
                 field_ref(pod, &f.field_path)?
             } else if let Some(k) = &src.config_map_key_ref {
-                let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns).get(&k.name).await;
-                match cm.ok().and_then(|cm| cm.data.and_then(|d| d.get(&k.key).cloned())) {
+                let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+                    .get(&k.name)
+                    .await;
+                match cm
+                    .ok()
+                    .and_then(|cm| cm.data.and_then(|d| d.get(&k.key).cloned()))
+                {
                     Some(v) => v,
                     None if k.optional == Some(true) => continue,
-                    None => bail!("env {}: key {:?} of configmap {:?} not found", e.name, k.key, k.name),
+                    None => bail!(
+                        "env {}: key {:?} of configmap {:?} not found",
+                        e.name,
+                        k.key,
+                        k.name
+                    ),
                 }
             } else if let Some(k) = &src.secret_key_ref {
-                let s = Api::<Secret>::namespaced(client.clone(), &ns).get(&k.name).await;
-                match s.ok().and_then(|s| s.data.and_then(|d| d.get(&k.key).cloned())) {
+                let s = Api::<Secret>::namespaced(client.clone(), &ns)
+                    .get(&k.name)
+                    .await;
+                match s
+                    .ok()
+                    .and_then(|s| s.data.and_then(|d| d.get(&k.key).cloned()))
+                {
                     Some(v) => String::from_utf8_lossy(&v.0).into_owned(),
                     None if k.optional == Some(true) => continue,
-                    None => bail!("env {}: key {:?} of secret {:?} not found", e.name, k.key, k.name),
+                    None => bail!(
+                        "env {}: key {:?} of secret {:?} not found",
+                        e.name,
+                        k.key,
+                        k.name
+                    ),
                 }
             } else if src.resource_field_ref.is_some() {
                 // Resource limits are not enforced locally; report none.
@@ -161,10 +227,19 @@ pub async fn build_env(client: &kube::Client, cfg: &NodeletConfig, pod: &Pod, c:
 
 /// Materialises the pod's volumes under `pod_dir/volumes` (hostPath volumes are the node's own path).
 /// Returns volume name → source path.
-pub async fn prepare_volumes(client: &kube::Client, pod: &Pod, pod_dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
+pub async fn prepare_volumes(
+    client: &kube::Client,
+    pod: &Pod,
+    pod_dir: &Path,
+) -> Result<BTreeMap<String, PathBuf>> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut out = BTreeMap::new();
-    for v in pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default() {
+    for v in pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default()
+    {
         let dir = pod_dir.join("volumes").join(&v.name);
         if let Some(hp) = &v.host_path {
             let p = PathBuf::from(&hp.path);
@@ -174,7 +249,10 @@ pub async fn prepare_volumes(client: &kube::Client, pod: &Pod, pod_dir: &Path) -
                     if let Some(parent) = p.parent() {
                         std::fs::create_dir_all(parent)?;
                     }
-                    std::fs::OpenOptions::new().create(true).append(true).open(&p)?;
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&p)?;
                 }
                 "Directory" if !p.is_dir() => bail!("hostPath {:?} is not a directory", hp.path),
                 "File" if !p.is_file() => bail!("hostPath {:?} is not a file", hp.path),
@@ -187,44 +265,77 @@ pub async fn prepare_volumes(client: &kube::Client, pod: &Pod, pod_dir: &Path) -
         if v.empty_dir.is_some() {
         } else if let Some(cm) = &v.config_map {
             let name = cm.name.clone();
-            match Api::<ConfigMap>::namespaced(client.clone(), &ns).get(&name).await {
-                Ok(obj) => write_items(&dir, string_data(obj.data, obj.binary_data), cm.items.as_deref())?,
-                Err(e) if cm.optional != Some(true) => bail!("configmap {name:?} for volume {:?}: {e}", v.name),
+            match Api::<ConfigMap>::namespaced(client.clone(), &ns)
+                .get(&name)
+                .await
+            {
+                Ok(obj) => write_items(
+                    &dir,
+                    string_data(obj.data, obj.binary_data),
+                    cm.items.as_deref(),
+                )?,
+                Err(e) if cm.optional != Some(true) => {
+                    bail!("configmap {name:?} for volume {:?}: {e}", v.name)
+                }
                 Err(_) => {}
             }
         } else if let Some(s) = &v.secret {
             let name = s.secret_name.clone().unwrap_or_default();
-            match Api::<Secret>::namespaced(client.clone(), &ns).get(&name).await {
+            match Api::<Secret>::namespaced(client.clone(), &ns)
+                .get(&name)
+                .await
+            {
                 Ok(obj) => write_items(&dir, secret_data(obj), s.items.as_deref())?,
-                Err(e) if s.optional != Some(true) => bail!("secret {name:?} for volume {:?}: {e}", v.name),
+                Err(e) if s.optional != Some(true) => {
+                    bail!("secret {name:?} for volume {:?}: {e}", v.name)
+                }
                 Err(_) => {}
             }
         } else if let Some(p) = &v.projected {
             for src in p.sources.iter().flatten() {
                 if let Some(t) = &src.service_account_token {
-                    let token = request_token(client, pod, t.audience.clone(), t.expiration_seconds).await?;
+                    let token =
+                        request_token(client, pod, t.audience.clone(), t.expiration_seconds)
+                            .await?;
                     write_file(&dir.join(&t.path), token.as_bytes())?;
                 }
                 if let Some(cm) = &src.config_map {
                     let name = cm.name.clone();
-                    match Api::<ConfigMap>::namespaced(client.clone(), &ns).get(&name).await {
-                        Ok(obj) => write_items(&dir, string_data(obj.data, obj.binary_data), cm.items.as_deref())?,
-                        Err(e) if cm.optional != Some(true) => bail!("configmap {name:?} for volume {:?}: {e}", v.name),
+                    match Api::<ConfigMap>::namespaced(client.clone(), &ns)
+                        .get(&name)
+                        .await
+                    {
+                        Ok(obj) => write_items(
+                            &dir,
+                            string_data(obj.data, obj.binary_data),
+                            cm.items.as_deref(),
+                        )?,
+                        Err(e) if cm.optional != Some(true) => {
+                            bail!("configmap {name:?} for volume {:?}: {e}", v.name)
+                        }
                         Err(_) => {}
                     }
                 }
                 if let Some(s) = &src.secret {
                     let name = s.name.clone();
-                    match Api::<Secret>::namespaced(client.clone(), &ns).get(&name).await {
+                    match Api::<Secret>::namespaced(client.clone(), &ns)
+                        .get(&name)
+                        .await
+                    {
                         Ok(obj) => write_items(&dir, secret_data(obj), s.items.as_deref())?,
-                        Err(e) if s.optional != Some(true) => bail!("secret {name:?} for volume {:?}: {e}", v.name),
+                        Err(e) if s.optional != Some(true) => {
+                            bail!("secret {name:?} for volume {:?}: {e}", v.name)
+                        }
                         Err(_) => {}
                     }
                 }
                 if let Some(d) = &src.downward_api {
                     for item in d.items.iter().flatten() {
                         if let Some(f) = &item.field_ref {
-                            write_file(&dir.join(&item.path), field_ref(pod, &f.field_path)?.as_bytes())?;
+                            write_file(
+                                &dir.join(&item.path),
+                                field_ref(pod, &f.field_path)?.as_bytes(),
+                            )?;
                         }
                     }
                 }
@@ -232,34 +343,63 @@ pub async fn prepare_volumes(client: &kube::Client, pod: &Pod, pod_dir: &Path) -
         } else if let Some(d) = &v.downward_api {
             for item in d.items.iter().flatten() {
                 if let Some(f) = &item.field_ref {
-                    write_file(&dir.join(&item.path), field_ref(pod, &f.field_path)?.as_bytes())?;
+                    write_file(
+                        &dir.join(&item.path),
+                        field_ref(pod, &f.field_path)?.as_bytes(),
+                    )?;
                 }
             }
         } else {
-            bail!("volume {:?}: only hostPath, emptyDir, configMap, secret, projected and downwardAPI volumes are supported locally", v.name);
+            bail!(
+                "volume {:?}: only hostPath, emptyDir, configMap, secret, projected and downwardAPI volumes are supported locally",
+                v.name
+            );
         }
         out.insert(v.name.clone(), dir);
     }
     Ok(out)
 }
 
-fn string_data(data: Option<BTreeMap<String, String>>, bin: Option<BTreeMap<String, k8s_openapi::ByteString>>) -> BTreeMap<String, Vec<u8>> {
-    let mut out: BTreeMap<String, Vec<u8>> = data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+fn string_data(
+    data: Option<BTreeMap<String, String>>,
+    bin: Option<BTreeMap<String, k8s_openapi::ByteString>>,
+) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> = data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
     out.extend(bin.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
     out
 }
 
 fn secret_data(s: Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut out: BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-    out.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+    let mut out: BTreeMap<String, Vec<u8>> = s
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    out.extend(
+        s.string_data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes())),
+    );
     out
 }
 
-fn write_items(dir: &Path, data: BTreeMap<String, Vec<u8>>, items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>) -> Result<()> {
+fn write_items(
+    dir: &Path,
+    data: BTreeMap<String, Vec<u8>>,
+    items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>,
+) -> Result<()> {
     match items {
         Some(items) => {
             for i in items {
-                let v = data.get(&i.key).with_context(|| format!("key {:?} not found", i.key))?;
+                let v = data
+                    .get(&i.key)
+                    .with_context(|| format!("key {:?} not found", i.key))?;
                 write_file(&dir.join(&i.path), v)?;
             }
         }
@@ -284,9 +424,18 @@ fn write_file(path: &Path, data: &[u8]) -> Result<()> {
 
 /// A bound service-account token for the pod, as the kubelet requests it (TokenRequest bound to the
 /// pod object).
-async fn request_token(client: &kube::Client, pod: &Pod, audience: Option<String>, expiration: Option<i64>) -> Result<String> {
+async fn request_token(
+    client: &kube::Client,
+    pod: &Pod,
+    audience: Option<String>,
+    expiration: Option<i64>,
+) -> Result<String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let sa = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
     let req: TokenRequest = serde_json::from_value(json!({
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
@@ -300,7 +449,9 @@ async fn request_token(client: &kube::Client, pod: &Pod, audience: Option<String
         .create_subresource("token", &sa, &PostParams::default(), &req)
         .await
         .with_context(|| format!("failed to request a token for serviceaccount {ns}/{sa}"))?;
-    resp.status.map(|s| s.token).context("token request returned no token")
+    resp.status
+        .map(|s| s.token)
+        .context("token request returned no token")
 }
 
 /// A bind mount for the process: `src` on `dst`.
@@ -324,7 +475,11 @@ pub fn mounts_for(c: &Container, volumes: &BTreeMap<String, PathBuf>) -> Result<
                 Some(sp) => base.join(sp),
                 None => base.clone(),
             };
-            Ok(Mount { src, dst: PathBuf::from(&m.mount_path), read_only: m.read_only == Some(true) })
+            Ok(Mount {
+                src,
+                dst: PathBuf::from(&m.mount_path),
+                read_only: m.read_only == Some(true),
+            })
         })
         .collect()
 }
@@ -335,10 +490,19 @@ pub fn create_targets(mounts: &[Mount]) -> Result<Vec<PathBuf>> {
     let mut created = Vec::new();
     for m in mounts {
         let dir_target = m.src.is_dir();
-        let parent = if dir_target { m.dst.as_path() } else { m.dst.parent().unwrap_or(Path::new("/")) };
-        let mut missing: Vec<PathBuf> = parent.ancestors().filter(|a| !a.exists()).map(Path::to_path_buf).collect();
+        let parent = if dir_target {
+            m.dst.as_path()
+        } else {
+            m.dst.parent().unwrap_or(Path::new("/"))
+        };
+        let mut missing: Vec<PathBuf> = parent
+            .ancestors()
+            .filter(|a| !a.exists())
+            .map(Path::to_path_buf)
+            .collect();
         missing.reverse();
-        std::fs::create_dir_all(parent).with_context(|| format!("failed to create mount target {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("failed to create mount target {}", parent.display()))?;
         created.extend(missing);
         if !dir_target && !m.dst.exists() {
             std::fs::File::create(&m.dst)?;
@@ -350,9 +514,19 @@ pub fn create_targets(mounts: &[Mount]) -> Result<Vec<PathBuf>> {
 
 /// Spawns the container process: its own session, a private mount namespace with the volume bind
 /// mounts, the given environment only, output appended to `log`.
-pub fn spawn(binary: &Path, argv: &[String], env: &BTreeMap<String, String>, mounts: &[Mount], workdir: Option<&str>, log: &Path) -> Result<tokio::process::Child> {
+pub fn spawn(
+    binary: &Path,
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    mounts: &[Mount],
+    workdir: Option<&str>,
+    log: &Path,
+) -> Result<tokio::process::Child> {
     use std::os::unix::process::CommandExt;
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| anyhow!("path {} has a NUL byte", p.display()));
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| anyhow!("path {} has a NUL byte", p.display()))
+    };
     let binds: Vec<(CString, CString, bool)> = mounts
         .iter()
         .map(|m| Ok((c(&m.src)?, c(&m.dst)?, m.read_only)))
@@ -362,21 +536,53 @@ pub fn spawn(binary: &Path, argv: &[String], env: &BTreeMap<String, String>, mou
     if let Some(d) = log.parent() {
         std::fs::create_dir_all(d)?;
     }
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     let err = out.try_clone()?;
     let mut cmd = std::process::Command::new(binary);
-    cmd.args(argv).env_clear().envs(env).stdin(std::process::Stdio::null()).stdout(out).stderr(err);
+    cmd.args(argv)
+        .env_clear()
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err);
     // SAFETY: only async-signal-safe syscalls on memory prepared before fork.
     unsafe {
         cmd.pre_exec(move || {
-            let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+            let check = |r: libc::c_int| {
+                if r == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
             libc::setsid();
             check(libc::unshare(libc::CLONE_NEWNS))?;
-            check(libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()))?;
+            check(libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
             for (src, dst, ro) in &binds {
-                check(libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null()))?;
+                check(libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ))?;
                 if *ro {
-                    check(libc::mount(std::ptr::null(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY, std::ptr::null()))?;
+                    check(libc::mount(
+                        std::ptr::null(),
+                        dst.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                        std::ptr::null(),
+                    ))?;
                 }
             }
             if let Some(cwd) = &cwd {
@@ -395,12 +601,16 @@ pub fn spawn(binary: &Path, argv: &[String], env: &BTreeMap<String, String>, mou
 /// Resolves a probe's port (a number or a container port's name).
 fn probe_port(port: &IntOrString, ports: &[ContainerPort]) -> Result<u16> {
     match port {
-        IntOrString::Int(n) => u16::try_from(*n).map_err(|_| anyhow!("probe port {n} is out of range")),
+        IntOrString::Int(n) => {
+            u16::try_from(*n).map_err(|_| anyhow!("probe port {n} is out of range"))
+        }
         IntOrString::String(name) => ports
             .iter()
             .find(|p| p.name.as_deref() == Some(name))
             .and_then(|p| u16::try_from(p.container_port).ok())
-            .with_context(|| format!("probe names port {name:?}, which the container does not declare")),
+            .with_context(|| {
+                format!("probe names port {name:?}, which the container does not declare")
+            }),
     }
 }
 
@@ -408,7 +618,11 @@ fn probe_port(port: &IntOrString, ports: &[ContainerPort]) -> Result<u16> {
 pub async fn run_probe(p: &Probe, host: &str, ports: &[ContainerPort]) -> Result<()> {
     let timeout = Duration::from_secs(p.timeout_seconds.unwrap_or(1).max(1) as u64);
     let connect = |port: u16| {
-        let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
         async move {
             tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr))
                 .await
@@ -425,10 +639,20 @@ pub async fn run_probe(p: &Probe, host: &str, ports: &[ContainerPort]) -> Result
             let mut buf = vec![0u8; 256];
             let n = s.read(&mut buf).await?;
             let line = String::from_utf8_lossy(&buf[..n]);
-            let code: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("not an HTTP response")?;
-            if (200..400).contains(&code) { Ok(()) } else { Err(anyhow!("HTTP probe failed with statuscode: {code}")) }
+            let code: u16 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .context("not an HTTP response")?;
+            if (200..400).contains(&code) {
+                Ok(())
+            } else {
+                Err(anyhow!("HTTP probe failed with statuscode: {code}"))
+            }
         };
-        return tokio::time::timeout(timeout, fut).await.map_err(|_| anyhow!("HTTP probe timed out"))?;
+        return tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| anyhow!("HTTP probe timed out"))?;
     }
     if let Some(t) = &p.tcp_socket {
         connect(probe_port(&t.port, ports)?).await?;
@@ -444,7 +668,10 @@ mod tests {
     #[test]
     fn image_names_map_to_binaries() {
         assert_eq!(image_binary_name("weft.dev/weft-agent:0.1.0"), "weft-agent");
-        assert_eq!(image_binary_name("localhost:5000/a/b/weft-operator@sha256:abc"), "weft-operator");
+        assert_eq!(
+            image_binary_name("localhost:5000/a/b/weft-operator@sha256:abc"),
+            "weft-operator"
+        );
         assert_eq!(image_binary_name("busybox"), "busybox");
     }
 

@@ -79,8 +79,14 @@ impl NodeletConfig {
 pub fn enter_node(cfg: &NodeletConfig) -> Result<()> {
     crate::netns::enter_netns(&cfg.netns)?;
     unshare(CloneFlags::CLONE_NEWNS).context("failed to create a mount namespace")?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .context("failed to make / private")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("failed to make / private")?;
     for (sub, target) in PRIVATE_PATHS {
         let src = cfg.node_dir.join(sub);
         std::fs::create_dir_all(&src)?;
@@ -88,14 +94,26 @@ pub fn enter_node(cfg: &NodeletConfig) -> Result<()> {
     }
     // sysfs shows the namespace of whoever mounts it: remount so /sys/class/net lists this node's links.
     let _ = umount2("/sys", MntFlags::MNT_DETACH);
-    mount(Some("sysfs"), "/sys", Some("sysfs"), MsFlags::empty(), None::<&str>)
-        .context("failed to mount sysfs")?;
+    mount(
+        Some("sysfs"),
+        "/sys",
+        Some("sysfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .context("failed to mount sysfs")?;
     Ok(())
 }
 
 fn bind(src: &Path, target: &Path) -> Result<()> {
-    mount(Some(src), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .with_context(|| format!("failed to bind {} on {}", src.display(), target.display()))
+    mount(
+        Some(src),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| format!("failed to bind {} on {}", src.display(), target.display()))
 }
 
 /// Runs the nodelet until SIGTERM/SIGINT, then tears every pod down.
@@ -103,9 +121,15 @@ pub async fn run(cfg: NodeletConfig) -> Result<()> {
     let kubeconfig = kube::config::Kubeconfig::read_from(&cfg.kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
     let client = kube::Client::try_from(config)?;
-    node::register(&client, &cfg).await.context("failed to register the node")?;
+    node::register(&client, &cfg)
+        .await
+        .context("failed to register the node")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let heartbeat = tokio::spawn(node::heartbeat(client.clone(), cfg.clone(), stop_rx.clone()));
+    let heartbeat = tokio::spawn(node::heartbeat(
+        client.clone(),
+        cfg.clone(),
+        stop_rx.clone(),
+    ));
     let pods = tokio::spawn(pods::run(client.clone(), cfg.clone(), stop_rx));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

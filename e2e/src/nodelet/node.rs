@@ -49,9 +49,7 @@ fn status_patch(cfg: &NodeletConfig, not_ready: &Option<String>, transition: boo
     if transition {
         ready["lastTransitionTime"] = json!(now);
     }
-    let pressure = |t: &str, reason: &str| {
-        json!({"type": t, "status": "False", "reason": reason, "message": "no pressure", "lastHeartbeatTime": now})
-    };
+    let pressure = |t: &str, reason: &str| json!({"type": t, "status": "False", "reason": reason, "message": "no pressure", "lastHeartbeatTime": now});
     let mut addresses = vec![json!({"type": "InternalIP", "address": cfg.node_ip.to_string()})];
     if let Some(v6) = &cfg.node_ip6 {
         addresses.push(json!({"type": "InternalIP", "address": v6}));
@@ -76,7 +74,9 @@ fn status_patch(cfg: &NodeletConfig, not_ready: &Option<String>, transition: boo
 }
 
 fn kernel_version() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Creates the Node (or adopts an existing one) and posts its first status.
@@ -90,12 +90,18 @@ pub async fn register(client: &kube::Client, cfg: &NodeletConfig) -> Result<()> 
     }))?;
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => tracing::info!(node = %cfg.node, "registered node"),
-        Err(kube::Error::Api(e)) if e.code == 409 => tracing::info!(node = %cfg.node, "node already registered"),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::info!(node = %cfg.node, "node already registered")
+        }
         Err(e) => return Err(e.into()),
     }
     let not_ready = network_not_ready(Path::new(CNI_CONF_DIR));
     nodes
-        .patch_status(&cfg.node, &PatchParams::default(), &Patch::Strategic(status_patch(cfg, &not_ready, true)))
+        .patch_status(
+            &cfg.node,
+            &PatchParams::default(),
+            &Patch::Strategic(status_patch(cfg, &not_ready, true)),
+        )
         .await?;
     set_taint(&nodes, &cfg.node, not_ready.is_some()).await?;
     Ok(())
@@ -105,20 +111,28 @@ pub async fn register(client: &kube::Client, cfg: &NodeletConfig) -> Result<()> 
 async fn set_taint(nodes: &Api<Node>, name: &str, tainted: bool) -> Result<()> {
     let node = nodes.get(name).await?;
     let mut taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
-    let has = taints.iter().any(|t| t.key == NOT_READY_TAINT && t.effect == "NoSchedule");
+    let has = taints
+        .iter()
+        .any(|t| t.key == NOT_READY_TAINT && t.effect == "NoSchedule");
     if has == tainted {
         return Ok(());
     }
     if tainted {
-        taints.push(serde_json::from_value(json!({"key": NOT_READY_TAINT, "effect": "NoSchedule"}))?);
+        taints.push(serde_json::from_value(
+            json!({"key": NOT_READY_TAINT, "effect": "NoSchedule"}),
+        )?);
     } else {
         taints.retain(|t| !(t.key == NOT_READY_TAINT && t.effect == "NoSchedule"));
     }
     let rv = node.metadata.resource_version;
     nodes
-        .patch(name, &PatchParams::default(), &Patch::Merge(json!({
-            "metadata": {"resourceVersion": rv}, "spec": {"taints": taints}
-        })))
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "metadata": {"resourceVersion": rv}, "spec": {"taints": taints}
+            })),
+        )
         .await?;
     Ok(())
 }
@@ -126,7 +140,9 @@ async fn set_taint(nodes: &Api<Node>, name: &str, tainted: bool) -> Result<()> {
 async fn renew_lease(client: &kube::Client, cfg: &NodeletConfig, node_uid: &str) -> Result<()> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NS);
     // MicroTime has exactly six fractional digits on the wire.
-    let now = serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(Timestamp::now()))?;
+    let now = serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        Timestamp::now(),
+    ))?;
     let patch = json!({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": cfg.node, "ownerReferences": [{
@@ -135,14 +151,22 @@ async fn renew_lease(client: &kube::Client, cfg: &NodeletConfig, node_uid: &str)
         "spec": {"holderIdentity": cfg.node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now}
     });
     leases
-        .patch(&cfg.node, &PatchParams::apply("weft-nodelet").force(), &Patch::Apply(patch))
+        .patch(
+            &cfg.node,
+            &PatchParams::apply("weft-nodelet").force(),
+            &Patch::Apply(patch),
+        )
         .await?;
     Ok(())
 }
 
 /// Renews the Lease and re-posts status every few seconds; flips readiness and the taint when the
 /// CNI configuration appears or goes away.
-pub async fn heartbeat(client: kube::Client, cfg: NodeletConfig, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn heartbeat(
+    client: kube::Client,
+    cfg: NodeletConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let nodes: Api<Node> = Api::all(client.clone());
     let mut last: Option<Option<String>> = None;
     loop {
@@ -153,7 +177,11 @@ pub async fn heartbeat(client: kube::Client, cfg: NodeletConfig, mut stop: tokio
             let uid = node.metadata.uid.unwrap_or_default();
             renew_lease(&client, &cfg, &uid).await?;
             nodes
-                .patch_status(&cfg.node, &PatchParams::default(), &Patch::Strategic(status_patch(&cfg, &not_ready, changed)))
+                .patch_status(
+                    &cfg.node,
+                    &PatchParams::default(),
+                    &Patch::Strategic(status_patch(&cfg, &not_ready, changed)),
+                )
                 .await?;
             set_taint(&nodes, &cfg.node, not_ready.is_some()).await?;
             Ok(())

@@ -56,7 +56,9 @@ pub async fn run(client: kube::Client, cfg: NodeletConfig, mut stop: watch::Rece
     let (reader, writer) = reflector::store();
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node));
     let (kick_tx, mut kick_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let stream = reflector(writer, watcher(api.clone(), wc)).default_backoff().touched_objects();
+    let stream = reflector(writer, watcher(api.clone(), wc))
+        .default_backoff()
+        .touched_objects();
     let watch_task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
@@ -85,13 +87,24 @@ pub async fn run(client: kube::Client, cfg: NodeletConfig, mut stop: watch::Rece
                 let ns = pod.metadata.namespace.clone().unwrap_or_default();
                 let name = pod.metadata.name.clone().unwrap_or_default();
                 tracing::info!(pod = %format!("{ns}/{name}"), "starting pod");
-                let handle = tokio::spawn(pod_worker(client.clone(), cfg.clone(), (**pod).clone(), rx));
-                workers.insert(uid.clone(), Worker { stop: tx, handle, ns, name });
+                let handle =
+                    tokio::spawn(pod_worker(client.clone(), cfg.clone(), (**pod).clone(), rx));
+                workers.insert(
+                    uid.clone(),
+                    Worker {
+                        stop: tx,
+                        handle,
+                        ns,
+                        name,
+                    },
+                );
             }
         }
         let mut finished = Vec::new();
         for (uid, w) in &workers {
-            let gone = pods.get(uid).is_none_or(|p| p.metadata.deletion_timestamp.is_some());
+            let gone = pods
+                .get(uid)
+                .is_none_or(|p| p.metadata.deletion_timestamp.is_some());
             if gone && !*w.stop.borrow() {
                 tracing::info!(pod = %format!("{}/{}", w.ns, w.name), "stopping pod");
                 let _ = w.stop.send(true);
@@ -101,12 +114,20 @@ pub async fn run(client: kube::Client, cfg: NodeletConfig, mut stop: watch::Rece
             }
         }
         for uid in finished {
-            let Some(w) = workers.remove(&uid) else { continue };
-            if pods.get(&uid).is_some_and(|p| p.metadata.deletion_timestamp.is_some()) {
+            let Some(w) = workers.remove(&uid) else {
+                continue;
+            };
+            if pods
+                .get(&uid)
+                .is_some_and(|p| p.metadata.deletion_timestamp.is_some())
+            {
                 let api: Api<Pod> = Api::namespaced(client.clone(), &w.ns);
                 let dp = DeleteParams {
                     grace_period_seconds: Some(0),
-                    preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid.clone()),
+                        resource_version: None,
+                    }),
                     ..Default::default()
                 };
                 match api.delete(&w.name, &dp).await {
@@ -144,14 +165,29 @@ impl Reporter {
         if self.last.as_ref() == Some(&patch) {
             return;
         }
-        match self.api.patch_status(&self.name, &PatchParams::default(), &Patch::Strategic(patch.clone())).await {
+        match self
+            .api
+            .patch_status(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Strategic(patch.clone()),
+            )
+            .await
+        {
             Ok(_) => self.last = Some(patch),
             Err(e) => tracing::debug!(error = %e, pod = %self.name, "status patch failed"),
         }
     }
 }
 
-async fn event(client: &kube::Client, pod: &Pod, node: &str, kind: &str, reason: &str, message: &str) {
+async fn event(
+    client: &kube::Client,
+    pod: &Pod,
+    node: &str,
+    kind: &str,
+    reason: &str,
+    message: &str,
+) {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
     let now = Timestamp::now().to_string();
@@ -168,16 +204,19 @@ async fn event(client: &kube::Client, pod: &Pod, node: &str, kind: &str, reason:
     }
 }
 
-fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> impl std::future::Future<Output = bool> + '_ {
-    async move {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => *stop.borrow(),
-            _ = stop.changed() => true,
-        }
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *stop.borrow(),
+        _ = stop.changed() => true,
     }
 }
 
-async fn pod_worker(client: kube::Client, cfg: NodeletConfig, pod: Pod, stop: watch::Receiver<bool>) {
+async fn pod_worker(
+    client: kube::Client,
+    cfg: NodeletConfig,
+    pod: Pod,
+    stop: watch::Receiver<bool>,
+) {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
@@ -187,10 +226,20 @@ async fn pod_worker(client: kube::Client, cfg: NodeletConfig, pod: Pod, stop: wa
         start_time: Timestamp::now(),
         sandbox_ready: false,
         sandbox_error: None,
-        containers: spec.containers.iter().map(|c| ContainerRt::new(&c.name, c.image.as_deref().unwrap_or(""))).collect(),
+        containers: spec
+            .containers
+            .iter()
+            .map(|c| ContainerRt::new(&c.name, c.image.as_deref().unwrap_or("")))
+            .collect(),
         terminal: None,
     };
-    let reporter = Reporter { api: Api::namespaced(client.clone(), &ns), name: name.clone(), last: None, since: Timestamp::now(), last_ready: false };
+    let reporter = Reporter {
+        api: Api::namespaced(client.clone(), &ns),
+        name: name.clone(),
+        last: None,
+        since: Timestamp::now(),
+        last_ready: false,
+    };
     let res = if spec.host_network == Some(true) {
         host_pod(client, cfg.clone(), pod, rt, reporter, stop).await
     } else {
@@ -251,7 +300,14 @@ fn cni_runtime(pod: &Pod, netns: &Path, uid: &str) -> cni::Runtime {
 }
 
 /// A pod with its own network: netns + CNI, then its ports served until stopped.
-async fn sandboxed_pod(client: kube::Client, cfg: NodeletConfig, pod: Pod, mut rt: PodRt, mut rep: Reporter, mut stop: watch::Receiver<bool>) -> Result<()> {
+async fn sandboxed_pod(
+    client: kube::Client,
+    cfg: NodeletConfig,
+    pod: Pod,
+    mut rt: PodRt,
+    mut rep: Reporter,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -282,7 +338,15 @@ async fn sandboxed_pod(client: kube::Client, cfg: NodeletConfig, pod: Pod, mut r
                 let msg = format!("failed to set up pod network: {e:#}");
                 tracing::warn!(pod = %format!("{ns}/{name}"), "{msg}");
                 if rt.sandbox_error.as_deref() != Some(msg.as_str()) {
-                    event(&client, &pod, &cfg.node, "Warning", "FailedCreatePodSandBox", &msg).await;
+                    event(
+                        &client,
+                        &pod,
+                        &cfg.node,
+                        "Warning",
+                        "FailedCreatePodSandBox",
+                        &msg,
+                    )
+                    .await;
                 }
                 // Clean up whatever the failed ADD left behind, as a runtime does, before retrying.
                 if let Ok(Some(list)) = cni::load_network(Path::new(super::node::CNI_CONF_DIR)) {
@@ -310,7 +374,13 @@ async fn sandboxed_pod(client: kube::Client, cfg: NodeletConfig, pod: Pod, mut r
         .flat_map(|s| s.containers.iter())
         .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|p| {
-            format!("{}/{}", p.protocol.clone().unwrap_or_else(|| "TCP".into()), p.container_port).parse().ok()
+            format!(
+                "{}/{}",
+                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                p.container_port
+            )
+            .parse()
+            .ok()
         })
         .collect();
     let served = crate::serve::bind_ports(Some(&netns), &ports).and_then(|(b, notes)| {
@@ -337,7 +407,17 @@ async fn sandboxed_pod(client: kube::Client, cfg: NodeletConfig, pod: Pod, mut r
     };
     rt.sandbox_ready = true;
     rt.sandbox_error = None;
-    let _ = write_record(&cfg, &PodRecord { uid: uid.clone(), namespace: ns.clone(), name: name.clone(), host_network: false, netns: netns.clone(), ips: rt.pod_ips.clone() });
+    let _ = write_record(
+        &cfg,
+        &PodRecord {
+            uid: uid.clone(),
+            namespace: ns.clone(),
+            name: name.clone(),
+            host_network: false,
+            netns: netns.clone(),
+            ips: rt.pod_ips.clone(),
+        },
+    );
     rep.report(&rt).await;
     // Keep the status fresh (a patch lost to a transient error is retried) until stopped.
     while !sleep_or_stop(Duration::from_secs(10), &mut stop).await {
@@ -349,7 +429,11 @@ async fn sandboxed_pod(client: kube::Client, cfg: NodeletConfig, pod: Pod, mut r
     }
     let mut errors = Vec::new();
     let (list, result, r) = (attachment.list, attachment.result, rt_conf);
-    errors.extend(tokio::task::spawn_blocking(move || cni::del(&list, &r, Some(&result))).await.unwrap_or_default());
+    errors.extend(
+        tokio::task::spawn_blocking(move || cni::del(&list, &r, Some(&result)))
+            .await
+            .unwrap_or_default(),
+    );
     if let Err(e) = crate::sys::ip(&["netns", "del", &netns_name]) {
         errors.push(e);
     }
@@ -357,17 +441,32 @@ async fn sandboxed_pod(client: kube::Client, cfg: NodeletConfig, pod: Pod, mut r
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(anyhow::anyhow!(errors.iter().map(|e| format!("{e:#}")).collect::<Vec<_>>().join("; ")))
+        Err(anyhow::anyhow!(
+            errors
+                .iter()
+                .map(|e| format!("{e:#}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
     }
 }
 
 /// A host-network pod: volumes, then one supervised process per container.
-async fn host_pod(client: kube::Client, cfg: NodeletConfig, pod: Pod, mut rt: PodRt, mut rep: Reporter, mut stop: watch::Receiver<bool>) -> Result<()> {
+async fn host_pod(
+    client: kube::Client,
+    cfg: NodeletConfig,
+    pod: Pod,
+    mut rt: PodRt,
+    mut rep: Reporter,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let pod_dir = cfg.pods_dir().join(&uid);
-    rt.pod_ips = std::iter::once(cfg.node_ip.to_string()).chain(cfg.node_ip6.clone()).collect();
+    rt.pod_ips = std::iter::once(cfg.node_ip.to_string())
+        .chain(cfg.node_ip6.clone())
+        .collect();
     let mut backoff = Duration::from_secs(1);
     let volumes = loop {
         match container::prepare_volumes(&client, &pod, &pod_dir).await {
@@ -386,18 +485,34 @@ async fn host_pod(client: kube::Client, cfg: NodeletConfig, pod: Pod, mut rt: Po
         }
     };
     rt.sandbox_ready = true;
-    let _ = write_record(&cfg, &PodRecord { uid: uid.clone(), namespace: ns.clone(), name: name.clone(), host_network: true, netns: cfg.netns.clone(), ips: rt.pod_ips.clone() });
+    let _ = write_record(
+        &cfg,
+        &PodRecord {
+            uid: uid.clone(),
+            namespace: ns.clone(),
+            name: name.clone(),
+            host_network: true,
+            netns: cfg.netns.clone(),
+            ips: rt.pod_ips.clone(),
+        },
+    );
     let shared = Arc::new(Mutex::new(rt));
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(16);
     let mut sups = Vec::new();
     let spec = pod.spec.clone().unwrap_or_default();
-    let grace = Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64).min(MAX_GRACE);
+    let grace =
+        Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64)
+            .min(MAX_GRACE);
     let mut created_paths = Vec::new();
     for (i, c) in spec.containers.iter().enumerate() {
         let mounts = match container::mounts_for(c, &volumes) {
             Ok(m) => m,
             Err(e) => {
-                shared.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.containers[i].state = CState::waiting("CreateContainerConfigError", format!("{e:#}"));
+                shared
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .containers[i]
+                    .state = CState::waiting("CreateContainerConfigError", format!("{e:#}"));
                 continue;
             }
         };
@@ -413,7 +528,10 @@ async fn host_pod(client: kube::Client, cfg: NodeletConfig, pod: Pod, mut rt: Po
             idx: i,
             mounts,
             log: pod_dir.join(format!("{}.log", c.name)),
-            restart: spec.restart_policy.clone().unwrap_or_else(|| "Always".into()),
+            restart: spec
+                .restart_policy
+                .clone()
+                .unwrap_or_else(|| "Always".into()),
             grace,
             shared: shared.clone(),
             changed: changed_tx.clone(),
@@ -423,7 +541,10 @@ async fn host_pod(client: kube::Client, cfg: NodeletConfig, pod: Pod, mut rt: Po
     record_created(&cfg, &created_paths);
     drop(changed_tx);
     loop {
-        let snapshot = shared.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+        let snapshot = shared
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .clone();
         rep.report(&snapshot).await;
         tokio::select! {
             m = changed_rx.recv() => if m.is_none() { break },
@@ -492,11 +613,27 @@ impl Supervisor {
             }
             let started = Timestamp::now();
             let child = async {
-                let bin = container::resolve_binary(&self.cfg.bin_dirs, &image).map_err(|e| ("ErrImagePull", e))?;
-                let env = container::build_env(&self.client, &self.cfg, &self.pod, &self.c).await.map_err(|e| ("CreateContainerConfigError", e))?;
+                let bin = container::resolve_binary(&self.cfg.bin_dirs, &image)
+                    .map_err(|e| ("ErrImagePull", e))?;
+                let env = container::build_env(&self.client, &self.cfg, &self.pod, &self.c)
+                    .await
+                    .map_err(|e| ("CreateContainerConfigError", e))?;
                 let cmd: Vec<String> = self.c.command.clone().unwrap_or_default();
-                let argv: Vec<String> = cmd.iter().skip(1).chain(self.c.args.iter().flatten()).map(|a| container::expand(a, &env)).collect();
-                container::spawn(&bin, &argv, &env, &self.mounts, self.c.working_dir.as_deref(), &self.log).map_err(|e| ("RunContainerError", e))
+                let argv: Vec<String> = cmd
+                    .iter()
+                    .skip(1)
+                    .chain(self.c.args.iter().flatten())
+                    .map(|a| container::expand(a, &env))
+                    .collect();
+                container::spawn(
+                    &bin,
+                    &argv,
+                    &env,
+                    &self.mounts,
+                    self.c.working_dir.as_deref(),
+                    &self.log,
+                )
+                .map_err(|e| ("RunContainerError", e))
             }
             .await;
             let mut child = match child {
@@ -513,7 +650,9 @@ impl Supervisor {
             };
             let has_readiness = self.c.readiness_probe.is_some();
             self.update(|c, _| {
-                c.state = CState::Running { started_at: started };
+                c.state = CState::Running {
+                    started_at: started,
+                };
                 c.ready = !has_readiness;
             });
             let exit = self.watch_process(&mut child, &mut stop).await;
@@ -529,7 +668,11 @@ impl Supervisor {
             self.update(|c, terminal| {
                 let t = CState::Terminated {
                     exit_code: code,
-                    reason: if code == 0 { "Completed".into() } else { "Error".into() },
+                    reason: if code == 0 {
+                        "Completed".into()
+                    } else {
+                        "Error".into()
+                    },
                     started_at: started,
                     finished_at: finished,
                 };
@@ -537,7 +680,14 @@ impl Supervisor {
                 if again {
                     c.restarts += 1;
                     c.last = Some(t);
-                    c.state = CState::waiting("CrashLoopBackOff", format!("back-off {}s restarting failed container={}", backoff.as_secs(), c.name));
+                    c.state = CState::waiting(
+                        "CrashLoopBackOff",
+                        format!(
+                            "back-off {}s restarting failed container={}",
+                            backoff.as_secs(),
+                            c.name
+                        ),
+                    );
                 } else {
                     c.state = t;
                     *terminal = Some(if code == 0 { "Succeeded" } else { "Failed" });
@@ -556,16 +706,30 @@ impl Supervisor {
 
     /// Waits for the process to exit (Some(exit code)) or for stop (None, process killed), running the
     /// container's probes meanwhile.
-    async fn watch_process(&self, child: &mut tokio::process::Child, stop: &mut watch::Receiver<bool>) -> Option<i32> {
+    async fn watch_process(
+        &self,
+        child: &mut tokio::process::Child,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<i32> {
         let host = self.cfg.node_ip.to_string();
         let ports = self.c.ports.clone().unwrap_or_default();
         let readiness = self.c.readiness_probe.clone();
         let liveness = self.c.liveness_probe.clone();
         let period = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
-            Duration::from_secs(p.as_ref().and_then(|p| p.period_seconds).unwrap_or(10).max(1) as u64)
+            Duration::from_secs(
+                p.as_ref()
+                    .and_then(|p| p.period_seconds)
+                    .unwrap_or(10)
+                    .max(1) as u64,
+            )
         };
         let delay = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
-            Duration::from_secs(p.as_ref().and_then(|p| p.initial_delay_seconds).unwrap_or(0).max(0) as u64)
+            Duration::from_secs(
+                p.as_ref()
+                    .and_then(|p| p.initial_delay_seconds)
+                    .unwrap_or(0)
+                    .max(0) as u64,
+            )
         };
         let started = tokio::time::Instant::now();
         let mut next_ready = started + delay(&readiness);
@@ -592,8 +756,10 @@ impl Supervisor {
                 }
                 _ = tokio::time::sleep_until(next) => {
                     let now = tokio::time::Instant::now();
-                    if let Some(p) = &readiness {
-                        if now >= next_ready {
+                    if let Some(p) = &readiness
+                        && now >= next_ready
+                    {
+                        {
                             let ok = container::run_probe(p, &host, &ports).await.is_ok();
                             ready_failures = if ok { 0 } else { ready_failures + 1 };
                             let threshold = p.failure_threshold.unwrap_or(3).max(1);
@@ -603,8 +769,10 @@ impl Supervisor {
                             next_ready = now + period(&readiness);
                         }
                     }
-                    if let Some(p) = &liveness {
-                        if now >= next_live {
+                    if let Some(p) = &liveness
+                        && now >= next_live
+                    {
+                        {
                             let ok = container::run_probe(p, &host, &ports).await.is_ok();
                             live_failures = if ok { 0 } else { live_failures + 1 };
                             if live_failures >= p.failure_threshold.unwrap_or(3).max(1) {
@@ -624,7 +792,10 @@ impl Supervisor {
         if let Some(pid) = child.id() {
             // SAFETY: plain syscall; the process leads its own session and process group.
             unsafe { libc::kill(-(pid as i32), libc::SIGTERM) };
-            if tokio::time::timeout(self.grace, child.wait()).await.is_err() {
+            if tokio::time::timeout(self.grace, child.wait())
+                .await
+                .is_err()
+            {
                 // SAFETY: as above.
                 unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
                 let _ = child.wait().await;
@@ -638,7 +809,10 @@ pub fn records(pods_dir: &Path) -> Vec<PodRecord> {
     std::fs::read_dir(pods_dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
-                .filter(|e| e.path().extension().is_some_and(|x| x == "json") && !e.file_name().to_string_lossy().ends_with(".cni.json"))
+                .filter(|e| {
+                    e.path().extension().is_some_and(|x| x == "json")
+                        && !e.file_name().to_string_lossy().ends_with(".cni.json")
+                })
                 .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
                 .collect()
         })

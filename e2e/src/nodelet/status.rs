@@ -8,21 +8,43 @@ use serde_json::{Value, json};
 /// The state of one container, as a kubelet reports it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CState {
-    Waiting { reason: String, message: String },
-    Running { started_at: Timestamp },
-    Terminated { exit_code: i32, reason: String, started_at: Timestamp, finished_at: Timestamp },
+    Waiting {
+        reason: String,
+        message: String,
+    },
+    Running {
+        started_at: Timestamp,
+    },
+    Terminated {
+        exit_code: i32,
+        reason: String,
+        started_at: Timestamp,
+        finished_at: Timestamp,
+    },
 }
 
 impl CState {
     pub fn waiting(reason: &str, message: impl Into<String>) -> Self {
-        CState::Waiting { reason: reason.into(), message: message.into() }
+        CState::Waiting {
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 
     fn to_json(&self) -> Value {
         match self {
-            CState::Waiting { reason, message } => json!({"waiting": {"reason": reason, "message": message}}),
-            CState::Running { started_at } => json!({"running": {"startedAt": started_at.to_string()}}),
-            CState::Terminated { exit_code, reason, started_at, finished_at } => json!({"terminated": {
+            CState::Waiting { reason, message } => {
+                json!({"waiting": {"reason": reason, "message": message}})
+            }
+            CState::Running { started_at } => {
+                json!({"running": {"startedAt": started_at.to_string()}})
+            }
+            CState::Terminated {
+                exit_code,
+                reason,
+                started_at,
+                finished_at,
+            } => json!({"terminated": {
                 "exitCode": exit_code, "reason": reason,
                 "startedAt": started_at.to_string(), "finishedAt": finished_at.to_string()
             }}),
@@ -74,7 +96,10 @@ impl PodRt {
         if let Some(t) = self.terminal {
             return t;
         }
-        let running = self.containers.iter().any(|c| matches!(c.state, CState::Running { .. }));
+        let running = self
+            .containers
+            .iter()
+            .any(|c| matches!(c.state, CState::Running { .. }));
         if self.sandbox_ready && (running || self.containers.iter().all(|c| c.restarts > 0)) {
             "Running"
         } else {
@@ -87,7 +112,13 @@ impl PodRt {
     }
 }
 
-fn condition(t: &str, ok: bool, reason: Option<&str>, message: Option<&str>, since: &Timestamp) -> Value {
+fn condition(
+    t: &str,
+    ok: bool,
+    reason: Option<&str>,
+    message: Option<&str>,
+    since: &Timestamp,
+) -> Value {
     let mut c = json!({"type": t, "status": if ok { "True" } else { "False" },
         "lastTransitionTime": since.to_string(), "lastProbeTime": null});
     if let Some(r) = reason {
@@ -103,11 +134,23 @@ fn condition(t: &str, ok: bool, reason: Option<&str>, message: Option<&str>, sin
 /// changed (conditions' lastTransitionTime).
 pub fn render_status(rt: &PodRt, since: &Timestamp) -> Value {
     let ready = rt.all_ready();
-    let not_ready: Vec<&str> = rt.containers.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
+    let not_ready: Vec<&str> = rt
+        .containers
+        .iter()
+        .filter(|c| !c.ready)
+        .map(|c| c.name.as_str())
+        .collect();
     let reason = (!ready).then_some("ContainersNotReady");
-    let msg = (!ready).then(|| format!("containers with unready status: [{}]", not_ready.join(" ")));
+    let msg =
+        (!ready).then(|| format!("containers with unready status: [{}]", not_ready.join(" ")));
     let mut conditions = vec![
-        condition("PodReadyToStartContainers", rt.sandbox_ready, None, rt.sandbox_error.as_deref(), since),
+        condition(
+            "PodReadyToStartContainers",
+            rt.sandbox_ready,
+            None,
+            rt.sandbox_error.as_deref(),
+            since,
+        ),
         condition("Initialized", true, None, None, &rt.start_time),
         condition("ContainersReady", ready, reason, msg.as_deref(), since),
         condition("Ready", ready, reason, msg.as_deref(), since),
@@ -141,7 +184,12 @@ pub fn render_status(rt: &PodRt, since: &Timestamp) -> Value {
     });
     if let Some(first) = rt.pod_ips.first() {
         status["podIP"] = json!(first);
-        status["podIPs"] = json!(rt.pod_ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>());
+        status["podIPs"] = json!(
+            rt.pod_ips
+                .iter()
+                .map(|ip| json!({"ip": ip}))
+                .collect::<Vec<_>>()
+        );
     }
     json!({"status": status})
 }
@@ -168,7 +216,9 @@ mod tests {
         assert_eq!(r.phase(), "Pending");
         r.sandbox_ready = true;
         assert_eq!(r.phase(), "Pending");
-        r.containers[0].state = CState::Running { started_at: Timestamp::UNIX_EPOCH };
+        r.containers[0].state = CState::Running {
+            started_at: Timestamp::UNIX_EPOCH,
+        };
         assert_eq!(r.phase(), "Running");
         assert!(!r.all_ready());
         r.containers[0].ready = true;
@@ -179,12 +229,24 @@ mod tests {
     fn sandbox_error_is_reported_with_the_plugin_message() {
         let mut r = rt();
         r.sandbox_error = Some("plugin type=\"bogus\" failed (add): failed to find plugin".into());
-        r.containers[0].state = CState::waiting("ContainerCreating", "plugin type=\"bogus\" failed");
+        r.containers[0].state =
+            CState::waiting("ContainerCreating", "plugin type=\"bogus\" failed");
         let s = render_status(&r, &Timestamp::UNIX_EPOCH);
         assert_eq!(s["status"]["phase"], "Pending");
-        assert_eq!(s["status"]["conditions"][0]["reason"], "FailedCreatePodSandBox");
-        assert!(s["status"]["conditions"][0]["message"].as_str().unwrap().contains("bogus"));
-        assert_eq!(s["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "ContainerCreating");
+        assert_eq!(
+            s["status"]["conditions"][0]["reason"],
+            "FailedCreatePodSandBox"
+        );
+        assert!(
+            s["status"]["conditions"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("bogus")
+        );
+        assert_eq!(
+            s["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "ContainerCreating"
+        );
         assert!(s["status"].get("podIP").is_none());
     }
 
@@ -193,7 +255,9 @@ mod tests {
         let mut r = rt();
         r.sandbox_ready = true;
         r.pod_ips = vec!["10.244.1.5".into(), "fd00::5".into()];
-        r.containers[0].state = CState::Running { started_at: Timestamp::UNIX_EPOCH };
+        r.containers[0].state = CState::Running {
+            started_at: Timestamp::UNIX_EPOCH,
+        };
         r.containers[0].ready = true;
         let s = render_status(&r, &Timestamp::UNIX_EPOCH);
         assert_eq!(s["status"]["podIP"], "10.244.1.5");

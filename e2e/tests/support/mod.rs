@@ -13,7 +13,10 @@ use weft_e2e::{Cluster, ClusterConfig};
 
 /// The directory with weft-e2e, weft-nodelet and the weft binaries of this build.
 pub fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_weft-e2e")).parent().expect("bin dir").to_path_buf()
+    PathBuf::from(env!("CARGO_BIN_EXE_weft-e2e"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf()
 }
 
 /// A test cluster config that cannot collide with the demo cluster (`weft`).
@@ -27,9 +30,14 @@ pub fn test_config(name: &str, octet: u8, port_offset: u16) -> ClusterConfig {
 
 /// Runs a command and returns stdout, failing with stderr.
 pub fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("failed to run {cmd:?}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("failed to run {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -43,10 +51,17 @@ pub fn apply(c: &Cluster, doc: &str) -> Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    child.stdin.take().context("stdin")?.write_all(doc.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(doc.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "kubectl apply failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -58,7 +73,11 @@ pub fn get_json(c: &Cluster, args: &[&str]) -> Result<Value> {
 }
 
 /// Polls `check` until it returns Ok(Some(v)) or the timeout passes; the last error explains a timeout.
-pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+pub fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
     let deadline = Instant::now() + timeout;
     let mut last = None;
     loop {
@@ -81,7 +100,9 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> R
 /// network plugin would.
 pub fn place_bridge_conflist(c: &Cluster, node: &str, file: &str) -> Result<()> {
     let n = get_json(c, &["node", node])?;
-    let cidr = n["spec"]["podCIDR"].as_str().context("node has no pod CIDR")?;
+    let cidr = n["spec"]["podCIDR"]
+        .as_str()
+        .context("node has no pod CIDR")?;
     let conf = serde_json::json!({
         "cniVersion": "1.0.0", "name": "e2e-bridge",
         "plugins": [
@@ -97,12 +118,21 @@ pub fn place_bridge_conflist(c: &Cluster, node: &str, file: &str) -> Result<()> 
 }
 
 /// A plain pod that serves the given container ports, pinned to a node.
-pub fn pod_yaml(ns: &str, name: &str, node: Option<&str>, labels: &[(&str, &str)], ports: &[(&str, u16)]) -> String {
+pub fn pod_yaml(
+    ns: &str,
+    name: &str,
+    node: Option<&str>,
+    labels: &[(&str, &str)],
+    ports: &[(&str, u16)],
+) -> String {
     let ports: Vec<Value> = ports
         .iter()
         .map(|(proto, port)| serde_json::json!({"containerPort": port, "protocol": proto}))
         .collect();
-    let labels: serde_json::Map<String, Value> = labels.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
+    let labels: serde_json::Map<String, Value> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::from(*v)))
+        .collect();
     let mut pod = serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"namespace": ns, "name": name, "labels": labels},
@@ -116,27 +146,40 @@ pub fn pod_yaml(ns: &str, name: &str, node: Option<&str>, labels: &[(&str, &str)
 
 /// Waits until a pod is Running and Ready; returns its JSON.
 pub fn wait_pod_ready(c: &Cluster, ns: &str, name: &str, timeout: Duration) -> Result<Value> {
-    eventually(&format!("pod {ns}/{name} to be Running and Ready"), timeout, || {
-        let p = get_json(c, &["pod", "-n", ns, name])?;
-        let ready = p["status"]["conditions"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
-        Ok((p["status"]["phase"] == "Running" && ready).then_some(p))
-    })
+    eventually(
+        &format!("pod {ns}/{name} to be Running and Ready"),
+        timeout,
+        || {
+            let p = get_json(c, &["pod", "-n", ns, name])?;
+            let ready = p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            Ok((p["status"]["phase"] == "Running" && ready).then_some(p))
+        },
+    )
 }
+
+/// One named test of a suite.
+pub type Trial = (&'static str, Box<dyn FnOnce(&Cluster) -> Result<()> + Send>);
 
 /// Runs the suite: brings the cluster up, runs the trials in order on one thread, always tears the
 /// cluster down, and exits with the harness's verdict.
-pub fn run_suite(cfg: ClusterConfig, trials: Vec<(&'static str, Box<dyn FnOnce(&Cluster) -> Result<()> + Send>)>) -> ! {
+pub fn run_suite(cfg: ClusterConfig, trials: Vec<Trial>) -> ! {
     let mut args = libtest_mimic::Arguments::from_args();
     args.test_threads = Some(1);
     if args.list {
-        let listed: Vec<_> = trials.into_iter().map(|(n, _)| libtest_mimic::Trial::test(n, || Ok(()))).collect();
+        let listed: Vec<_> = trials
+            .into_iter()
+            .map(|(n, _)| libtest_mimic::Trial::test(n, || Ok(())))
+            .collect();
         libtest_mimic::run(&args, listed).exit();
     }
     // SAFETY: plain syscall.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("the end-to-end suites need root (network namespaces, mounts); they were not run");
+        eprintln!(
+            "the end-to-end suites need root (network namespaces, mounts); they were not run"
+        );
         std::process::exit(1);
     }
     let started = Instant::now();
@@ -147,7 +190,11 @@ pub fn run_suite(cfg: ClusterConfig, trials: Vec<(&'static str, Box<dyn FnOnce(&
             std::process::exit(1);
         }
     };
-    eprintln!("test cluster {:?} up in {:.1}s", cfg.name, started.elapsed().as_secs_f64());
+    eprintln!(
+        "test cluster {:?} up in {:.1}s",
+        cfg.name,
+        started.elapsed().as_secs_f64()
+    );
     let shared = std::sync::Arc::new(cluster);
     let list: Vec<_> = trials
         .into_iter()
@@ -158,11 +205,11 @@ pub fn run_suite(cfg: ClusterConfig, trials: Vec<(&'static str, Box<dyn FnOnce(&
         .collect();
     let conclusion = libtest_mimic::run(&args, list);
     // Always leave the machine as it was, whatever the tests did.
-    if Cluster::is_running(&cfg) || cfg.state_dir().exists() {
-        if let Err(e) = (*shared).clone().down() {
-            eprintln!("teardown after the suite failed: {e:#}");
-            std::process::exit(1);
-        }
+    if (Cluster::is_running(&cfg) || cfg.state_dir().exists())
+        && let Err(e) = (*shared).clone().down()
+    {
+        eprintln!("teardown after the suite failed: {e:#}");
+        std::process::exit(1);
     }
     conclusion.exit()
 }
