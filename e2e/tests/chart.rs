@@ -421,91 +421,54 @@ fn grants(role: &Value) -> Vec<String> {
     grants
 }
 
-/// operator/src/rbac.rs `operator_cluster_rules()`, expanded. Keep in step with it (and with
-/// templates/rbac.yaml): a permission added in one place and not the other fails here.
-const OPERATOR_CLUSTER_GRANTS: &[&str] = &[
-    "bind rbac.authorization.k8s.io/clusterroles/weft-agent",
-    "create events.k8s.io/events",
-    "create rbac.authorization.k8s.io/clusterrolebindings",
-    "create rbac.authorization.k8s.io/clusterroles",
-    "delete rbac.authorization.k8s.io/clusterrolebindings",
-    "delete rbac.authorization.k8s.io/clusterroles",
-    "get core/nodes",
-    "get core/services/kubernetes",
-    "get networking.k8s.io/servicecidrs",
-    "get rbac.authorization.k8s.io/clusterrolebindings",
-    "get rbac.authorization.k8s.io/clusterroles",
-    "get weft.dev/networkfabrics",
-    "get weft.dev/networkfabrics/status",
-    "list core/namespaces",
-    "list core/nodes",
-    "list core/pods",
-    "list networking.k8s.io/networkpolicies",
-    "list networking.k8s.io/servicecidrs",
-    "list policy.networking.k8s.io/adminnetworkpolicies",
-    "list policy.networking.k8s.io/baselineadminnetworkpolicies",
-    "list policy.networking.k8s.io/clusternetworkpolicies",
-    "list rbac.authorization.k8s.io/clusterrolebindings",
-    "list rbac.authorization.k8s.io/clusterroles",
-    "list weft.dev/networkfabrics",
-    "patch core/nodes",
-    "patch core/nodes/status",
-    "patch events.k8s.io/events",
-    "patch rbac.authorization.k8s.io/clusterrolebindings",
-    "patch rbac.authorization.k8s.io/clusterroles",
-    "patch weft.dev/networkfabrics",
-    "patch weft.dev/networkfabrics/status",
-    "update weft.dev/networkfabrics",
-    "update weft.dev/networkfabrics/finalizers",
-    "update weft.dev/networkfabrics/status",
-    "watch core/namespaces",
-    "watch core/nodes",
-    "watch core/pods",
-    "watch networking.k8s.io/networkpolicies",
-    "watch policy.networking.k8s.io/adminnetworkpolicies",
-    "watch policy.networking.k8s.io/baselineadminnetworkpolicies",
-    "watch policy.networking.k8s.io/clusternetworkpolicies",
-    "watch rbac.authorization.k8s.io/clusterrolebindings",
-    "watch rbac.authorization.k8s.io/clusterroles",
-    "watch weft.dev/networkfabrics",
-];
-
-/// operator/src/rbac.rs `operator_namespace_rules()`, expanded: the agent's objects, which the
-/// operator creates in its own namespace, and the leader-election Lease.
-const OPERATOR_NAMESPACE_GRANTS: &[&str] = &[
-    "create apps/daemonsets",
-    "create coordination.k8s.io/leases",
-    "create core/configmaps",
-    "create core/serviceaccounts",
-    "delete apps/daemonsets",
-    "delete core/configmaps",
-    "delete core/serviceaccounts",
-    "get apps/daemonsets",
-    "get coordination.k8s.io/leases",
-    "get core/configmaps",
-    "get core/serviceaccounts",
-    "list apps/daemonsets",
-    "list core/configmaps",
-    "list core/serviceaccounts",
-    "patch apps/daemonsets",
-    "patch core/configmaps",
-    "patch core/serviceaccounts",
-    "update coordination.k8s.io/leases",
-    "watch apps/daemonsets",
-    "watch core/configmaps",
-    "watch core/serviceaccounts",
-];
+/// The operator's own RBAC as the operator crate renders it (from `operator_cluster_rules()` and
+/// `operator_namespace_rules()` in operator/src/rbac.rs), by kind: its test keeps the file current.
+fn operator_rbac_golden() -> BTreeMap<String, Vec<String>> {
+    let path = repo_root()
+        .join("operator")
+        .join("tests")
+        .join("golden")
+        .join("operator-rbac.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut roles = BTreeMap::new();
+    for (key, role) in objects(&text) {
+        let kind = key.split('/').next().unwrap().to_string();
+        assert!(
+            roles.insert(kind, grants(&role)).is_none(),
+            "{key} twice in {}",
+            path.display()
+        );
+    }
+    roles
+}
 
 #[test]
 fn operator_rbac_is_exactly_what_the_operator_uses() {
     let objects = objects(&template(&[]));
+    let golden = operator_rbac_golden();
     let cluster = grants(get(&objects, "ClusterRole/weft-operator"));
     assert_eq!(
-        cluster, OPERATOR_CLUSTER_GRANTS,
-        "the operator's ClusterRole"
+        cluster, golden["ClusterRole"],
+        "the chart's ClusterRole differs from operator/tests/golden/operator-rbac.yaml"
     );
     let namespaced = grants(get(&objects, "Role/weft-operator"));
-    assert_eq!(namespaced, OPERATOR_NAMESPACE_GRANTS, "the operator's Role");
+    assert_eq!(
+        namespaced, golden["Role"],
+        "the chart's Role differs from operator/tests/golden/operator-rbac.yaml"
+    );
+    // The operator holds what it grants the agent (escalation prevention), and nothing broad.
+    for agent_grant in [
+        "patch core/nodes",
+        "patch core/nodes/status",
+        "watch core/pods",
+        "bind rbac.authorization.k8s.io/clusterroles/weft-agent",
+    ] {
+        assert!(
+            cluster.iter().any(|g| g == agent_grant),
+            "missing {agent_grant}"
+        );
+    }
     for grant in cluster.iter().chain(&namespaced) {
         assert!(!grant.contains('*'), "wildcard: {grant}");
         assert!(
@@ -538,7 +501,7 @@ fn operator_rbac_is_exactly_what_the_operator_uses() {
         namespaced.iter().all(|g| !g.contains("leases")),
         "{namespaced:?}"
     );
-    assert_eq!(namespaced.len(), OPERATOR_NAMESPACE_GRANTS.len() - 3);
+    assert_eq!(namespaced.len(), golden["Role"].len() - 3);
 }
 
 fn objects_without_leader_election() -> BTreeMap<String, Value> {
