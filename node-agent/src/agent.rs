@@ -412,7 +412,13 @@ impl Agent {
                         node = Some(n);
                     }
                     Some(Err(e)) => {
-                        warn!(error = %error_chain(&e), "watching the own Node failed; retrying");
+                        let reason = error_chain(&e);
+                        warn!(error = %reason, "watching the own Node failed; retrying");
+                        // A node that is already configured stays ready: its files and
+                        // annotations still hold while the API server is away.
+                        if self.health.readiness().is_err() {
+                            self.health.set_not_ready(format!("cannot watch node {}: {reason}", self.node_name));
+                        }
                         continue;
                     }
                     None => {
@@ -495,8 +501,12 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        // Some errors (kube's among them) already print their cause; do not repeat it.
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         cur = s.source();
     }
     out
