@@ -5,7 +5,8 @@
 //! parses the same type with [`AgentConfig::parse`]. Invariants: the rendering is deterministic (same
 //! spec, same bytes, same hash), so an unchanged fabric never restarts agents; the sections reuse the
 //! spec's own types, so a field added to the API reaches the agent without a second definition;
-//! parsing rejects unknown `apiVersion`/`kind` so an old agent never misreads a newer file.
+//! parsing rejects unknown `apiVersion`/`kind` so an old agent never misreads a newer file, and
+//! [`AgentConfig::validate`] runs the API's own checks on the file.
 
 use serde::{Deserialize, Serialize};
 
@@ -83,6 +84,28 @@ impl AgentConfig {
         })
     }
 
+    /// The spec this configuration stands for (agent settings that are not in the file, such as the
+    /// image, keep their defaults). Lets the agent run the same checks as the API server.
+    pub fn to_spec(&self) -> NetworkFabricSpec {
+        let mut spec = NetworkFabricSpec::with_cidrs(self.pod_network.cidrs.iter().cloned());
+        spec.pod_network = self.pod_network.clone();
+        spec.overlay = self.overlay.clone();
+        spec.masquerade = self.masquerade.clone();
+        spec.policy = self.policy.clone();
+        spec.cni = self.cni.clone();
+        spec.compatibility = self.compatibility.clone();
+        spec.agent.log_level = self.log_level;
+        spec.agent.metrics_port = self.metrics_port;
+        spec.agent.health_port = self.health_port;
+        spec
+    }
+
+    /// Every violation of the configuration (see [`crate::validate::validate_spec`]); the agent
+    /// should refuse to start on a non-empty result rather than program half a network.
+    pub fn validate(&self) -> Vec<crate::validate::SpecViolation> {
+        crate::validate::validate_spec(&self.to_spec())
+    }
+
     /// Parses a configuration file, checking its `apiVersion` and `kind`.
     pub fn parse(yaml: &str) -> Result<AgentConfig, Error> {
         let config: AgentConfig = yaml_serde::from_str(yaml).map_err(Error::ParseAgentConfig)?;
@@ -116,6 +139,21 @@ mod tests {
         assert_eq!(parsed, config);
         assert!(a.contains("backend: host-gw"), "{a}");
         assert!(a.contains("mtu: 1400"), "{a}");
+    }
+
+    #[test]
+    fn validation_sees_the_same_problems_as_for_the_spec() {
+        let mut spec = NetworkFabricSpec::with_cidrs(["10.244.0.0/16"]);
+        assert!(AgentConfig::from_spec("f", &spec).validate().is_empty());
+        assert_eq!(AgentConfig::from_spec("f", &spec).to_spec(), spec);
+        spec.overlay.mtu = 100;
+        spec.pod_network.cidrs.push("10.1.0.0/16".into());
+        let fields: Vec<String> = AgentConfig::from_spec("f", &spec)
+            .validate()
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(fields, ["spec.podNetwork.cidrs[1]", "spec.overlay.mtu"]);
     }
 
     #[test]
