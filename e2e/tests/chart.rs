@@ -960,10 +960,10 @@ struct ClusterGuard(Option<weft_e2e::Cluster>);
 
 impl Drop for ClusterGuard {
     fn drop(&mut self) {
-        if let Some(cluster) = self.0.take() {
-            if let Err(e) = cluster.down() {
-                eprintln!("failed to tear the chart test cluster down: {e:#}");
-            }
+        if let Some(cluster) = self.0.take()
+            && let Err(e) = cluster.down()
+        {
+            eprintln!("failed to tear the chart test cluster down: {e:#}");
         }
     }
 }
