@@ -122,7 +122,7 @@ fn by_internal_ip(
     let iface = holder(interfaces, ip).ok_or_else(|| Error::NoNodeAddress {
         family,
         hint: format!(
-            "the node's InternalIP {ip} is on no local interface (is the agent running with hostNetwork?); set spec.overlay.interface"
+            "the node's InternalIP {ip} is on no local interface (is the agent running with hostNetwork, with the node's /sys?); set spec.overlay.interface"
         ),
     })?;
     Ok(uplink(iface, ip))
@@ -254,6 +254,8 @@ pub fn plan_mtu(backend: Backend, configured: i32, uplinks: &Uplinks) -> Result<
 }
 
 /// Lists the local interfaces with their addresses (getifaddrs) and MTUs (`<sys_class_net>/<if>/mtu`).
+/// An interface without an MTU file is skipped: it vanished in between. (`/sys` must be a sysfs of
+/// the node's network namespace, which host-network pods get.)
 pub fn read_interfaces(sys_class_net: &Path) -> Result<Vec<Interface>, Error> {
     let mut order: Vec<String> = Vec::new();
     let mut addrs: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
@@ -272,17 +274,20 @@ pub fn read_interfaces(sys_class_net: &Path) -> Result<Vec<Interface>, Error> {
     let mut out = Vec::with_capacity(order.len());
     for name in order {
         let path = sys_class_net.join(&name).join("mtu");
-        let mtu = std::fs::read_to_string(&path)
-            .and_then(|s| {
+        let mtu = match std::fs::read_to_string(&path) {
+            // Gone since getifaddrs (a pod's veth being deleted): not a candidate uplink.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            read => read.and_then(|s| {
                 s.trim()
                     .parse::<u32>()
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-            })
-            .map_err(|source| Error::ReadMtu {
-                interface: name.clone(),
-                path: path.clone(),
-                source,
-            })?;
+            }),
+        }
+        .map_err(|source| Error::ReadMtu {
+            interface: name.clone(),
+            path: path.clone(),
+            source,
+        })?;
         let addrs = addrs.remove(&name).unwrap_or_default();
         out.push(Interface { name, mtu, addrs });
     }
@@ -505,5 +510,8 @@ mod tests {
         let ifaces = read_interfaces(Path::new(SYS_CLASS_NET)).expect("interfaces");
         let lo = ifaces.iter().find(|i| i.name == "lo").expect("lo");
         assert!(lo.mtu > 0);
+        // Interfaces without an MTU file (vanished, or another namespace's sysfs) are skipped.
+        let none = read_interfaces(Path::new("/nonexistent-sysfs")).expect("interfaces");
+        assert!(none.is_empty(), "{none:?}");
     }
 }
