@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{ArgAction, Parser, ValueEnum};
@@ -13,6 +14,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
@@ -187,6 +189,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         |p| labelled_fabric(&p),
     )
     .reconcile_all_on(reconcile_all_rx)
+    // Coalesce bursts (a rollout on many nodes updates many pods at once) into one reconcile.
+    .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)))
     .shutdown_on_signal();
     let ctx = Arc::new(Context {
         client: client.clone(),
