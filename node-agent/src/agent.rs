@@ -269,7 +269,11 @@ impl Agent {
         }
         let mut patched: Vec<Node> = Vec::new();
         let current = node.metadata.annotations.clone().unwrap_or_default();
-        if let Some(patch) = plan_annotation_patch(&current, &plan.annotations) {
+        if let Some(patch) = plan_annotation_patch(
+            &config.compatibility.annotation_prefix,
+            &current,
+            &plan.annotations,
+        ) {
             debug!(?patch, "patching node annotations");
             patched.push(apply_annotations(&self.nodes, &self.node_name, &patch).await?);
             changed.push("annotations");

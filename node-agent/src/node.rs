@@ -24,11 +24,11 @@ fn params() -> PatchParams {
     }
 }
 
-/// Sets `annotations` on Node `node`; returns the patched Node.
+/// Sets (`Some`) or removes (`None`) `annotations` on Node `node`; returns the patched Node.
 pub async fn apply_annotations(
     api: &Api<Node>,
     node: &str,
-    annotations: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, Option<String>>,
 ) -> Result<Node, Error> {
     let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
     api.patch(node, &params(), &Patch::Merge(patch))

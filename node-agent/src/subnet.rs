@@ -484,17 +484,37 @@ pub fn render_annotations(input: &AnnotationInput<'_>) -> Result<BTreeMap<String
     Ok(out)
 }
 
-/// The annotations to patch: the desired entries whose current value differs. `None` when the node
-/// already carries all of them (no write, so no watch event, so no loop).
+/// The annotation suffixes the agent owns under its prefix (and removes when no longer desired,
+/// e.g. the IPv6 pair after IPv6 leaves the fabric).
+pub const OWNED_ANNOTATIONS: &[&str] = &[
+    ANNOTATION_BACKEND_TYPE,
+    ANNOTATION_BACKEND_DATA,
+    ANNOTATION_BACKEND_V6_DATA,
+    ANNOTATION_KUBE_SUBNET_MANAGER,
+    ANNOTATION_PUBLIC_IP,
+    ANNOTATION_PUBLIC_IPV6,
+];
+
+/// The annotation patch: desired entries whose current value differs (`Some`), and owned entries
+/// present but no longer desired (`None`, a deletion in a JSON merge patch). Annotations the agent
+/// does not own are never touched. `None` when nothing differs (no write, so no watch event, so no
+/// loop).
 pub fn plan_annotation_patch(
+    prefix: &str,
     current: &BTreeMap<String, String>,
     desired: &BTreeMap<String, String>,
-) -> Option<BTreeMap<String, String>> {
-    let patch: BTreeMap<String, String> = desired
+) -> Option<BTreeMap<String, Option<String>>> {
+    let mut patch: BTreeMap<String, Option<String>> = desired
         .iter()
         .filter(|(k, v)| current.get(*k) != Some(*v))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
         .collect();
+    for suffix in OWNED_ANNOTATIONS {
+        let key = annotation_key(prefix, suffix);
+        if current.contains_key(&key) && !desired.contains_key(&key) {
+            patch.insert(key, None);
+        }
+    }
     (!patch.is_empty()).then_some(patch)
 }
 
@@ -779,14 +799,19 @@ mod tests {
     #[test]
     fn patches_only_what_differs() {
         let desired = ann(&[("backend-type", "vxlan"), ("public-ip", "10.0.0.1")]);
-        assert_eq!(plan_annotation_patch(&desired, &desired), None);
+        assert_eq!(plan_annotation_patch(P, &desired, &desired), None);
         let mut current = desired.clone();
         current.insert(format!("{P}/public-ip"), "10.0.0.9".into());
+        current.insert(format!("{P}/public-ipv6"), "fd00::9".into());
+        current.insert(format!("{P}/public-ip-overwrite"), "1.2.3.4".into());
         current.insert("unrelated".into(), "kept".into());
-        assert_eq!(
-            plan_annotation_patch(&current, &desired),
-            Some(ann(&[("public-ip", "10.0.0.1")]))
-        );
+        let want: BTreeMap<String, Option<String>> = [
+            (format!("{P}/public-ip"), Some("10.0.0.1".to_owned())),
+            (format!("{P}/public-ipv6"), None),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(plan_annotation_patch(P, &current, &desired), Some(want));
     }
 
     #[test]
