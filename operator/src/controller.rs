@@ -176,7 +176,7 @@ async fn reconcile_inner(fabric: &NetworkFabric, ctx: &Context) -> Result<Action
         }
         return match cleanup(fabric, ctx).await? {
             Some(waiting_for) => {
-                info!(fabric = %name, %waiting_for, "cleanup in progress");
+                debug!(fabric = %name, %waiting_for, "cleanup in progress");
                 Ok(Action::requeue(Duration::from_secs(2)))
             }
             None => {
