@@ -22,11 +22,25 @@ pub fn load_config(path: &Path) -> Result<AgentConfig, Error> {
     parse_config(path, &text)
 }
 
+/// Parses and validates a configuration: a file that breaks the API's rules (e.g. two IPv4 pod
+/// CIDRs, an MTU of 100) is refused as a whole rather than half-applied.
 fn parse_config(path: &Path, text: &str) -> Result<AgentConfig, Error> {
-    AgentConfig::parse(text).map_err(|source| Error::ParseConfig {
+    let config = AgentConfig::parse(text).map_err(|source| Error::ParseConfig {
         path: path.to_owned(),
         source,
-    })
+    })?;
+    let violations = config.validate();
+    if !violations.is_empty() {
+        return Err(Error::InvalidConfig {
+            path: path.to_owned(),
+            violations: violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        });
+    }
+    Ok(config)
 }
 
 /// Polls `path` every `interval` and sends each new content, parsed, on the returned channel. The
@@ -109,6 +123,13 @@ mod tests {
             .expect("in time")
             .expect("open");
         assert!(bad.is_err());
+        std::fs::write(&path, YAML.replace("overlay: {}", "overlay: {mtu: 100}")).expect("write");
+        let invalid = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect_err("mtu 100 breaks the API's rules");
+        assert!(invalid.to_string().contains("mtu"), "{invalid}");
         let err = load_config(&dir.join("absent.yaml")).expect_err("absent");
         assert!(err.to_string().contains("absent.yaml"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);

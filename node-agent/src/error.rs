@@ -27,6 +27,14 @@ pub enum Error {
         #[source]
         source: weft_crds::Error,
     },
+    /// The configuration parses but breaks the API's rules (the same checks as the CRD's).
+    #[error("invalid agent configuration {path}: {violations}")]
+    InvalidConfig {
+        /// The file.
+        path: PathBuf,
+        /// Every violation, `field: message`, separated by "; ".
+        violations: String,
+    },
     /// A CIDR in the configuration or on the Node does not parse.
     #[error("invalid {what} {value:?}")]
     BadCidr {
@@ -163,7 +171,9 @@ impl Error {
     /// The pipeline stage the error belongs to; used as a metric label.
     pub fn stage(&self) -> &'static str {
         match self {
-            Error::ReadConfig { .. } | Error::ParseConfig { .. } => "Config",
+            Error::ReadConfig { .. } | Error::ParseConfig { .. } | Error::InvalidConfig { .. } => {
+                "Config"
+            }
             Error::BadCidr { .. }
             | Error::PodNetwork(_)
             | Error::PodCidrOutsideNetwork { .. }
