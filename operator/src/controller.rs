@@ -33,7 +33,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -74,8 +74,8 @@ pub struct Context {
     pub client: Client,
     /// Namespace and default image for the agent objects.
     pub params: BuildParams,
-    /// Publishes Kubernetes Events.
-    pub recorder: Recorder,
+    /// Identifies the operator in the Kubernetes Events it publishes.
+    pub reporter: Reporter,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Every fabric, from the controller's reflector (to choose the active one).
@@ -497,9 +497,12 @@ async fn write_status(
         source,
     })?;
     let reference = fabric.object_ref(&());
+    // A fresh recorder per status change: kube's recorder folds events with the same reason into
+    // one series and keeps the first note, which would show a stale message (an old config hash).
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     for event in transition_events(prev, &next) {
         info!(fabric = %name, reason = %event.reason, note = event.note.as_deref().unwrap_or(""), "status transition");
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        if let Err(e) = recorder.publish(&event, &reference).await {
             warn!(fabric = %name, error = %e, "failed to publish an event");
         }
     }

@@ -15,7 +15,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::runtime::controller::Config as ControllerConfig;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use tracing::{error, info, warn};
@@ -198,13 +198,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             namespace: ns,
             default_agent_image: args.agent_image.clone(),
         },
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "weft-operator".into(),
-                instance: Some(identity.clone()),
-            },
-        ),
+        reporter: Reporter {
+            controller: "weft-operator".into(),
+            instance: Some(identity.clone()),
+        },
         metrics: metrics.clone(),
         store: controller.store(),
         reconcile_all: reconcile_all_tx,

@@ -12,7 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::client::Body;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
@@ -195,13 +195,10 @@ fn context(client: Client, fabrics: &[&NetworkFabric]) -> Arc<Context> {
             namespace: NS.into(),
             default_agent_image: "weft.dev/weft-agent:test".into(),
         },
-        recorder: Recorder::new(
-            client,
-            Reporter {
-                controller: "weft-operator".into(),
-                instance: Some("test".into()),
-            },
-        ),
+        reporter: Reporter {
+            controller: "weft-operator".into(),
+            instance: Some("test".into()),
+        },
         metrics: Arc::new(Metrics::new()),
         store,
         reconcile_all: tx,
