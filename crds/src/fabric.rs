@@ -369,6 +369,7 @@ pub struct Agent {
     /// How many agent pods may be unavailable during a rolling update: a number (at least 1) or a
     /// percentage of the nodes (e.g. "10%").
     #[serde(default = "default_max_unavailable")]
+    #[x_kube(validation = Rule::new("string(self).matches('^([1-9][0-9]*|(100|[1-9][0-9]?)%)$')").message("maxUnavailable must be a number of at least 1 or a percentage from 1% to 100%, e.g. 1 or \"10%\""))]
     pub max_unavailable: IntOrString,
 
     /// Log level of the agent.

@@ -41,6 +41,9 @@ fn good_specs_pass_every_rule() {
         json!({"podNetwork": {"cidrs": ["10.244.0.0/16"]}, "overlay": {"backend": "host-gw", "mtu": 1500, "interface": "10.0.0.0/24"}}),
         json!({"podNetwork": {"cidrs": ["10.244.0.0/16"]}, "overlay": {"backend": "vxlan", "directRouting": true, "mtu": 576, "interface": "eth0.100"}}),
         json!({"podNetwork": {"cidrs": ["10.244.0.0/16"]}, "overlay": {"mtu": 9000}}),
+        json!({"podNetwork": {"cidrs": ["10.244.0.0/16"]}, "agent": {"maxUnavailable": "25%"}}),
+        json!({"podNetwork": {"cidrs": ["10.244.0.0/16"]}, "agent": {"maxUnavailable": 3}}),
+        json!({"podNetwork": {"cidrs": ["10.244.0.0/16"]}, "agent": {"maxUnavailable": "100%"}}),
     ];
     for spec in good {
         assert_eq!(messages(spec.clone()), Vec::<String>::new(), "{spec}");
@@ -119,6 +122,21 @@ fn each_rule_rejects_with_a_readable_message() {
             "ports",
             json!({"podNetwork": {"cidrs": ["10.244.0.0/16"]}, "agent": {"metricsPort": 9000, "healthPort": 9000}}),
             "metricsPort and healthPort must differ",
+        ),
+        (
+            "maxUnavailable zero",
+            json!({"podNetwork": {"cidrs": ["10.244.0.0/16"]}, "agent": {"maxUnavailable": 0}}),
+            "maxUnavailable must be a number of at least 1",
+        ),
+        (
+            "maxUnavailable percent",
+            json!({"podNetwork": {"cidrs": ["10.244.0.0/16"]}, "agent": {"maxUnavailable": "120%"}}),
+            "maxUnavailable must be",
+        ),
+        (
+            "maxUnavailable word",
+            json!({"podNetwork": {"cidrs": ["10.244.0.0/16"]}, "agent": {"maxUnavailable": "all"}}),
+            "maxUnavailable must be",
         ),
         (
             "annotationPrefix",
