@@ -303,7 +303,9 @@ async fn pipeline(fabric: &NetworkFabric, name: &str, ctx: &Context) -> Result<A
 async fn gather_facts(ctx: &Context) -> Result<ClusterFacts, Error> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let nodes = nodes
-        .list(&ListParams::default())
+        // From the API server's watch cache (resourceVersion=0): cheap on large clusters, and a
+        // slightly stale list is corrected by the next resync.
+        .list(&ListParams::default().match_any())
         .await
         .map_err(|source| Error::Gather {
             what: "nodes",
@@ -342,7 +344,7 @@ async fn gather_facts(ctx: &Context) -> Result<ClusterFacts, Error> {
 /// `default/kubernetes` Service's cluster IPs where the ServiceCIDR API is not served.
 async fn service_ranges(ctx: &Context) -> Result<Vec<(IpCidr, String)>, Error> {
     let cidrs: Api<ServiceCIDR> = Api::all(ctx.client.clone());
-    match cidrs.list(&ListParams::default()).await {
+    match cidrs.list(&ListParams::default().match_any()).await {
         Ok(list) => {
             let ranges: Vec<(IpCidr, String)> = list
                 .items
@@ -403,7 +405,8 @@ where
 
 async fn agent_pods(ctx: &Context) -> Result<Vec<Pod>, Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.params.namespace);
-    pods.list(&ListParams::default().labels(AGENT_POD_SELECTOR))
+    // Watch cache is fine: every agent pod change triggers another reconcile.
+    pods.list(&ListParams::default().labels(AGENT_POD_SELECTOR).match_any())
         .await
         .map(|l| l.items)
         .map_err(|source| Error::Gather {
