@@ -62,7 +62,7 @@ pub enum Error {
         source: kube::Error,
     },
     /// A fabric object without a name (never sent by the API server).
-    #[error("NetworkFabric without metadata.name")]
+    #[error("a fabric without metadata.name cannot be reconciled")]
     Unnamed,
 }
 
