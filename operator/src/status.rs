@@ -343,12 +343,14 @@ pub fn compute_status(
             prev_hash,
         ),
         Outcome::Applied { config_hash, mtu } => {
+            // This very spec (generation) and configuration finished rolling out before.
             let rolled_out_before = prev.is_some_and(|p| {
                 p.config_hash.as_deref() == Some(*config_hash)
                     && p.conditions.iter().any(|c| {
                         c.type_ == PROGRESSING
                             && c.status == "False"
                             && c.reason == REASON_ROLLOUT_COMPLETE
+                            && c.observed_generation == obs.generation
                     })
             });
             let progressing = match ds.map(rollout) {
@@ -939,6 +941,17 @@ mod tests {
             .map(|e| (e.type_, e.reason))
             .collect();
         assert_eq!(reasons, [(EventType::Normal, "RollingOut".to_owned())]);
+        // A new spec (e.g. another image, same configuration) rolls out again: updated but not
+        // yet ready agents are progress, not an outage.
+        let s2b = compute_status(
+            Some(&s1),
+            &Observation {
+                generation: Some(4),
+                ..obs(&lost)
+            },
+            t(10),
+        );
+        assert_eq!(get(&s2b, PROGRESSING).reason, REASON_ROLLING_OUT);
         // An agent lost outside a rollout is a warning, and no rollout.
         let s3 = compute_status(Some(&s1), &obs(&lost), t(10));
         assert_eq!(get(&s3, PROGRESSING).reason, REASON_ROLLOUT_COMPLETE);
