@@ -8,3 +8,5 @@ cargo fmt --all -- --check
 cargo build --workspace --bins --tests
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+# The chart lifecycle on its own local cluster (needs root, ~70 s).
+cargo test -p weft-e2e --test chart -- --ignored

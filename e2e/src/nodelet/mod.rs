@@ -121,9 +121,19 @@ pub async fn run(cfg: NodeletConfig) -> Result<()> {
     let kubeconfig = kube::config::Kubeconfig::read_from(&cfg.kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
     let client = kube::Client::try_from(config)?;
-    node::register(&client, &cfg)
-        .await
-        .context("failed to register the node")?;
+    // The API server (or the forwarder in front of it) may still be starting: retry, like a kubelet.
+    let mut attempt = 0;
+    loop {
+        match node::register(&client, &cfg).await {
+            Ok(()) => break,
+            Err(e) if attempt < 60 => {
+                attempt += 1;
+                tracing::warn!(error = %format!("{e:#}"), attempt, "failed to register the node; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.context("failed to register the node")),
+        }
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let heartbeat = tokio::spawn(node::heartbeat(
         client.clone(),
