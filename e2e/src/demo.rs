@@ -138,5 +138,10 @@ pub fn run_demo(c: &Cluster) -> Result<()> {
     }
     let allowed = rows.iter().filter(|o| o.allowed).count();
     println!("\n{allowed} of {} pod pairs reachable", rows.len());
+    println!(
+        "\nweft today: the agent gives every node its subnet, CNI configuration and flannel annotations, so\n\
+         pods on one node reach each other. Pods on different nodes do not yet: the VXLAN/host-gw overlay\n\
+         is the next piece, and NetworkPolicy is not enforced yet either."
+    );
     Ok(())
 }
