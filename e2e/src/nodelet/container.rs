@@ -264,33 +264,12 @@ pub async fn prepare_volumes(
         std::fs::create_dir_all(&dir)?;
         if v.empty_dir.is_some() {
         } else if let Some(cm) = &v.config_map {
-            let name = cm.name.clone();
-            match Api::<ConfigMap>::namespaced(client.clone(), &ns)
-                .get(&name)
-                .await
-            {
-                Ok(obj) => write_items(
-                    &dir,
-                    string_data(obj.data, obj.binary_data),
-                    cm.items.as_deref(),
-                )?,
-                Err(e) if cm.optional != Some(true) => {
-                    bail!("configmap {name:?} for volume {:?}: {e}", v.name)
-                }
-                Err(_) => {}
-            }
+            let data = fetch_configmap(client, &ns, &cm.name, cm.optional, &v.name).await?;
+            write_items(&dir, data, cm.items.as_deref())?;
         } else if let Some(s) = &v.secret {
             let name = s.secret_name.clone().unwrap_or_default();
-            match Api::<Secret>::namespaced(client.clone(), &ns)
-                .get(&name)
-                .await
-            {
-                Ok(obj) => write_items(&dir, secret_data(obj), s.items.as_deref())?,
-                Err(e) if s.optional != Some(true) => {
-                    bail!("secret {name:?} for volume {:?}: {e}", v.name)
-                }
-                Err(_) => {}
-            }
+            let data = fetch_secret(client, &ns, &name, s.optional, &v.name).await?;
+            write_items(&dir, data, s.items.as_deref())?;
         } else if let Some(p) = &v.projected {
             for src in p.sources.iter().flatten() {
                 if let Some(t) = &src.service_account_token {
@@ -300,55 +279,19 @@ pub async fn prepare_volumes(
                     write_file(&dir.join(&t.path), token.as_bytes())?;
                 }
                 if let Some(cm) = &src.config_map {
-                    let name = cm.name.clone();
-                    match Api::<ConfigMap>::namespaced(client.clone(), &ns)
-                        .get(&name)
-                        .await
-                    {
-                        Ok(obj) => write_items(
-                            &dir,
-                            string_data(obj.data, obj.binary_data),
-                            cm.items.as_deref(),
-                        )?,
-                        Err(e) if cm.optional != Some(true) => {
-                            bail!("configmap {name:?} for volume {:?}: {e}", v.name)
-                        }
-                        Err(_) => {}
-                    }
+                    let data = fetch_configmap(client, &ns, &cm.name, cm.optional, &v.name).await?;
+                    write_items(&dir, data, cm.items.as_deref())?;
                 }
                 if let Some(s) = &src.secret {
-                    let name = s.name.clone();
-                    match Api::<Secret>::namespaced(client.clone(), &ns)
-                        .get(&name)
-                        .await
-                    {
-                        Ok(obj) => write_items(&dir, secret_data(obj), s.items.as_deref())?,
-                        Err(e) if s.optional != Some(true) => {
-                            bail!("secret {name:?} for volume {:?}: {e}", v.name)
-                        }
-                        Err(_) => {}
-                    }
+                    let data = fetch_secret(client, &ns, &s.name, s.optional, &v.name).await?;
+                    write_items(&dir, data, s.items.as_deref())?;
                 }
                 if let Some(d) = &src.downward_api {
-                    for item in d.items.iter().flatten() {
-                        if let Some(f) = &item.field_ref {
-                            write_file(
-                                &dir.join(&item.path),
-                                field_ref(pod, &f.field_path)?.as_bytes(),
-                            )?;
-                        }
-                    }
+                    write_downward(&dir, pod, d.items.as_deref())?;
                 }
             }
         } else if let Some(d) = &v.downward_api {
-            for item in d.items.iter().flatten() {
-                if let Some(f) = &item.field_ref {
-                    write_file(
-                        &dir.join(&item.path),
-                        field_ref(pod, &f.field_path)?.as_bytes(),
-                    )?;
-                }
-            }
+            write_downward(&dir, pod, d.items.as_deref())?;
         } else {
             bail!(
                 "volume {:?}: only hostPath, emptyDir, configMap, secret, projected and downwardAPI volumes are supported locally",
@@ -358,6 +301,58 @@ pub async fn prepare_volumes(
         out.insert(v.name.clone(), dir);
     }
     Ok(out)
+}
+
+/// A ConfigMap's data as files; empty when it is missing and `optional`.
+async fn fetch_configmap(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    optional: Option<bool>,
+    volume: &str,
+) -> Result<BTreeMap<String, Vec<u8>>> {
+    match Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+    {
+        Ok(obj) => Ok(string_data(obj.data, obj.binary_data)),
+        Err(_) if optional == Some(true) => Ok(BTreeMap::new()),
+        Err(e) => bail!("configmap {name:?} for volume {volume:?}: {e}"),
+    }
+}
+
+/// A Secret's data as files; empty when it is missing and `optional`.
+async fn fetch_secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    optional: Option<bool>,
+    volume: &str,
+) -> Result<BTreeMap<String, Vec<u8>>> {
+    match Api::<Secret>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+    {
+        Ok(obj) => Ok(secret_data(obj)),
+        Err(_) if optional == Some(true) => Ok(BTreeMap::new()),
+        Err(e) => bail!("secret {name:?} for volume {volume:?}: {e}"),
+    }
+}
+
+fn write_downward(
+    dir: &Path,
+    pod: &Pod,
+    items: Option<&[k8s_openapi::api::core::v1::DownwardAPIVolumeFile]>,
+) -> Result<()> {
+    for item in items.unwrap_or_default() {
+        if let Some(f) = &item.field_ref {
+            write_file(
+                &dir.join(&item.path),
+                field_ref(pod, &f.field_path)?.as_bytes(),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn string_data(
