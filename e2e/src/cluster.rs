@@ -56,6 +56,27 @@ pub fn preflight() -> Result<()> {
     Ok(())
 }
 
+/// Fails with a clear message when a loopback port the cluster needs is taken (another local cluster
+/// with other names but the same ports, or any other program).
+fn check_ports_free(cfg: &ClusterConfig) -> Result<()> {
+    let ports = [
+        ("kube-apiserver", cfg.api_port),
+        ("etcd client", cfg.etcd_client_port()),
+        ("etcd peer", cfg.etcd_peer_port()),
+        ("kube-controller-manager", cfg.kcm_port()),
+        ("kube-scheduler", cfg.scheduler_port()),
+    ];
+    for (what, port) in ports {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            bail!(
+                "port {port} on 127.0.0.1, needed for {what}, is in use (another local cluster?): \
+                 pick other ports with --api-port/--port-base and another --underlay-octet"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn pidfile(cfg: &ClusterConfig, name: &str) -> PathBuf {
     cfg.pid_dir().join(format!("{name}.pid"))
 }
@@ -128,6 +149,11 @@ impl Cluster {
         if cfg.state_dir().exists() || !topology::owned_namespaces(&cfg.name).is_empty() {
             eprintln!("cleaning up a partial cluster {:?} first", cfg.name);
             teardown(&cfg)?;
+        }
+        if let Err(e) = check_ports_free(&cfg) {
+            let _ = std::fs::remove_file(Path::new(STATE_ROOT).join(format!("{}.lock", cfg.name)));
+            let _ = std::fs::remove_dir(STATE_ROOT);
+            return Err(e);
         }
         let cluster = Self { cfg, cp_bin };
         if let Err(e) = cluster.start() {

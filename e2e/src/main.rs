@@ -35,6 +35,15 @@ enum Cmd {
         /// Bring up the bare cluster without installing weft.
         #[arg(long)]
         no_weft: bool,
+        /// Port of the API server on 127.0.0.1 (change it to run a second cluster beside the first).
+        #[arg(long, default_value_t = 16443)]
+        api_port: u16,
+        /// First of four loopback ports for etcd and the controllers.
+        #[arg(long, default_value_t = 12300)]
+        port_base: u16,
+        /// The underlay network is 10.<octet>.0.0/24.
+        #[arg(long, default_value_t = 99)]
+        underlay_octet: u8,
     },
     /// Build the control plane and Helm from their Go modules (cached), without starting anything.
     Prepare,
@@ -130,11 +139,17 @@ fn main() -> Result<()> {
             nodes,
             dual_stack,
             no_weft,
+            api_port,
+            port_base,
+            underlay_octet,
         } => {
             if nodes == 0 || nodes > 200 {
                 anyhow::bail!("--nodes must be between 1 and 200");
             }
             let mut cfg = ClusterConfig::new(&cli.name, nodes, bin_dir()?);
+            cfg.api_port = api_port;
+            cfg.port_base = port_base;
+            cfg.underlay_octet = underlay_octet;
             if dual_stack {
                 cfg = cfg.dual_stack();
             }

@@ -103,11 +103,23 @@ pub fn place_bridge_conflist(c: &Cluster, node: &str, file: &str) -> Result<()> 
     let cidr = n["spec"]["podCIDR"]
         .as_str()
         .context("node has no pod CIDR")?;
+    let cidrs: Vec<&str> = n["spec"]["podCIDRs"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c.as_str()).collect())
+        .unwrap_or_else(|| vec![cidr]);
+    let ranges: Vec<Value> = cidrs
+        .iter()
+        .map(|c| serde_json::json!([{"subnet": c}]))
+        .collect();
+    let routes: Vec<Value> = cidrs
+        .iter()
+        .map(|c| serde_json::json!({"dst": if c.contains(':') { "::/0" } else { "0.0.0.0/0" }}))
+        .collect();
     let conf = serde_json::json!({
         "cniVersion": "1.0.0", "name": "e2e-bridge",
         "plugins": [
             {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": cidr}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+             "ipam": {"type": "host-local", "ranges": ranges, "routes": routes}},
             {"type": "portmap", "capabilities": {"portMappings": true}}
         ]
     });
