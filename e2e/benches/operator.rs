@@ -64,9 +64,9 @@ fn main() -> Result<()> {
         .context("bin dir")?
         .to_path_buf();
     let mut cfg = ClusterConfig::new("wbench", 3, bin);
-    cfg.underlay_octet = 96;
-    cfg.api_port = 16743;
-    cfg.port_base = 12600;
+    cfg.underlay_octet = 93;
+    cfg.api_port = 16443 + 500;
+    cfg.port_base = 12300 + 500;
     let c = Cluster::up(cfg)?;
     let result = (|| -> Result<(Vec<f64>, Option<u64>)> {
         install_weft(&c, &["--set", "fabric.create=false"])?;
