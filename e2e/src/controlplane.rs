@@ -160,14 +160,8 @@ pub fn start(cfg: &ClusterConfig, bin: &Path) -> Result<()> {
                 ]);
             }
             "kube-controller-manager" => {
-                let kc = kubeconfig_of(cfg, name).display().to_string();
+                cmd.args(controller_common_args(cfg, name, cfg.kcm_port()));
                 cmd.args([
-                    format!("--kubeconfig={kc}"),
-                    format!("--authentication-kubeconfig={kc}"),
-                    format!("--authorization-kubeconfig={kc}"),
-                    "--bind-address=127.0.0.1".to_string(),
-                    format!("--secure-port={}", cfg.kcm_port()),
-                    "--leader-elect=false".to_string(),
                     "--allocate-node-cidrs=true".to_string(),
                     format!("--cluster-cidr={clusters}"),
                     format!("--service-cluster-ip-range={services}"),
@@ -188,16 +182,8 @@ pub fn start(cfg: &ClusterConfig, bin: &Path) -> Result<()> {
                 }
             }
             "kube-scheduler" => {
-                let kc = kubeconfig_of(cfg, name).display().to_string();
-                cmd.args([
-                    format!("--kubeconfig={kc}"),
-                    format!("--authentication-kubeconfig={kc}"),
-                    format!("--authorization-kubeconfig={kc}"),
-                    "--bind-address=127.0.0.1".to_string(),
-                    format!("--secure-port={}", cfg.scheduler_port()),
-                    "--leader-elect=false".to_string(),
-                    "--v=1".to_string(),
-                ]);
+                cmd.args(controller_common_args(cfg, name, cfg.scheduler_port()));
+                cmd.args(["--v=1".to_string()]);
             }
             other => anyhow::bail!("unknown component {other}"),
         }
@@ -211,6 +197,20 @@ pub fn start(cfg: &ClusterConfig, bin: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Flags the controller-manager and the scheduler share: their kubeconfig for everything, a loopback
+/// secure port, no leader election (one replica).
+fn controller_common_args(cfg: &ClusterConfig, name: &str, port: u16) -> Vec<String> {
+    let kc = kubeconfig_of(cfg, name).display().to_string();
+    vec![
+        format!("--kubeconfig={kc}"),
+        format!("--authentication-kubeconfig={kc}"),
+        format!("--authorization-kubeconfig={kc}"),
+        "--bind-address=127.0.0.1".to_string(),
+        format!("--secure-port={port}"),
+        "--leader-elect=false".to_string(),
+    ]
 }
 
 /// Waits until the API server answers `/readyz` through the admin kubeconfig.

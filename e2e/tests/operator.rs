@@ -103,20 +103,7 @@ fn helm_install(c: &Cluster) -> Result<()> {
 }
 
 fn create_expect_error(c: &Cluster, doc: &str) -> Result<String> {
-    let mut child = c
-        .kubectl()
-        .args(["create", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(doc.as_bytes())?;
-    let out = child.wait_with_output()?;
+    let out = kubectl_stdin(c, &["create", "-f", "-"], doc)?;
     ensure!(
         !out.status.success(),
         "the API server accepted an invalid fabric: {doc}"

@@ -42,11 +42,11 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `kubectl apply -f -` of a YAML or JSON document.
-pub fn apply(c: &Cluster, doc: &str) -> Result<()> {
+/// Runs kubectl with `args`, feeding `doc` on stdin.
+pub fn kubectl_stdin(c: &Cluster, args: &[&str], doc: &str) -> Result<std::process::Output> {
     let mut child = c
         .kubectl()
-        .args(["apply", "-f", "-"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -56,7 +56,12 @@ pub fn apply(c: &Cluster, doc: &str) -> Result<()> {
         .take()
         .context("stdin")?
         .write_all(doc.as_bytes())?;
-    let out = child.wait_with_output()?;
+    Ok(child.wait_with_output()?)
+}
+
+/// `kubectl apply -f -` of a YAML or JSON document.
+pub fn apply(c: &Cluster, doc: &str) -> Result<()> {
+    let out = kubectl_stdin(c, &["apply", "-f", "-"], doc)?;
     if !out.status.success() {
         bail!(
             "kubectl apply failed: {}",
