@@ -24,6 +24,10 @@ pub const AGENT_CONFIG_KIND: &str = "AgentConfig";
 pub const AGENT_CONFIG_KEY: &str = "agent.yaml";
 /// Directory the agent ConfigMap is mounted at in agent pods.
 pub const AGENT_CONFIG_DIR: &str = "/etc/weft";
+/// Node annotation in which each agent reports the MTU it gives pods (the uplink's MTU minus the
+/// backend's overhead when `overlay.mtu` is 0); the operator reports the smallest as the fabric's
+/// effective MTU.
+pub const POD_MTU_ANNOTATION: &str = "weft.dev/pod-mtu";
 /// Full path of the configuration file in agent pods.
 pub const AGENT_CONFIG_PATH: &str = "/etc/weft/agent.yaml";
 

@@ -478,9 +478,9 @@ pub struct NetworkFabricStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<NodeCounts>,
 
-    /// The effective pod MTU: spec.overlay.mtu, or when that is 0 the value the agents derive
-    /// (1450 for vxlan and 1500 for host-gw on a 1500-byte uplink).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The effective pod MTU: spec.overlay.mtu, or when that is 0 the smallest MTU the agents
+    /// report (their uplink's MTU minus the backend's overhead), assuming a 1500-byte uplink until
+    /// the first agent reports.
     pub mtu: Option<i32>,
 
     /// Hash of the rendered agent configuration; agent pods carry it in the weft.dev/config-hash

@@ -12,7 +12,7 @@ pub mod crd;
 pub mod fabric;
 pub mod validate;
 
-pub use agent_config::AgentConfig;
+pub use agent_config::{AgentConfig, POD_MTU_ANNOTATION};
 pub use cidr::{IpCidr, IpFamily};
 pub use fabric::{NetworkFabric, NetworkFabricSpec, NetworkFabricStatus};
 

@@ -194,6 +194,11 @@ fn fabric_available(c: &Cluster) -> Result<()> {
         "nodes: {}",
         f["status"]["nodes"]
     );
+    ensure!(
+        f["status"]["mtu"] == 1450,
+        "effective MTU in status: {}",
+        f["status"]["mtu"]
+    );
     let ds = get_json(c, &["daemonset", "-n", WEFT_NAMESPACE, "weft-agent"])?;
     ensure!(
         ds["status"]["numberReady"] == 3,
@@ -211,6 +216,12 @@ fn fabric_available(c: &Cluster) -> Result<()> {
                 .any(|x| x["type"] == "Ready" && x["status"] == "True")
         });
         ensure!(ready, "{node} is not Ready once weft runs on it");
+        // The agent measured the node's 1500-byte uplink and leaves room for VXLAN's 50 bytes.
+        let mtu = n["metadata"]["annotations"]["weft.dev/pod-mtu"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        ensure!(mtu == "1450", "{node} reports pod MTU {mtu:?}, want 1450");
     }
     Ok(())
 }

@@ -133,6 +133,9 @@ pub fn plan(
         public_v6: uplinks.v6.as_ref().map(|u| u.addr),
         macs: &macs,
     })?;
+    // Not a flannel annotation: weft's report of the MTU it gives pods, read by the operator.
+    let mut annotations = annotations;
+    annotations.insert(weft_crds::POD_MTU_ANNOTATION.to_owned(), mtu.to_string());
     let subnet_env = render_subnet_env(&networks, &lease, mtu, config.masquerade.enabled);
     let conflist = render_conflist(&ConflistInput {
         lease: &lease,

@@ -101,11 +101,19 @@ pub struct AgentObjects {
 }
 
 /// The MTU reported in status: the spec's, or for 0 what the agents derive on a 1500-byte uplink.
-pub fn effective_mtu(fabric: &NetworkFabric) -> i32 {
-    match (fabric.spec.overlay.mtu, fabric.spec.overlay.backend) {
-        (0, Backend::Vxlan) => ASSUMED_UPLINK_MTU - VXLAN_OVERHEAD,
-        (0, Backend::HostGw) => ASSUMED_UPLINK_MTU,
-        (mtu, _) => mtu,
+pub fn effective_mtu(fabric: &NetworkFabric, nodes: &[crate::validate::NodeFacts]) -> i32 {
+    // With automatic MTU, the agents measure their uplinks: the fabric's MTU is the smallest they
+    // report. Before any agent reports, assume a 1500-byte uplink.
+    let reported = nodes.iter().filter_map(|n| n.pod_mtu).min();
+    match (
+        fabric.spec.overlay.mtu,
+        fabric.spec.overlay.backend,
+        reported,
+    ) {
+        (0, _, Some(measured)) => measured,
+        (0, Backend::Vxlan, None) => ASSUMED_UPLINK_MTU - VXLAN_OVERHEAD,
+        (0, Backend::HostGw, None) => ASSUMED_UPLINK_MTU,
+        (mtu, _, _) => mtu,
     }
 }
 
@@ -660,12 +668,24 @@ mod tests {
             (Backend::Vxlan, 1400, 1400),
             (Backend::HostGw, 9000, 9000),
         ];
+        let node = |mtu| crate::validate::NodeFacts {
+            pod_mtu: mtu,
+            ..Default::default()
+        };
         for (backend, mtu, want) in cases {
             let mut spec = NetworkFabricSpec::with_cidrs(["10.244.0.0/16"]);
             spec.overlay.backend = backend;
             spec.overlay.mtu = mtu;
-            assert_eq!(effective_mtu(&fabric(spec)), want, "{backend:?} {mtu}");
+            assert_eq!(effective_mtu(&fabric(spec), &[]), want, "{backend:?} {mtu}");
         }
+        // Agents' reports win over the assumption, the smallest one counts, and an explicit MTU
+        // wins over both.
+        let auto = NetworkFabricSpec::with_cidrs(["10.244.0.0/16"]);
+        let reported = [node(Some(8950)), node(None), node(Some(1410))];
+        assert_eq!(effective_mtu(&fabric(auto.clone()), &reported), 1410);
+        let mut fixed = auto;
+        fixed.overlay.mtu = 1300;
+        assert_eq!(effective_mtu(&fabric(fixed), &reported), 1300);
     }
 
     #[test]

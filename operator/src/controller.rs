@@ -286,7 +286,7 @@ async fn pipeline(fabric: &NetworkFabric, name: &str, ctx: &Context) -> Result<A
         generation: fabric.metadata.generation,
         outcome: Outcome::Applied {
             config_hash: &objects.config_hash,
-            mtu: effective_mtu(fabric),
+            mtu: effective_mtu(fabric, &facts.nodes),
         },
         daemon_set: Some(&ds),
         agent_pods: &pods,
@@ -324,6 +324,12 @@ async fn gather_facts(ctx: &Context) -> Result<ClusterFacts, Error> {
                 .filter(|a| a.type_ == "InternalIP")
                 .filter_map(|a| a.address.parse::<IpAddr>().ok())
                 .collect(),
+            pod_mtu: n
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(weft_crds::POD_MTU_ANNOTATION))
+                .and_then(|v| v.parse().ok()),
             pod_cidrs: n
                 .spec
                 .map(|s| match (s.pod_cidrs, s.pod_cidr) {

@@ -32,6 +32,8 @@ pub struct NodeFacts {
     pub internal_ips: Vec<IpAddr>,
     /// `spec.podCIDRs` as allocated by kube-controller-manager (may be empty before allocation).
     pub pod_cidrs: Vec<String>,
+    /// The pod MTU the node's agent reports (`weft.dev/pod-mtu`), once it runs.
+    pub pod_mtu: Option<i32>,
 }
 
 /// Every violation of `fabric` given `facts`; empty when the fabric may be rolled out.
@@ -178,6 +180,7 @@ mod tests {
             name: name.into(),
             internal_ips: vec![ip.parse().expect("ip")],
             pod_cidrs: pod_cidrs.iter().map(|s| (*s).to_owned()).collect(),
+            pod_mtu: None,
         }
     }
 
