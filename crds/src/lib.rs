@@ -10,6 +10,7 @@ pub mod agent_config;
 pub mod cidr;
 pub mod crd;
 pub mod fabric;
+pub mod golden;
 pub mod validate;
 
 pub use agent_config::{AgentConfig, POD_MTU_ANNOTATION};

@@ -30,29 +30,12 @@ fn to_value<T: Serialize>(v: &T) -> serde_json::Value {
 }
 
 fn check(path: &Path, generated: &str) {
-    if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, generated).expect("write golden");
-        return;
-    }
-    let committed = std::fs::read_to_string(path).unwrap_or_default();
-    if committed != generated {
-        let hint = committed
-            .lines()
-            .zip(generated.lines())
-            .enumerate()
-            .find(|(_, (a, b))| a != b)
-            .map(|(i, (a, b))| {
-                format!(
-                    "first difference at line {}:\n  committed: {a}\n  generated: {b}",
-                    i + 1
-                )
-            })
-            .unwrap_or_else(|| "one file is a prefix of the other".to_owned());
-        panic!(
-            "{} differs from what the operator renders.\n{hint}\nIf the change is intended, regenerate with\n  WEFT_UPDATE_GOLDEN=1 cargo test -p weft-operator --test golden\nand review the diff.",
-            path.display()
-        );
+    if let Err(e) = weft_crds::golden::check_golden(
+        path,
+        generated,
+        "cargo test -p weft-operator --test golden",
+    ) {
+        panic!("{e}");
     }
 }
 
