@@ -45,6 +45,10 @@ fn main() {
             Box::new(drift_restored),
         ),
         (
+            "two_operator_replicas_elect_one_leader_and_fail_over",
+            Box::new(leader_failover),
+        ),
+        (
             "deleting_the_fabric_removes_what_the_operator_created",
             Box::new(fabric_deletion_cleans_up),
         ),
@@ -210,12 +214,15 @@ fn fabric_available(c: &Cluster) -> Result<()> {
         "DaemonSet is not owned by the fabric: {owner}"
     );
     for node in c.cfg.node_names() {
-        let n = get_json(c, &["node", &node])?;
-        let ready = n["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|x| x["type"] == "Ready" && x["status"] == "True")
-        });
-        ensure!(ready, "{node} is not Ready once weft runs on it");
+        // The node turns Ready when its runtime sees the CNI config the agent wrote.
+        let n = eventually(&format!("{node} Ready"), Duration::from_secs(20), || {
+            let n = get_json(c, &["node", &node])?;
+            let ready = n["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|x| x["type"] == "Ready" && x["status"] == "True")
+            });
+            Ok(ready.then_some(n))
+        })?;
         // The agent measured the node's 1500-byte uplink and leaves room for VXLAN's 50 bytes.
         let mtu = n["metadata"]["annotations"]["weft.dev/pod-mtu"]
             .as_str()
@@ -373,6 +380,90 @@ fn drift_restored(c: &Cluster) -> Result<()> {
         },
     )?;
     wait_available(c, "default", Duration::from_secs(120))?;
+    Ok(())
+}
+
+fn lease_holder(c: &Cluster) -> Result<String> {
+    let l = get_json(c, &["lease", "-n", WEFT_NAMESPACE, "weft-operator"])?;
+    Ok(l["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+fn operator_pods(c: &Cluster) -> Result<Vec<String>> {
+    let pods = get_json(
+        c,
+        &[
+            "pods",
+            "-n",
+            WEFT_NAMESPACE,
+            "-l",
+            "app.kubernetes.io/name=weft",
+        ],
+    )?;
+    Ok(pods["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .filter(|p| {
+            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect())
+}
+
+fn leader_failover(c: &Cluster) -> Result<()> {
+    install_weft(c, &["--set", "fabric.create=false", "--set", "replicas=2"])?;
+    let pods = eventually("two operator pods", Duration::from_secs(90), || {
+        let p = operator_pods(c)?;
+        Ok((p.len() == 2).then_some(p))
+    })?;
+    let leader = eventually("a leader", Duration::from_secs(60), || {
+        let h = lease_holder(c)?;
+        Ok(pods.iter().any(|p| h.contains(p.as_str())).then_some(h))
+    })?;
+    let (gone, standby): (Vec<&String>, Vec<&String>) =
+        pods.iter().partition(|p| leader.contains(p.as_str()));
+    ensure!(
+        gone.len() == 1 && standby.len() == 1,
+        "leader {leader:?} among {pods:?}"
+    );
+    // Kill the leader's pod at once: another replica (the standby, or the replacement the
+    // ReplicaSet starts) must take the Lease and keep reconciling.
+    let killed = gone[0].clone();
+    output(c.kubectl().args([
+        "delete",
+        "pod",
+        "-n",
+        WEFT_NAMESPACE,
+        &killed,
+        "--grace-period=0",
+        "--force",
+    ]))?;
+    eventually(
+        "another replica to take the Lease",
+        Duration::from_secs(90),
+        || {
+            let h = lease_holder(c)?;
+            let live = operator_pods(c)?;
+            Ok(
+                (!h.contains(killed.as_str()) && live.iter().any(|p| h.contains(p.as_str())))
+                    .then_some(()),
+            )
+        },
+    )?;
+    // The new leader acts: drift is restored again.
+    output(c.kubectl().args([
+        "delete",
+        "daemonset",
+        "-n",
+        WEFT_NAMESPACE,
+        "weft-agent",
+        "--wait=true",
+    ]))?;
+    wait_available(c, "default", Duration::from_secs(120))?;
+    install_weft(c, &["--set", "fabric.create=false", "--set", "replicas=1"])?;
     Ok(())
 }
 

@@ -21,6 +21,8 @@ pub const CNI_CONF_DIR: &str = "/etc/cni/net.d";
 const LEASE_NS: &str = "kube-node-lease";
 const LEASE_SECONDS: i32 = 40;
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often the CNI configuration is looked at; a change is posted at once, not at the next beat.
+const NETWORK_CHECK: Duration = Duration::from_millis(500);
 
 /// Why the node is not ready, or None when it is.
 pub fn network_not_ready(conf_dir: &Path) -> Option<String> {
@@ -169,9 +171,17 @@ pub async fn heartbeat(
 ) {
     let nodes: Api<Node> = Api::all(client.clone());
     let mut last: Option<Option<String>> = None;
+    let mut last_beat = tokio::time::Instant::now();
     loop {
         let not_ready = network_not_ready(Path::new(CNI_CONF_DIR));
         let changed = last.as_ref() != Some(&not_ready);
+        if !changed && last_beat.elapsed() < HEARTBEAT {
+            tokio::select! {
+                _ = tokio::time::sleep(NETWORK_CHECK) => continue,
+                _ = stop.changed() => return,
+            }
+        }
+        last_beat = tokio::time::Instant::now();
         let res: Result<()> = async {
             let node = nodes.get(&cfg.node).await?;
             let uid = node.metadata.uid.unwrap_or_default();
@@ -197,7 +207,7 @@ pub async fn heartbeat(
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "heartbeat failed"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(HEARTBEAT) => {}
+            _ = tokio::time::sleep(NETWORK_CHECK) => {}
             _ = stop.changed() => return,
         }
     }
