@@ -399,6 +399,16 @@ impl Cluster {
     }
 }
 
+/// Whether any other local cluster has state on this machine.
+fn other_clusters(name: &str) -> bool {
+    std::fs::read_dir(STATE_ROOT)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .any(|e| e.path().is_dir() && e.file_name().to_string_lossy() != name)
+        })
+        .unwrap_or(false)
+}
+
 /// Stops and removes everything of cluster `cfg`; collects every error and reports them together.
 pub fn teardown(cfg: &ClusterConfig) -> Result<()> {
     let mut errors: Vec<String> = Vec::new();
@@ -434,9 +444,23 @@ pub fn teardown(cfg: &ClusterConfig) -> Result<()> {
     if let Ok(t) = std::fs::read_to_string(cfg.state_dir().join("created-host-dirs")) {
         created.extend(t.lines().map(PathBuf::from));
     }
+    // While another local cluster runs, its nodes bind-mount their private views on these
+    // directories, and removing a directory that is a mount point elsewhere silently detaches those
+    // mounts (Linux ≥ 3.18). So only the last cluster to go removes them; until then they wait in a
+    // shared list.
+    let pending = Path::new(STATE_ROOT).join("pending-host-paths");
+    if let Ok(t) = std::fs::read_to_string(&pending) {
+        created.extend(t.lines().map(PathBuf::from));
+    }
     created.sort();
     created.dedup();
+    let others_running = other_clusters(&cfg.name);
+    let mut still: Vec<String> = Vec::new();
     for p in created.iter().rev() {
+        if others_running {
+            still.push(p.display().to_string());
+            continue;
+        }
         let r = if p.is_dir() {
             std::fs::remove_dir(p)
         } else if p.is_file() && std::fs::metadata(p).map(|m| m.len() == 0).unwrap_or(false) {
@@ -444,11 +468,16 @@ pub fn teardown(cfg: &ClusterConfig) -> Result<()> {
         } else {
             Ok(())
         };
-        if let Err(e) = r
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            errors.push(format!("failed to remove {}: {e}", p.display()));
+        match r {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => errors.push(format!("failed to remove {}: {e}", p.display())),
         }
+    }
+    if still.is_empty() {
+        let _ = std::fs::remove_file(&pending);
+    } else if let Err(e) = std::fs::write(&pending, still.join("\n") + "\n") {
+        errors.push(format!("failed to record {}: {e}", pending.display()));
     }
     if cfg.state_dir().exists()
         && let Err(e) = std::fs::remove_dir_all(cfg.state_dir())
