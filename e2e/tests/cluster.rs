@@ -49,6 +49,10 @@ fn main() {
             "a_second_up_finds_the_running_cluster",
             Box::new(second_up_is_idempotent),
         ),
+        (
+            "a_second_cluster_going_down_leaves_the_first_intact",
+            Box::new(second_cluster_down_keeps_first),
+        ),
         ("down_leaves_nothing_behind", Box::new(down_leaves_nothing)),
     ];
     run_suite(cfg, trials)
@@ -458,6 +462,33 @@ fn second_up_is_idempotent(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
+fn second_cluster_down_keeps_first(c: &Cluster) -> Result<()> {
+    let mut cfg = test_config("wtest2", 92, 600);
+    cfg.nodes = 1;
+    let other = Cluster::up(cfg)?;
+    // Pretend the second cluster created the shared mount points: its teardown must still leave
+    // them, since this cluster's nodes have their private views mounted there.
+    std::fs::write(
+        other.cfg.state_dir().join("created-host-dirs"),
+        "/etc/cni\n/etc/cni/net.d\n/var/lib/cni\n",
+    )?;
+    other.down()?;
+    ensure!(
+        std::path::Path::new("/etc/cni/net.d").is_dir(),
+        "the second cluster's teardown removed a mount point the first still uses"
+    );
+    // node-1's private view is still mounted: it keeps its conflist and stays Ready, and a new pod
+    // gets a network.
+    apply(
+        c,
+        &pod_yaml("conn", "after", Some("node-1"), &[], &[("TCP", 80)]),
+    )?;
+    wait_pod_ready(c, "conn", "after", Duration::from_secs(60))?;
+    let (ready, _) = node_ready(c, "node-1")?;
+    ensure!(ready, "node-1 lost its CNI configuration");
+    Ok(())
+}
+
 fn down_leaves_nothing(c: &Cluster) -> Result<()> {
     let ns_before: Vec<String> = weft_e2e::topology::owned_namespaces(&c.cfg.name);
     ensure!(
@@ -483,6 +514,12 @@ fn down_leaves_nothing(c: &Cluster) -> Result<()> {
         !c.cfg.state_dir().exists(),
         "state dir {} survived down",
         c.cfg.state_dir().display()
+    );
+    ensure!(
+        !std::path::Path::new(weft_e2e::config::STATE_ROOT)
+            .join("pending-host-paths")
+            .exists(),
+        "the last cluster's teardown left shared mount points behind"
     );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
     ensure!(
