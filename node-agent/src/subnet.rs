@@ -54,64 +54,44 @@ pub const STATE_KEY_VTEP_V6_MAC: &str = "WEFT_VTEP_V6_MAC";
 /// Name of the state file, next to subnet.env.
 pub const STATE_FILE_NAME: &str = "weft-vtep.env";
 
-/// The fabric's pod network, at most one CIDR per family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Networks {
-    /// The IPv4 pod CIDR.
-    pub v4: Option<IpCidr>,
-    /// The IPv6 pod CIDR.
-    pub v6: Option<IpCidr>,
+/// One value per address family: the fabric's pod CIDRs, the node's subnets, its VTEP MACs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerFamily<T> {
+    /// The IPv4 value.
+    pub v4: Option<T>,
+    /// The IPv6 value.
+    pub v6: Option<T>,
 }
 
-impl Networks {
-    /// The CIDR of `family`.
-    pub fn get(&self, family: IpFamily) -> Option<IpCidr> {
+// Not derived: the derive would demand `T: Default`, and "no value" needs none.
+impl<T> Default for PerFamily<T> {
+    fn default() -> Self {
+        Self { v4: None, v6: None }
+    }
+}
+
+impl<T: Copy> PerFamily<T> {
+    /// The value of `family`.
+    pub fn get(&self, family: IpFamily) -> Option<T> {
         match family {
             IpFamily::V4 => self.v4,
             IpFamily::V6 => self.v6,
         }
     }
 
-    /// The families the fabric uses, IPv4 first.
+    fn slot(&mut self, family: IpFamily) -> &mut Option<T> {
+        match family {
+            IpFamily::V4 => &mut self.v4,
+            IpFamily::V6 => &mut self.v6,
+        }
+    }
+
+    /// The families that have a value, IPv4 first.
     pub fn families(&self) -> Vec<IpFamily> {
-        let mut out = Vec::new();
-        if self.v4.is_some() {
-            out.push(IpFamily::V4);
-        }
-        if self.v6.is_some() {
-            out.push(IpFamily::V6);
-        }
-        out
-    }
-}
-
-impl fmt::Display for Networks {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let all: Vec<String> = [self.v4, self.v6]
-            .iter()
-            .flatten()
-            .map(ToString::to_string)
-            .collect();
-        f.write_str(&all.join(","))
-    }
-}
-
-/// The node's subnets: one per family of the fabric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Lease {
-    /// The IPv4 node subnet, e.g. 10.244.1.0/24.
-    pub v4: Option<IpCidr>,
-    /// The IPv6 node subnet.
-    pub v6: Option<IpCidr>,
-}
-
-impl Lease {
-    /// The subnet of `family`.
-    pub fn get(&self, family: IpFamily) -> Option<IpCidr> {
-        match family {
-            IpFamily::V4 => self.v4,
-            IpFamily::V6 => self.v6,
-        }
+        [IpFamily::V4, IpFamily::V6]
+            .into_iter()
+            .filter(|f| self.get(*f).is_some())
+            .collect()
     }
 
     /// Whether both families are present.
@@ -120,16 +100,23 @@ impl Lease {
     }
 }
 
-impl fmt::Display for Lease {
+/// Comma-separated, IPv4 first.
+impl<T: fmt::Display> fmt::Display for PerFamily<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let all: Vec<String> = [self.v4, self.v6]
-            .iter()
+        let all: Vec<String> = [&self.v4, &self.v6]
+            .into_iter()
             .flatten()
             .map(ToString::to_string)
             .collect();
         f.write_str(&all.join(","))
     }
 }
+
+/// The fabric's pod network, at most one CIDR per family.
+pub type Networks = PerFamily<IpCidr>;
+
+/// The node's subnets: one per family of the fabric (e.g. 10.244.1.0/24).
+pub type Lease = PerFamily<IpCidr>;
 
 /// Parses the fabric's pod CIDRs (at most one per family).
 pub fn plan_networks(pod_network: &PodNetwork) -> Result<Networks, Error> {
@@ -291,30 +278,7 @@ impl FromStr for Mac {
 }
 
 /// The VTEP MACs of the node, one per overlay family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct VtepMacs {
-    /// MAC of the IPv4 VXLAN device.
-    pub v4: Option<Mac>,
-    /// MAC of the IPv6 VXLAN device.
-    pub v6: Option<Mac>,
-}
-
-impl VtepMacs {
-    /// The MAC of `family`.
-    pub fn get(&self, family: IpFamily) -> Option<Mac> {
-        match family {
-            IpFamily::V4 => self.v4,
-            IpFamily::V6 => self.v6,
-        }
-    }
-
-    fn slot(&mut self, family: IpFamily) -> &mut Option<Mac> {
-        match family {
-            IpFamily::V4 => &mut self.v4,
-            IpFamily::V6 => &mut self.v6,
-        }
-    }
-}
+pub type VtepMacs = PerFamily<Mac>;
 
 /// flannel's vxlan backend data: `{"VNI":1,"VtepMAC":"0a:…"}` (field order as Go marshals it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
