@@ -5,8 +5,6 @@
 //! `cargo build --workspace --bins` first). Targets (issue 4): under 5 s and under 30 MiB.
 
 use anyhow::{Context, Result};
-use std::io::Write;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 use weft_e2e::install::{WEFT_NAMESPACE, install_weft};
 use weft_e2e::{Cluster, ClusterConfig};
@@ -27,22 +25,6 @@ fn available(c: &Cluster) -> Result<bool> {
         ])
         .output()?;
     Ok(String::from_utf8_lossy(&out.stdout).trim() == "True")
-}
-
-fn apply(c: &Cluster) -> Result<()> {
-    let mut child = c
-        .kubectl()
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(FABRIC.as_bytes())?;
-    anyhow::ensure!(child.wait()?.success(), "kubectl apply failed");
-    Ok(())
 }
 
 fn operator_pid(c: &Cluster) -> Option<i32> {
@@ -73,7 +55,7 @@ fn main() -> Result<()> {
         let mut times = Vec::new();
         for _ in 0..ROUNDS {
             let t = Instant::now();
-            apply(&c)?;
+            c.apply(FABRIC)?;
             while !available(&c)? {
                 anyhow::ensure!(
                     t.elapsed() < Duration::from_secs(180),
@@ -109,7 +91,7 @@ fn main() -> Result<()> {
                 },
             )?;
         }
-        apply(&c)?;
+        c.apply(FABRIC)?;
         while !available(&c)? {
             std::thread::sleep(Duration::from_millis(100));
         }

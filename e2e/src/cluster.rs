@@ -309,6 +309,37 @@ impl Cluster {
         c
     }
 
+    /// Runs kubectl with `args`, feeding `doc` on stdin.
+    pub fn kubectl_stdin(&self, args: &[&str], doc: &str) -> Result<std::process::Output> {
+        use std::io::Write;
+        let mut child = self
+            .kubectl()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("kubectl has no stdin")?
+            .write_all(doc.as_bytes())?;
+        Ok(child.wait_with_output()?)
+    }
+
+    /// `kubectl apply -f -` of a YAML or JSON document (text or a `serde_json::Value`); an error
+    /// carries kubectl's message.
+    pub fn apply(&self, doc: impl std::fmt::Display) -> Result<()> {
+        let out = self.kubectl_stdin(&["apply", "-f", "-"], &doc.to_string())?;
+        if !out.status.success() {
+            bail!(
+                "kubectl apply failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// A kube client with the admin identity.
     pub async fn client(&self) -> Result<kube::Client> {
         let kc = kube::config::Kubeconfig::read_from(self.cfg.kubeconfig())?;

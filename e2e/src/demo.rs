@@ -5,28 +5,11 @@ use crate::cluster::Cluster;
 use crate::probe::{self, Family};
 use crate::serve::parse_ports;
 use crate::sys::{run, wait_until};
-use anyhow::{Context, Result};
-use std::io::Write;
+use anyhow::Result;
 use std::time::Duration;
 
 /// Namespace of the demo's pods.
 pub const DEMO_NAMESPACE: &str = "weft-demo";
-
-fn apply(c: &Cluster, doc: &serde_json::Value) -> Result<()> {
-    let mut child = c
-        .kubectl()
-        .args(["apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(doc.to_string().as_bytes())?;
-    anyhow::ensure!(child.wait()?.success(), "kubectl apply failed");
-    Ok(())
-}
 
 /// Runs the demo on a running cluster and prints what it finds.
 pub fn run_demo(c: &Cluster) -> Result<()> {
@@ -47,17 +30,13 @@ pub fn run_demo(c: &Cluster) -> Result<()> {
             ]))?
         );
     }
-    apply(
-        c,
-        &serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEMO_NAMESPACE}}),
+    c.apply(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEMO_NAMESPACE}}),
     )?;
     let mut names = Vec::new();
     for node in c.cfg.node_names() {
         for i in 1..=2 {
             let name = format!("web-{node}-{i}");
-            apply(
-                c,
-                &serde_json::json!({
+            c.apply(serde_json::json!({
                     "apiVersion": "v1", "kind": "Pod",
                     "metadata": {"name": name, "namespace": DEMO_NAMESPACE, "labels": {"app": "web", "node": node}},
                     "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{

@@ -120,9 +120,7 @@ fn nodes_ready_after_cni_config(c: &Cluster) -> Result<()> {
 }
 
 fn deployment_runs(c: &Cluster) -> Result<()> {
-    apply(
-        c,
-        r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"default"},
+    c.apply(r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"default"},
       "spec":{"replicas":2,"selector":{"matchLabels":{"app":"web"}},
       "template":{"metadata":{"labels":{"app":"web"}},"spec":{"terminationGracePeriodSeconds":1,
       "containers":[{"name":"web","image":"nginx","ports":[{"containerPort":80}]}]}}}}"#,
@@ -155,9 +153,7 @@ fn deployment_runs(c: &Cluster) -> Result<()> {
 }
 
 fn daemonset_one_per_node(c: &Cluster) -> Result<()> {
-    apply(
-        c,
-        r#"{"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{"name":"ds","namespace":"default"},
+    c.apply(r#"{"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{"name":"ds","namespace":"default"},
       "spec":{"selector":{"matchLabels":{"app":"ds"}},
       "template":{"metadata":{"labels":{"app":"ds"}},"spec":{"terminationGracePeriodSeconds":1,
       "containers":[{"name":"c","image":"nginx","ports":[{"containerPort":80}]}]}}}}"#,
@@ -261,16 +257,13 @@ fn rbac_denies(c: &Cluster) -> Result<()> {
 fn same_node_pods_reach_each_other(c: &Cluster) -> Result<()> {
     output(c.kubectl().args(["create", "namespace", "conn"]))?;
     for name in ["a", "b", "c"] {
-        apply(
-            c,
-            &pod_yaml(
-                "conn",
-                name,
-                Some("node-1"),
-                &[("app", name)],
-                &[("TCP", 80), ("UDP", 53)],
-            ),
-        )?;
+        c.apply(pod_yaml(
+            "conn",
+            name,
+            Some("node-1"),
+            &[("app", name)],
+            &[("TCP", 80), ("UDP", 53)],
+        ))?;
     }
     let mut ips = std::collections::BTreeMap::new();
     for name in ["a", "b", "c"] {
@@ -332,8 +325,7 @@ fn same_node_pods_reach_each_other(c: &Cluster) -> Result<()> {
 }
 
 fn host_network_pod(c: &Cluster) -> Result<()> {
-    apply(
-        c,
+    c.apply(
         r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"hostproc","namespace":"conn"},
       "spec":{"nodeName":"node-1","hostNetwork":true,"terminationGracePeriodSeconds":2,
       "containers":[{"name":"srv","image":"weft.dev/weft-e2e:dev",
@@ -404,10 +396,13 @@ fn cni_failure_reported(c: &Cluster) -> Result<()> {
         r#"{"cniVersion":"1.0.0","name":"broken","plugins":[{"type":"bogus-plugin"}]}"#,
     )?;
     let res = (|| {
-        apply(
-            c,
-            &pod_yaml("conn", "broken", Some("node-3"), &[], &[("TCP", 80)]),
-        )?;
+        c.apply(pod_yaml(
+            "conn",
+            "broken",
+            Some("node-3"),
+            &[],
+            &[("TCP", 80)],
+        ))?;
         let msg = eventually(
             "the CNI error in the pod status",
             Duration::from_secs(30),
@@ -479,10 +474,13 @@ fn second_cluster_down_keeps_first(c: &Cluster) -> Result<()> {
     );
     // node-1's private view is still mounted: it keeps its conflist and stays Ready, and a new pod
     // gets a network.
-    apply(
-        c,
-        &pod_yaml("conn", "after", Some("node-1"), &[], &[("TCP", 80)]),
-    )?;
+    c.apply(pod_yaml(
+        "conn",
+        "after",
+        Some("node-1"),
+        &[],
+        &[("TCP", 80)],
+    ))?;
     wait_pod_ready(c, "conn", "after", Duration::from_secs(60))?;
     let (ready, _) = node_ready(c, "node-1")?;
     ensure!(ready, "node-1 lost its CNI configuration");

@@ -57,16 +57,13 @@ fn node_cidrs(c: &Cluster) -> Result<()> {
 
 fn pods_both_families(c: &Cluster) -> Result<()> {
     for name in ["a", "b"] {
-        apply(
-            c,
-            &pod_yaml(
-                "default",
-                name,
-                Some("node-1"),
-                &[],
-                &[("TCP", 80), ("UDP", 53)],
-            ),
-        )?;
+        c.apply(pod_yaml(
+            "default",
+            name,
+            Some("node-1"),
+            &[],
+            &[("TCP", 80), ("UDP", 53)],
+        ))?;
     }
     for name in ["a", "b"] {
         let p = wait_pod_ready(c, "default", name, Duration::from_secs(60))?;

@@ -107,7 +107,7 @@ fn helm_install(c: &Cluster) -> Result<()> {
 }
 
 fn create_expect_error(c: &Cluster, doc: &str) -> Result<String> {
-    let out = kubectl_stdin(c, &["create", "-f", "-"], doc)?;
+    let out = c.kubectl_stdin(&["create", "-f", "-"], doc)?;
     ensure!(
         !out.status.success(),
         "the API server accepted an invalid fabric: {doc}"
@@ -191,7 +191,7 @@ fn wait_available(c: &Cluster, name: &str, timeout: Duration) -> Result<Value> {
 }
 
 fn fabric_available(c: &Cluster) -> Result<()> {
-    apply(c, MINIMAL)?;
+    c.apply(MINIMAL)?;
     let f = wait_available(c, "default", Duration::from_secs(120))?;
     ensure!(
         f["status"]["nodes"]["ready"] == 3 && f["status"]["nodes"]["desired"] == 3,
@@ -280,8 +280,7 @@ fn mtu_edit_rolls_out(c: &Cluster) -> Result<()> {
 }
 
 fn second_fabric_conflicts(c: &Cluster) -> Result<()> {
-    apply(
-        c,
+    c.apply(
         r#"{"apiVersion":"weft.dev/v1alpha1","kind":"NetworkFabric","metadata":{"name":"second"},
       "spec":{"podNetwork":{"cidrs":["10.244.0.0/16"]},"overlay":{"backend":"host-gw"}}}"#,
     )?;

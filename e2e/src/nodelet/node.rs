@@ -98,20 +98,21 @@ pub async fn register(client: &kube::Client, cfg: &NodeletConfig) -> Result<()> 
         Err(e) => return Err(e.into()),
     }
     let not_ready = network_not_ready(Path::new(CNI_CONF_DIR));
-    nodes
+    let node = nodes
         .patch_status(
             &cfg.node,
             &PatchParams::default(),
             &Patch::Strategic(status_patch(cfg, &not_ready, true)),
         )
         .await?;
-    set_taint(&nodes, &cfg.node, not_ready.is_some()).await?;
+    set_taint(&nodes, node, not_ready.is_some()).await?;
     Ok(())
 }
 
-/// Adds or removes the not-ready NoSchedule taint, keeping every other taint.
-async fn set_taint(nodes: &Api<Node>, name: &str, tainted: bool) -> Result<()> {
-    let node = nodes.get(name).await?;
+/// Adds or removes the not-ready NoSchedule taint on `node` (as just read or patched), keeping every
+/// other taint; the resourceVersion guards against a concurrent change.
+async fn set_taint(nodes: &Api<Node>, node: Node, tainted: bool) -> Result<()> {
+    let name = node.metadata.name.clone().unwrap_or_default();
     let mut taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
     let has = taints
         .iter()
@@ -129,7 +130,7 @@ async fn set_taint(nodes: &Api<Node>, name: &str, tainted: bool) -> Result<()> {
     let rv = node.metadata.resource_version;
     nodes
         .patch(
-            name,
+            &name,
             &PatchParams::default(),
             &Patch::Merge(json!({
                 "metadata": {"resourceVersion": rv}, "spec": {"taints": taints}
@@ -183,17 +184,18 @@ pub async fn heartbeat(
         }
         last_beat = tokio::time::Instant::now();
         let res: Result<()> = async {
-            let node = nodes.get(&cfg.node).await?;
-            let uid = node.metadata.uid.unwrap_or_default();
-            renew_lease(&client, &cfg, &uid).await?;
-            nodes
+            // The status patch answers with the whole Node: its uid owns the Lease and its taints
+            // are what set_taint edits, so no separate read is needed.
+            let node = nodes
                 .patch_status(
                     &cfg.node,
                     &PatchParams::default(),
                     &Patch::Strategic(status_patch(&cfg, &not_ready, changed)),
                 )
                 .await?;
-            set_taint(&nodes, &cfg.node, not_ready.is_some()).await?;
+            let uid = node.metadata.uid.clone().unwrap_or_default();
+            renew_lease(&client, &cfg, &uid).await?;
+            set_taint(&nodes, node, not_ready.is_some()).await?;
             Ok(())
         }
         .await;

@@ -43,11 +43,35 @@ pub fn record_path(pods_dir: &Path, ns: &str, name: &str) -> PathBuf {
     pods_dir.join(format!("{ns}_{name}.json"))
 }
 
+/// Namespace, name and uid of a pod; shown as `namespace/name`.
+#[derive(Clone, Debug)]
+struct PodId {
+    ns: String,
+    name: String,
+    uid: String,
+}
+
+impl PodId {
+    fn of(pod: &Pod) -> Self {
+        let m = &pod.metadata;
+        Self {
+            ns: m.namespace.clone().unwrap_or_default(),
+            name: m.name.clone().unwrap_or_default(),
+            uid: m.uid.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for PodId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.ns, self.name)
+    }
+}
+
 struct Worker {
     stop: watch::Sender<bool>,
     handle: tokio::task::JoinHandle<()>,
-    ns: String,
-    name: String,
+    id: PodId,
 }
 
 /// Watches this node's pods and runs them until `stop`; then tears every pod down.
@@ -84,9 +108,8 @@ pub async fn run(client: kube::Client, cfg: NodeletConfig, mut stop: watch::Rece
         for (uid, pod) in &pods {
             if pod.metadata.deletion_timestamp.is_none() && !workers.contains_key(uid) {
                 let (tx, rx) = watch::channel(false);
-                let ns = pod.metadata.namespace.clone().unwrap_or_default();
-                let name = pod.metadata.name.clone().unwrap_or_default();
-                tracing::info!(pod = %format!("{ns}/{name}"), "starting pod");
+                let id = PodId::of(pod);
+                tracing::info!(pod = %id, "starting pod");
                 let handle =
                     tokio::spawn(pod_worker(client.clone(), cfg.clone(), (**pod).clone(), rx));
                 workers.insert(
@@ -94,8 +117,7 @@ pub async fn run(client: kube::Client, cfg: NodeletConfig, mut stop: watch::Rece
                     Worker {
                         stop: tx,
                         handle,
-                        ns,
-                        name,
+                        id,
                     },
                 );
             }
@@ -106,7 +128,7 @@ pub async fn run(client: kube::Client, cfg: NodeletConfig, mut stop: watch::Rece
                 .get(uid)
                 .is_none_or(|p| p.metadata.deletion_timestamp.is_some());
             if gone && !*w.stop.borrow() {
-                tracing::info!(pod = %format!("{}/{}", w.ns, w.name), "stopping pod");
+                tracing::info!(pod = %w.id, "stopping pod");
                 let _ = w.stop.send(true);
             }
             if w.handle.is_finished() {
@@ -121,7 +143,7 @@ pub async fn run(client: kube::Client, cfg: NodeletConfig, mut stop: watch::Rece
                 .get(&uid)
                 .is_some_and(|p| p.metadata.deletion_timestamp.is_some())
             {
-                let api: Api<Pod> = Api::namespaced(client.clone(), &w.ns);
+                let api: Api<Pod> = Api::namespaced(client.clone(), &w.id.ns);
                 let dp = DeleteParams {
                     grace_period_seconds: Some(0),
                     preconditions: Some(Preconditions {
@@ -130,8 +152,8 @@ pub async fn run(client: kube::Client, cfg: NodeletConfig, mut stop: watch::Rece
                     }),
                     ..Default::default()
                 };
-                match api.delete(&w.name, &dp).await {
-                    Ok(_) => tracing::info!(pod = %format!("{}/{}", w.ns, w.name), "pod deleted"),
+                match api.delete(&w.id.name, &dp).await {
+                    Ok(_) => tracing::info!(pod = %w.id, "pod deleted"),
                     Err(e) => tracing::warn!(error = %e, "failed to finish deleting pod"),
                 }
             }
@@ -182,18 +204,17 @@ impl Reporter {
 
 async fn event(
     client: &kube::Client,
-    pod: &Pod,
+    id: &PodId,
     node: &str,
     kind: &str,
     reason: &str,
     message: &str,
 ) {
-    let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &id.ns);
     let now = Timestamp::now().to_string();
     let ev = json!({
-        "metadata": {"generateName": format!("{}.", pod.metadata.name.clone().unwrap_or_default())},
-        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod.metadata.name, "namespace": ns, "uid": pod.metadata.uid},
+        "metadata": {"generateName": format!("{}.", id.name)},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": id.name, "namespace": id.ns, "uid": id.uid},
         "reason": reason, "message": message, "type": kind,
         "source": {"component": "kubelet", "host": node},
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
@@ -217,8 +238,7 @@ async fn pod_worker(
     pod: Pod,
     stop: watch::Receiver<bool>,
 ) {
-    let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let name = pod.metadata.name.clone().unwrap_or_default();
+    let id = PodId::of(&pod);
     let spec = pod.spec.clone().unwrap_or_default();
     let rt = PodRt {
         host_ip: cfg.node_ip.to_string(),
@@ -234,41 +254,53 @@ async fn pod_worker(
         terminal: None,
     };
     let reporter = Reporter {
-        api: Api::namespaced(client.clone(), &ns),
-        name: name.clone(),
+        api: Api::namespaced(client.clone(), &id.ns),
+        name: id.name.clone(),
         last: None,
         since: Timestamp::now(),
         last_ready: false,
     };
     let res = if spec.host_network == Some(true) {
-        host_pod(client, cfg.clone(), pod, rt, reporter, stop).await
+        host_pod(client, cfg.clone(), pod, &id, rt, reporter, stop).await
     } else {
-        sandboxed_pod(client, cfg.clone(), pod, rt, reporter, stop).await
+        sandboxed_pod(client, cfg.clone(), pod, &id, rt, reporter, stop).await
     };
     if let Err(e) = res {
-        tracing::warn!(pod = %format!("{ns}/{name}"), error = %format!("{e:#}"), "pod teardown reported errors");
+        tracing::warn!(pod = %id, error = %format!("{e:#}"), "pod teardown reported errors");
     }
-    let _ = std::fs::remove_file(record_path(&cfg.pods_dir(), &ns, &name));
+    let _ = std::fs::remove_file(record_path(&cfg.pods_dir(), &id.ns, &id.name));
 }
 
-fn write_record(cfg: &NodeletConfig, rec: &PodRecord) -> Result<()> {
-    let p = record_path(&cfg.pods_dir(), &rec.namespace, &rec.name);
+fn write_record(
+    cfg: &NodeletConfig,
+    id: &PodId,
+    host_network: bool,
+    netns: &Path,
+    ips: &[String],
+) -> Result<()> {
+    let rec = PodRecord {
+        uid: id.uid.clone(),
+        namespace: id.ns.clone(),
+        name: id.name.clone(),
+        host_network,
+        netns: netns.to_path_buf(),
+        ips: ips.to_vec(),
+    };
+    let p = record_path(&cfg.pods_dir(), &id.ns, &id.name);
     let tmp = p.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec(rec)?)?;
+    std::fs::write(&tmp, serde_json::to_vec(&rec)?)?;
     std::fs::rename(tmp, p)?;
     Ok(())
 }
 
-/// The cached outcome of CNI ADD, used by DEL.
-#[derive(serde::Serialize, serde::Deserialize)]
+/// The outcome of CNI ADD, kept for DEL (the same list and its result, as libcni does, even if the
+/// conf dir changes meanwhile).
 struct Attachment {
     list: NetworkList,
     result: Value,
 }
 
-fn cni_runtime(pod: &Pod, netns: &Path, uid: &str) -> cni::Runtime {
-    let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let name = pod.metadata.name.clone().unwrap_or_default();
+fn cni_runtime(pod: &Pod, id: &PodId, netns: &Path) -> cni::Runtime {
     let mut caps = serde_json::Map::new();
     let mappings: Vec<Value> = pod
         .spec
@@ -286,14 +318,14 @@ fn cni_runtime(pod: &Pod, netns: &Path, uid: &str) -> cni::Runtime {
         caps.insert("portMappings".into(), Value::Array(mappings));
     }
     cni::Runtime {
-        container_id: uid.to_string(),
+        container_id: id.uid.clone(),
         netns: netns.to_path_buf(),
         ifname: "eth0".into(),
         args: vec![
-            ("K8S_POD_NAMESPACE".into(), ns),
-            ("K8S_POD_NAME".into(), name),
-            ("K8S_POD_INFRA_CONTAINER_ID".into(), uid.to_string()),
-            ("K8S_POD_UID".into(), uid.to_string()),
+            ("K8S_POD_NAMESPACE".into(), id.ns.clone()),
+            ("K8S_POD_NAME".into(), id.name.clone()),
+            ("K8S_POD_INFRA_CONTAINER_ID".into(), id.uid.clone()),
+            ("K8S_POD_UID".into(), id.uid.clone()),
         ],
         capabilities: caps,
     }
@@ -304,17 +336,14 @@ async fn sandboxed_pod(
     client: kube::Client,
     cfg: NodeletConfig,
     pod: Pod,
+    id: &PodId,
     mut rt: PodRt,
     mut rep: Reporter,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let netns_name = format!("cni-{uid}");
+    let netns_name = format!("cni-{}", id.uid);
     let netns = PathBuf::from("/run/netns").join(&netns_name);
-    let cache = cfg.pods_dir().join(format!("{uid}.cni.json"));
-    let rt_conf = cni_runtime(&pod, &netns, &uid);
+    let rt_conf = cni_runtime(&pod, id, &netns);
     let mut backoff = Duration::from_secs(1);
     let attachment = loop {
         if *stop.borrow() {
@@ -336,11 +365,11 @@ async fn sandboxed_pod(
             Ok(a) => break a,
             Err(e) => {
                 let msg = format!("failed to set up pod network: {e:#}");
-                tracing::warn!(pod = %format!("{ns}/{name}"), "{msg}");
+                tracing::warn!(pod = %id, "{msg}");
                 if rt.sandbox_error.as_deref() != Some(msg.as_str()) {
                     event(
                         &client,
-                        &pod,
+                        id,
                         &cfg.node,
                         "Warning",
                         "FailedCreatePodSandBox",
@@ -366,7 +395,6 @@ async fn sandboxed_pod(
             }
         }
     };
-    std::fs::write(&cache, serde_json::to_vec(&attachment)?)?;
     rt.pod_ips = cni::result_ips(&attachment.result);
     let ports: Vec<crate::serve::PortSpec> = pod
         .spec
@@ -385,9 +413,9 @@ async fn sandboxed_pod(
         .collect();
     let served = crate::serve::bind_ports(Some(&netns), &ports).and_then(|(b, notes)| {
         for n in notes {
-            tracing::info!(pod = %format!("{ns}/{name}"), "{n}");
+            tracing::info!(pod = %id, "{n}");
         }
-        crate::serve::serve(b, Arc::from(format!("{ns}/{name}").as_str()))
+        crate::serve::serve(b, Arc::from(id.to_string().as_str()))
     });
     let tasks = match served {
         Ok(t) => {
@@ -407,21 +435,10 @@ async fn sandboxed_pod(
     };
     rt.sandbox_ready = true;
     rt.sandbox_error = None;
-    let _ = write_record(
-        &cfg,
-        &PodRecord {
-            uid: uid.clone(),
-            namespace: ns.clone(),
-            name: name.clone(),
-            host_network: false,
-            netns: netns.clone(),
-            ips: rt.pod_ips.clone(),
-        },
-    );
+    let _ = write_record(&cfg, id, false, &netns, &rt.pod_ips);
     rep.report(&rt).await;
-    // Keep the status fresh (a patch lost to a transient error is retried) until stopped.
+    // A patch lost to a transient error is retried (report() only skips what was posted).
     while !sleep_or_stop(Duration::from_secs(10), &mut stop).await {
-        rep.last = None;
         rep.report(&rt).await;
     }
     for t in tasks {
@@ -437,7 +454,6 @@ async fn sandboxed_pod(
     if let Err(e) = crate::sys::ip(&["netns", "del", &netns_name]) {
         errors.push(e);
     }
-    let _ = std::fs::remove_file(&cache);
     if errors.is_empty() {
         Ok(())
     } else {
@@ -456,14 +472,12 @@ async fn host_pod(
     client: kube::Client,
     cfg: NodeletConfig,
     pod: Pod,
+    id: &PodId,
     mut rt: PodRt,
     mut rep: Reporter,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let pod_dir = cfg.pods_dir().join(&uid);
+    let pod_dir = cfg.pods_dir().join(&id.uid);
     rt.pod_ips = std::iter::once(cfg.node_ip.to_string())
         .chain(cfg.node_ip6.clone())
         .collect();
@@ -485,17 +499,7 @@ async fn host_pod(
         }
     };
     rt.sandbox_ready = true;
-    let _ = write_record(
-        &cfg,
-        &PodRecord {
-            uid: uid.clone(),
-            namespace: ns.clone(),
-            name: name.clone(),
-            host_network: true,
-            netns: cfg.netns.clone(),
-            ips: rt.pod_ips.clone(),
-        },
-    );
+    let _ = write_record(&cfg, id, true, &cfg.netns, &rt.pod_ips);
     let shared = Arc::new(Mutex::new(rt));
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(16);
     let mut sups = Vec::new();
@@ -548,7 +552,7 @@ async fn host_pod(
         rep.report(&snapshot).await;
         tokio::select! {
             m = changed_rx.recv() => if m.is_none() { break },
-            _ = tokio::time::sleep(Duration::from_secs(10)) => { rep.last = None; }
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
     }
     for s in sups {
@@ -809,10 +813,7 @@ pub fn records(pods_dir: &Path) -> Vec<PodRecord> {
     std::fs::read_dir(pods_dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
-                .filter(|e| {
-                    e.path().extension().is_some_and(|x| x == "json")
-                        && !e.file_name().to_string_lossy().ends_with(".cni.json")
-                })
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
                 .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
                 .collect()
         })

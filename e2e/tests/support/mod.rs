@@ -5,9 +5,8 @@
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use weft_e2e::{Cluster, ClusterConfig};
 
@@ -40,35 +39,6 @@ pub fn output(cmd: &mut Command) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Runs kubectl with `args`, feeding `doc` on stdin.
-pub fn kubectl_stdin(c: &Cluster, args: &[&str], doc: &str) -> Result<std::process::Output> {
-    let mut child = c
-        .kubectl()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(doc.as_bytes())?;
-    Ok(child.wait_with_output()?)
-}
-
-/// `kubectl apply -f -` of a YAML or JSON document.
-pub fn apply(c: &Cluster, doc: &str) -> Result<()> {
-    let out = kubectl_stdin(c, &["apply", "-f", "-"], doc)?;
-    if !out.status.success() {
-        bail!(
-            "kubectl apply failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// `kubectl get … -o json`.
