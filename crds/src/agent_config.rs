@@ -28,6 +28,23 @@ pub const AGENT_CONFIG_DIR: &str = "/etc/weft";
 /// backend's overhead when `overlay.mtu` is 0); the operator reports the smallest as the fabric's
 /// effective MTU.
 pub const POD_MTU_ANNOTATION: &str = "weft.dev/pod-mtu";
+/// Node condition in which each agent reports whether it has programmed its node with the current
+/// configuration (ADR 0302). `True` with reason [`AGENT_REASON_READY`]; `False` with one of the
+/// other `AGENT_REASON_*` reasons and, as message, the agent's own words naming what to fix, e.g.
+/// `interface "nosuch0" not found (spec.overlay.interface)`. The operator reads it from every Node
+/// and reports the refusals on the fabric's `Degraded` condition, naming the nodes.
+pub const AGENT_CONDITION_TYPE: &str = "WeftAgentReady";
+/// [`AGENT_CONDITION_TYPE`] reason: the node is fully programmed.
+pub const AGENT_REASON_READY: &str = "AgentReady";
+/// [`AGENT_CONDITION_TYPE`] reason: the node has no `spec.podCIDRs` yet (not an error: waiting).
+pub const AGENT_REASON_WAITING_FOR_POD_CIDR: &str = "WaitingForPodCIDR";
+/// [`AGENT_CONDITION_TYPE`] reason: the configuration cannot be applied on this node (a missing
+/// interface, a podCIDR outside the fabric, an MTU too small); a person must fix the spec or node.
+pub const AGENT_REASON_CONFIG_INVALID: &str = "AgentConfigInvalid";
+/// [`AGENT_CONDITION_TYPE`] reason: programming the kernel failed (netlink, nftables); retried.
+pub const AGENT_REASON_DATAPATH_FAILED: &str = "DatapathFailed";
+/// [`AGENT_CONDITION_TYPE`] reason: reading or writing the node's files or the API failed; retried.
+pub const AGENT_REASON_SYNC_FAILED: &str = "SyncFailed";
 /// Full path of the configuration file in agent pods.
 pub const AGENT_CONFIG_PATH: &str = "/etc/weft/agent.yaml";
 
