@@ -257,7 +257,23 @@ impl Backend {
             Backend::HostGw => "host-gw",
         }
     }
+
+    /// Bytes the backend adds to every pod packet over an underlay of `family`: the one table of
+    /// overheads that the operator's MTU assumption and the agent's MTU detection both use.
+    /// VXLAN: outer IP (20, or 40 for IPv6) + UDP 8 + VXLAN 8 + inner Ethernet 14.
+    pub fn overhead(self, family: crate::IpFamily) -> u32 {
+        match (self, family) {
+            (Backend::Vxlan, crate::IpFamily::V4) => VXLAN_OVERHEAD_V4,
+            (Backend::Vxlan, crate::IpFamily::V6) => VXLAN_OVERHEAD_V6,
+            (Backend::HostGw, _) => 0,
+        }
+    }
 }
+
+/// VXLAN overhead over an IPv4 underlay: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+pub const VXLAN_OVERHEAD_V4: u32 = 50;
+/// VXLAN overhead over an IPv6 underlay: outer IPv6 (40) + UDP + VXLAN + inner Ethernet.
+pub const VXLAN_OVERHEAD_V6: u32 = 70;
 
 /// Source NAT of pod traffic that leaves the pod network.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -10,12 +10,14 @@ pub mod agent_config;
 pub mod cidr;
 pub mod crd;
 pub mod fabric;
+pub mod family;
 pub mod golden;
 pub mod validate;
 
 pub use agent_config::{AgentConfig, POD_MTU_ANNOTATION};
 pub use cidr::{IpCidr, IpFamily};
 pub use fabric::{NetworkFabric, NetworkFabricSpec, NetworkFabricStatus};
+pub use family::PerFamily;
 
 /// Errors of the API crate.
 #[derive(Debug, thiserror::Error)]

@@ -14,22 +14,27 @@
 //!   node annotations (patch) · NetworkUnavailable=False (status patch) · subnet.env · conflist
 //! ```
 //!
-//! The pure core ([`subnet`], [`cni`], the `plan_*` half of [`uplink`]) does no I/O and is tested
-//! with tables and golden files; the edges ([`node`], [`files`], [`uplink::read_interfaces`],
-//! [`health`]) only execute what the core computed.
+//! Rooms (DESIGN §4, "Where each part lives"), each with its pure plan apart from its effects:
 //!
-//! What this agent does not do yet, on purpose (each comes with its own issue, not as a stub): the
-//! VXLAN and host-gw overlay (devices, neighbours, FDB, routes toward peers), masquerading, and the
-//! network-policy engine. Until the overlay lands, pods on one node reach each other and their node,
-//! and the node publishes everything a flannel-compatible peer needs (lease annotations, VtepMAC).
+//! | room | what |
+//! |---|---|
+//! | [`agent`] | the event loop, the pure node [`agent::plan()`], and the order one sync applies its steps |
+//! | [`subnet`] | the lease from `Node.spec.podCIDRs`, `subnet.env`, the `NetworkUnavailable` condition |
+//! | [`flannel`] | flannel's annotations: render our own, parse our peers'; the stable VTEP MAC |
+//! | [`uplink`] | which interface and address carry the overlay, the MTU (plan) · reading interfaces (I/O) |
+//! | [`cni`] | the conflist |
+//! | [`observe`] | health, readiness, metrics and their HTTP servers |
+//! | [`files`], [`config`] | atomic file writes; loading and watching the configuration |
+//!
+//! The pure parts are tested with tables and golden files; the edges only execute what they computed.
 
 pub mod agent;
 pub mod cni;
 pub mod config;
 pub mod error;
 pub mod files;
-pub mod health;
-pub mod node;
+pub mod flannel;
+pub mod observe;
 pub mod subnet;
 pub mod uplink;
 

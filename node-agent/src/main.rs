@@ -19,7 +19,7 @@ use weft_crds::agent_config::AGENT_CONFIG_PATH;
 use weft_crds::fabric::LogLevel;
 use weft_node_agent::agent::{Agent, nodes};
 use weft_node_agent::config::{load_config, sync_config_watch};
-use weft_node_agent::health::{Health, Metrics, bind, health_router, metrics_router, serve};
+use weft_node_agent::observe::{Health, Metrics, bind, health_router, metrics_router, serve};
 use weft_node_agent::uplink::SYS_CLASS_NET;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weft_crds::fabric::{Backend, ChainedPlugin};
 use weft_crds::{AgentConfig, NetworkFabricSpec};
 use weft_node_agent::agent::{Gathered, Plan, plan};
-use weft_node_agent::subnet::VtepMacs;
+use weft_node_agent::flannel::VtepMacs;
 use weft_node_agent::uplink::Interface;
 
 fn check(path: &Path, generated: &str) {

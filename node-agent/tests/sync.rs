@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weft_crds::{AgentConfig, NetworkFabricSpec};
 use weft_node_agent::agent::Agent;
-use weft_node_agent::health::{Health, Metrics};
-use weft_node_agent::subnet::{STATE_FILE_NAME, parse_vtep_state};
+use weft_node_agent::flannel::{STATE_FILE_NAME, parse_vtep_state};
+use weft_node_agent::observe::{Health, Metrics};
 use weft_node_agent::uplink::SYS_CLASS_NET;
 
 fn scratch(name: &str) -> PathBuf {

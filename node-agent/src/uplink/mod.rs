@@ -13,11 +13,9 @@
 //! the larger IPv6 overhead applies.
 //!
 //! Invariant: [`plan_uplink`] and [`plan_mtu`] are pure (tested with tables);
-//! [`read_interfaces`] is the only I/O here.
+//! [`interfaces::read_interfaces`] is the only I/O of this room.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
 
 use k8s_openapi::api::core::v1::NodeAddress;
 use weft_crds::fabric::{Backend, MIN_MTU};
@@ -25,12 +23,8 @@ use weft_crds::{IpCidr, IpFamily};
 
 use crate::Error;
 
-/// VXLAN overhead over an IPv4 underlay: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
-pub const VXLAN_OVERHEAD_V4: u32 = 50;
-/// VXLAN overhead over an IPv6 underlay: outer IPv6 (40) + UDP + VXLAN + inner Ethernet.
-pub const VXLAN_OVERHEAD_V6: u32 = 70;
-/// Where interface MTUs are read from.
-pub const SYS_CLASS_NET: &str = "/sys/class/net";
+pub mod interfaces;
+pub use interfaces::{SYS_CLASS_NET, read_interfaces};
 
 /// A local network interface with its addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,11 +199,7 @@ pub fn plan_uplink(
 
 /// The backend's per-packet overhead over an underlay of `family`.
 pub fn overhead(backend: Backend, family: IpFamily) -> u32 {
-    match (backend, family) {
-        (Backend::Vxlan, IpFamily::V4) => VXLAN_OVERHEAD_V4,
-        (Backend::Vxlan, IpFamily::V6) => VXLAN_OVERHEAD_V6,
-        (Backend::HostGw, _) => 0,
-    }
+    backend.overhead(family)
 }
 
 /// The pod MTU: `configured` when non-zero, else the smallest (uplink MTU − overhead) over the
@@ -251,47 +241,6 @@ pub fn plan_mtu(backend: Backend, configured: i32, uplinks: &Uplinks) -> Result<
         backend: backend.as_str(),
         min: MIN_MTU,
     })
-}
-
-/// Lists the local interfaces with their addresses (getifaddrs) and MTUs (`<sys_class_net>/<if>/mtu`).
-/// An interface without an MTU file is skipped: it vanished in between. (`/sys` must be a sysfs of
-/// the node's network namespace, which host-network pods get.)
-pub fn read_interfaces(sys_class_net: &Path) -> Result<Vec<Interface>, Error> {
-    let mut order: Vec<String> = Vec::new();
-    let mut addrs: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
-    for ifa in nix::ifaddrs::getifaddrs().map_err(Error::ListInterfaces)? {
-        let entry = addrs.entry(ifa.interface_name.clone()).or_insert_with(|| {
-            order.push(ifa.interface_name.clone());
-            Vec::new()
-        });
-        let Some(addr) = ifa.address else { continue };
-        if let Some(v4) = addr.as_sockaddr_in() {
-            entry.push(IpAddr::V4(v4.ip()));
-        } else if let Some(v6) = addr.as_sockaddr_in6() {
-            entry.push(IpAddr::V6(v6.ip()));
-        }
-    }
-    let mut out = Vec::with_capacity(order.len());
-    for name in order {
-        let path = sys_class_net.join(&name).join("mtu");
-        let mtu = match std::fs::read_to_string(&path) {
-            // Gone since getifaddrs (a pod's veth being deleted): not a candidate uplink.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            read => read.and_then(|s| {
-                s.trim()
-                    .parse::<u32>()
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-            }),
-        }
-        .map_err(|source| Error::ReadMtu {
-            interface: name.clone(),
-            path: path.clone(),
-            source,
-        })?;
-        let addrs = addrs.remove(&name).unwrap_or_default();
-        out.push(Interface { name, mtu, addrs });
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -507,11 +456,11 @@ mod tests {
     #[test]
     fn reads_loopback() {
         // getifaddrs works unprivileged; every namespace has lo.
-        let ifaces = read_interfaces(Path::new(SYS_CLASS_NET)).expect("interfaces");
+        let ifaces = read_interfaces(std::path::Path::new(SYS_CLASS_NET)).expect("interfaces");
         let lo = ifaces.iter().find(|i| i.name == "lo").expect("lo");
         assert!(lo.mtu > 0);
         // Interfaces without an MTU file (vanished, or another namespace's sysfs) are skipped.
-        let none = read_interfaces(Path::new("/nonexistent-sysfs")).expect("interfaces");
+        let none = read_interfaces(std::path::Path::new("/nonexistent-sysfs")).expect("interfaces");
         assert!(none.is_empty(), "{none:?}");
     }
 }
