@@ -65,6 +65,9 @@ pub struct NodeletConfig {
     /// Port of the API server as pods see it (KUBERNETES_SERVICE_PORT).
     #[arg(long, default_value_t = 6443)]
     pub api_port: u16,
+    /// The bin dirs, held open by `enter_node` before the node's private paths are mounted.
+    #[arg(skip)]
+    pub images: container::BinDirs,
 }
 
 impl NodeletConfig {
@@ -76,7 +79,11 @@ impl NodeletConfig {
 /// Enters the node: its network namespace and a private mount namespace with the node's own
 /// `/etc/cni/net.d`, `/opt/cni/bin`, `/run` and `/var/lib/cni`, and a sysfs of the node's namespace.
 /// Must run before any other thread exists.
-pub fn enter_node(cfg: &NodeletConfig) -> Result<()> {
+///
+/// The bin dirs are opened first, while this process still sees the host's paths: a bin dir under
+/// `/run` or `/etc/cni/net.d` would be hidden by the node's private view afterwards.
+pub fn enter_node(cfg: &mut NodeletConfig) -> Result<()> {
+    cfg.images = container::BinDirs::open(&cfg.bin_dirs);
     crate::netns::enter_netns(&cfg.netns)?;
     unshare(CloneFlags::CLONE_NEWNS).context("failed to create a mount namespace")?;
     mount(

@@ -617,7 +617,7 @@ impl Supervisor {
             }
             let started = Timestamp::now();
             let child = async {
-                let bin = container::resolve_binary(&self.cfg.bin_dirs, &image)
+                let bin = container::open_image_binary(&self.cfg.images, &image)
                     .map_err(|e| ("ErrImagePull", e))?;
                 let env = container::build_env(&self.client, &self.cfg, &self.pod, &self.c)
                     .await

@@ -153,6 +153,12 @@ pub type Trial = (&'static str, Box<dyn FnOnce(&Cluster) -> Result<()> + Send>);
 /// Runs the suite: brings the cluster up, runs the trials in order on one thread, always tears the
 /// cluster down, and exits with the harness's verdict.
 pub fn run_suite(cfg: ClusterConfig, trials: Vec<Trial>) -> ! {
+    run_suite_then(cfg, trials, || {})
+}
+
+/// [`run_suite`], then `after` (which removes what the suite set up besides the cluster), whatever
+/// the verdict.
+pub fn run_suite_then(cfg: ClusterConfig, trials: Vec<Trial>, after: impl FnOnce()) -> ! {
     let mut args = libtest_mimic::Arguments::from_args();
     args.test_threads = Some(1);
     if args.list {
@@ -174,6 +180,7 @@ pub fn run_suite(cfg: ClusterConfig, trials: Vec<Trial>) -> ! {
         Ok(c) => c,
         Err(e) => {
             eprintln!("could not bring the test cluster up: {e:#}");
+            after();
             std::process::exit(1);
         }
     };
@@ -196,7 +203,9 @@ pub fn run_suite(cfg: ClusterConfig, trials: Vec<Trial>) -> ! {
         && let Err(e) = (*shared).clone().down()
     {
         eprintln!("teardown after the suite failed: {e:#}");
+        after();
         std::process::exit(1);
     }
+    after();
     conclusion.exit()
 }
