@@ -33,22 +33,12 @@ use weft_crds::agent_config::{AGENT_CONFIG_DIR, AGENT_CONFIG_KEY, AGENT_CONFIG_P
 use weft_crds::fabric::Backend;
 use weft_crds::{AgentConfig, NetworkFabric};
 
+pub use crate::names::{
+    AGENT_CONFIG_MAP, AGENT_NAME, AGENT_POD_SELECTOR, CONFIG_HASH_ANNOTATION, FABRIC_LABEL,
+    MANAGED_BY, MANAGED_SELECTOR,
+};
 use crate::rbac::agent_cluster_rules;
 
-/// Name of the agent's ServiceAccount, ClusterRole, ClusterRoleBinding, DaemonSet and container.
-pub const AGENT_NAME: &str = "weft-agent";
-/// Name of the agent's ConfigMap.
-pub const AGENT_CONFIG_MAP: &str = "weft-agent-config";
-/// Pod-template annotation holding the hash of the rendered agent configuration.
-pub const CONFIG_HASH_ANNOTATION: &str = "weft.dev/config-hash";
-/// Label naming the fabric an object belongs to.
-pub const FABRIC_LABEL: &str = "weft.dev/fabric";
-/// `app.kubernetes.io/managed-by` value on everything the operator creates.
-pub const MANAGED_BY: &str = "weft-operator";
-/// Label selector matching every object the operator creates.
-pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=weft-operator";
-/// Label selector matching agent pods.
-pub const AGENT_POD_SELECTOR: &str = "app.kubernetes.io/name=weft-agent";
 /// Priority class of agent pods: the network must come before the workloads that need it.
 pub const PRIORITY_CLASS: &str = "system-node-critical";
 /// The iptables/nftables lock shared with kube-proxy and other networking components.
@@ -101,7 +91,7 @@ pub struct AgentObjects {
 }
 
 /// The MTU reported in status: the spec's, or for 0 what the agents derive on a 1500-byte uplink.
-pub fn effective_mtu(fabric: &NetworkFabric, nodes: &[crate::validate::NodeFacts]) -> i32 {
+pub fn effective_mtu(fabric: &NetworkFabric, nodes: &[crate::facts::NodeFacts]) -> i32 {
     // With automatic MTU, the agents measure their uplinks: the fabric's MTU is the smallest they
     // report. Before any agent reports, assume a 1500-byte uplink.
     let reported = nodes.iter().filter_map(|n| n.pod_mtu).min();
@@ -668,7 +658,7 @@ mod tests {
             (Backend::Vxlan, 1400, 1400),
             (Backend::HostGw, 9000, 9000),
         ];
-        let node = |mtu| crate::validate::NodeFacts {
+        let node = |mtu| crate::facts::NodeFacts {
             pod_mtu: mtu,
             ..Default::default()
         };

@@ -3,7 +3,9 @@
 //!
 //! ```text
 //!  NetworkFabric event ─┐   (also: owned DaemonSet/ConfigMap/ServiceAccount/ClusterRole(Binding)
-//!                       │    changes, agent pod changes, periodic resync)
+//!                       │    changes, agent pod changes, a change of the node facts the operator
+//!                       │    reads (agents' WeftAgentReady, pod MTU, podCIDRs, addresses),
+//!                       │    periodic resync)
 //!                       ▼
 //!  deleting? ── yes ──► cleanup (DaemonSet first, foreground; then the rest) ─► drop finalizer
 //!     │ no
@@ -48,12 +50,13 @@ use crate::build::{
     build_agent_objects, effective_mtu,
 };
 use crate::error::{Error, chain};
+use crate::facts::{ClusterFacts, node_facts};
 use crate::metrics::Metrics;
 use crate::status::{
     Observation, Outcome, REASON_APPLY_FAILED, REASON_BUILD_FAILED, REASON_GATHER_FAILED,
     compute_status, transition_events,
 };
-use crate::validate::{ClusterFacts, NodeFacts, validate_fabric};
+use crate::validate::validate_fabric;
 
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "weft-operator";
@@ -204,6 +207,8 @@ async fn reconcile_inner(fabric: &NetworkFabric, ctx: &Context) -> Result<Action
             outcome: Outcome::Conflict { active: &active },
             daemon_set: None,
             agent_pods: &[],
+            fabric: &name,
+            nodes: &[],
         };
         write_status(fabric, &obs, ctx).await?;
         return Ok(Action::requeue(RECHECK));
@@ -239,6 +244,8 @@ async fn reconcile_inner(fabric: &NetworkFabric, ctx: &Context) -> Result<Action
                 },
                 daemon_set: ds.as_ref(),
                 agent_pods: &[],
+                fabric: &name,
+                nodes: &[],
             };
             if let Err(status_err) = write_status(fabric, &obs, ctx).await {
                 warn!(fabric = %name, error = %chain(&status_err), "could not report the failure in status");
@@ -269,6 +276,8 @@ async fn pipeline(fabric: &NetworkFabric, name: &str, ctx: &Context) -> Result<A
             outcome: Outcome::InvalidSpec(&violations),
             daemon_set: ds.as_ref(),
             agent_pods: &pods,
+            fabric: name,
+            nodes: &facts.nodes,
         };
         write_status(fabric, &obs, ctx).await?;
         return Ok(Action::requeue(RESYNC));
@@ -290,6 +299,8 @@ async fn pipeline(fabric: &NetworkFabric, name: &str, ctx: &Context) -> Result<A
         },
         daemon_set: Some(&ds),
         agent_pods: &pods,
+        fabric: name,
+        nodes: &facts.nodes,
     };
     let status = write_status(fabric, &obs, ctx).await?;
     let settled = status
@@ -311,35 +322,7 @@ async fn gather_facts(ctx: &Context) -> Result<ClusterFacts, Error> {
             what: "nodes",
             source,
         })?;
-    let nodes = nodes
-        .items
-        .into_iter()
-        .map(|n| NodeFacts {
-            name: n.name_any(),
-            internal_ips: n
-                .status
-                .and_then(|s| s.addresses)
-                .into_iter()
-                .flatten()
-                .filter(|a| a.type_ == "InternalIP")
-                .filter_map(|a| a.address.parse::<IpAddr>().ok())
-                .collect(),
-            pod_mtu: n
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(weft_crds::POD_MTU_ANNOTATION))
-                .and_then(|v| v.parse().ok()),
-            pod_cidrs: n
-                .spec
-                .map(|s| match (s.pod_cidrs, s.pod_cidr) {
-                    (Some(list), _) if !list.is_empty() => list,
-                    (_, Some(one)) => vec![one],
-                    _ => Vec::new(),
-                })
-                .unwrap_or_default(),
-        })
-        .collect();
+    let nodes = nodes.items.iter().map(node_facts).collect();
     Ok(ClusterFacts {
         service_ranges: service_ranges(ctx).await?,
         nodes,

@@ -9,8 +9,10 @@
 pub mod build;
 pub mod controller;
 pub mod error;
+pub mod facts;
 pub mod leader;
 pub mod metrics;
+pub mod names;
 pub mod rbac;
 pub mod status;
 pub mod validate;

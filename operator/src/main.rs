@@ -12,16 +12,17 @@ use clap::{ArgAction, Parser, ValueEnum};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::events::Reporter;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tracing::{error, info, warn};
 use weft_crds::NetworkFabric;
 use weft_operator::build::{AGENT_POD_SELECTOR, BuildParams, MANAGED_SELECTOR};
 use weft_operator::controller::{Context, error_policy, labelled_fabric, owner_fabric, reconcile};
+use weft_operator::facts::node_facts_hash;
 use weft_operator::leader::{LeaderElector, Timing};
 use weft_operator::metrics::{Health, Metrics, health_router, metrics_router, serve};
 
@@ -159,6 +160,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let ns = args.namespace.clone();
     let managed = watcher::Config::default().labels(MANAGED_SELECTOR);
     let (reconcile_all_tx, reconcile_all_rx) = futures::channel::mpsc::unbounded();
+    // Nodes change all the time (heartbeats, other controllers' conditions); only a change of a
+    // fact the operator reads (an agent's WeftAgentReady condition, its pod MTU, podCIDRs,
+    // addresses) reconciles, and then every fabric: the active one reports it, the others are
+    // unaffected. A Node watch cannot be mapped to one fabric, hence reconcile_all.
+    let node_changes = watcher(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(node_facts_hash, Default::default())
+    .filter_map(|r| async move {
+        match r {
+            Ok(_) => Some(()),
+            Err(e) => {
+                warn!(error = %e, "node watch failed; retrying");
+                None
+            }
+        }
+    });
     let controller = Controller::new(
         Api::<NetworkFabric>::all(client.clone()),
         watcher::Config::default().any_semantic(),
@@ -188,7 +209,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         watcher::Config::default().labels(AGENT_POD_SELECTOR),
         |p| labelled_fabric(&p),
     )
-    .reconcile_all_on(reconcile_all_rx)
+    .reconcile_all_on(futures::stream::select(reconcile_all_rx, node_changes))
     // Coalesce bursts (a rollout on many nodes updates many pods at once) into one reconcile.
     .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)))
     .shutdown_on_signal();

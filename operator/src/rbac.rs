@@ -12,7 +12,7 @@
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use weft_crds::NetworkFabricSpec;
 
-use crate::build::AGENT_NAME;
+use crate::names::AGENT_NAME;
 
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     PolicyRule {
@@ -32,7 +32,8 @@ fn named(mut r: PolicyRule, names: &[&str]) -> PolicyRule {
 ///
 /// - nodes get/list/watch: own Node (podCIDRs) and every peer's annotations (leases of the overlay);
 /// - nodes patch: publish the flannel-format annotations on the own Node;
-/// - nodes/status patch: set the NetworkUnavailable=False condition;
+/// - nodes/status patch: set the NetworkUnavailable=False condition and weft's own WeftAgentReady
+///   condition (the agent's report to the operator, ADR 0105);
 /// - pods, namespaces, networkpolicies list/watch: inputs of the policy engine (only with policy on);
 /// - clusternetworkpolicies / adminnetworkpolicies / baselineadminnetworkpolicies list/watch: when
 ///   those APIs are honoured;
@@ -71,7 +72,8 @@ pub fn agent_cluster_rules(spec: &NetworkFabricSpec) -> Vec<PolicyRule> {
 /// The operator's ClusterRole rules (cluster-wide).
 ///
 /// Its own needs: the fabric and its status/finalizers; the agent ClusterRole(Binding) it owns;
-/// nodes (spec.podCIDRs and InternalIP addresses, for validation); agent pods (crash-loop
+/// nodes (spec.podCIDRs and InternalIP addresses, for validation; watched for the agents'
+/// WeftAgentReady conditions and pod MTU reports); agent pods (crash-loop
 /// detection); the `kubernetes` Service and ServiceCIDRs (service range, for validation); events
 /// (on cluster-scoped fabrics, hence cluster-wide). Plus everything it grants the agent (see the
 /// module docs) and `bind` on exactly the agent's ClusterRole.

@@ -18,8 +18,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::{Event, EventType};
 use weft_crds::NetworkFabricStatus;
+use weft_crds::agent_config::{
+    AGENT_REASON_CONFIG_INVALID, AGENT_REASON_DATAPATH_FAILED, AGENT_REASON_READY,
+    AGENT_REASON_SYNC_FAILED, AGENT_REASON_WAITING_FOR_POD_CIDR,
+};
 use weft_crds::fabric::NodeCounts;
 use weft_crds::validate::SpecViolation;
+
+use crate::facts::NodeFacts;
+use crate::names::FABRIC_LABEL;
 
 /// Condition type: every desired agent is updated and ready.
 pub const AVAILABLE: &str = "Available";
@@ -27,6 +34,13 @@ pub const AVAILABLE: &str = "Available";
 pub const PROGRESSING: &str = "Progressing";
 /// Condition type: something needs attention.
 pub const DEGRADED: &str = "Degraded";
+/// Condition type (kstatus): the fabric is fully reconciled and serving; always present.
+pub const READY: &str = "Ready";
+/// Condition type (kstatus): the operator is still working towards the spec; present only when
+/// True.
+pub const RECONCILING: &str = "Reconciling";
+/// Condition type (kstatus): progress needs a person or is failing; present only when True.
+pub const STALLED: &str = "Stalled";
 
 /// Reason: another fabric is active.
 pub const REASON_CONFLICT: &str = "Conflict";
@@ -38,6 +52,17 @@ pub const REASON_APPLY_FAILED: &str = "ApplyFailed";
 pub const REASON_GATHER_FAILED: &str = "GatherFailed";
 /// Reason: building the agent objects failed (retried with backoff).
 pub const REASON_BUILD_FAILED: &str = "BuildFailed";
+/// Reason: an agent refuses its configuration on its node (missing interface, podCIDR outside the
+/// fabric, ...).
+pub const REASON_AGENT_CONFIG_INVALID: &str = "AgentConfigInvalid";
+/// Reason: an agent fails to program its node's kernel (netlink, nftables).
+pub const REASON_AGENT_DATAPATH_FAILED: &str = "AgentDatapathFailed";
+/// Reason: an agent fails to read or write its node's files or the API.
+pub const REASON_AGENT_SYNC_FAILED: &str = "AgentSyncFailed";
+/// Reason: a node has had no podCIDR for longer than [`POD_CIDR_GRACE_SECONDS`].
+pub const REASON_AGENT_WAITING_FOR_POD_CIDR: &str = "AgentWaitingForPodCIDR";
+/// Reason: an agent reports a failure with a reason this operator does not know.
+pub const REASON_AGENT_FAILED: &str = "AgentFailed";
 /// Reason: agent pods are crash-looping.
 pub const REASON_CRASH_LOOPING: &str = "AgentCrashLooping";
 /// Reason: agent pods cannot pull their image.
@@ -56,6 +81,16 @@ pub const REASON_NO_NODES: &str = "NoNodes";
 pub const REASON_NO_DAEMONSET: &str = "DaemonSetMissing";
 /// Reason: nothing is wrong.
 pub const REASON_AS_EXPECTED: &str = "AsExpected";
+
+/// An agent waiting this long for its node's podCIDR is reported (kube-controller-manager assigns
+/// one within seconds when it allocates node CIDRs at all).
+pub const POD_CIDR_GRACE_SECONDS: i64 = 60;
+/// At most this many distinct agent messages are spelled out in the Degraded message.
+pub const MAX_REFUSALS_SHOWN: usize = 5;
+/// At most this many node names are listed for one agent message.
+pub const MAX_NODES_NAMED: usize = 3;
+/// An agent's message is cut to this many bytes in the fabric's status.
+pub const MAX_AGENT_MESSAGE: usize = 300;
 
 /// A container restarted at least this often and not ready counts as crash-looping even before
 /// the kubelet reports `CrashLoopBackOff`.
@@ -99,6 +134,10 @@ pub struct Observation<'a> {
     pub daemon_set: Option<&'a DaemonSet>,
     /// The agent pods.
     pub agent_pods: &'a [Pod],
+    /// Name of the fabric; only its agents' reports count.
+    pub fabric: &'a str,
+    /// The nodes, with what each agent reports in its Node's `WeftAgentReady` condition.
+    pub nodes: &'a [NodeFacts],
 }
 
 /// Rollout counts of the agent DaemonSet.
@@ -205,6 +244,105 @@ fn failing(
     out
 }
 
+/// The fabric's Degraded reason for an agent's `WeftAgentReady=False` reason, and its precedence
+/// (lower first) when agents disagree; `None` for a report that is no failure (yet).
+fn refusal_reason(agent_reason: &str, settled: bool) -> Option<(&'static str, u8)> {
+    match agent_reason {
+        AGENT_REASON_READY => None,
+        AGENT_REASON_CONFIG_INVALID => Some((REASON_AGENT_CONFIG_INVALID, 0)),
+        AGENT_REASON_DATAPATH_FAILED => Some((REASON_AGENT_DATAPATH_FAILED, 1)),
+        AGENT_REASON_SYNC_FAILED => Some((REASON_AGENT_SYNC_FAILED, 2)),
+        AGENT_REASON_WAITING_FOR_POD_CIDR if settled => {
+            Some((REASON_AGENT_WAITING_FOR_POD_CIDR, 3))
+        }
+        AGENT_REASON_WAITING_FOR_POD_CIDR => None,
+        _ => Some((REASON_AGENT_FAILED, 4)),
+    }
+}
+
+/// What the fabric's agents refuse or fail to do on their nodes, from the Nodes' `WeftAgentReady`
+/// conditions: the Degraded reason of the most severe report and a message naming the nodes with
+/// each agent's own words, e.g. `node-1: interface "nosuch0" not found (spec.overlay.interface)`.
+///
+/// Only nodes that run an agent pod of `fabric` count: a condition left behind by another fabric's
+/// agent, or on a node the agents no longer select, says nothing about this fabric. Nodes with the
+/// same words share one entry; entries are sorted by their first node, and the message is bounded
+/// ([`MAX_REFUSALS_SHOWN`], [`MAX_NODES_NAMED`], [`MAX_AGENT_MESSAGE`]) however many nodes fail.
+pub fn agent_refusals(
+    fabric: &str,
+    nodes: &[NodeFacts],
+    pods: &[Pod],
+    now: Timestamp,
+) -> Option<(&'static str, String)> {
+    let runs_agent = |node: &str| {
+        pods.iter().any(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(FABRIC_LABEL))
+                .map(String::as_str)
+                == Some(fabric)
+                && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
+        })
+    };
+    // words → (precedence, reason, nodes)
+    let mut by_words: std::collections::BTreeMap<String, (u8, &'static str, Vec<&str>)> =
+        Default::default();
+    for node in nodes {
+        let Some(agent) = &node.agent else { continue };
+        if agent.status != "False" || !runs_agent(&node.name) {
+            continue;
+        }
+        let settled = agent
+            .since
+            .is_none_or(|t| now.as_second() - t >= POD_CIDR_GRACE_SECONDS);
+        let Some((reason, rank)) = refusal_reason(&agent.reason, settled) else {
+            continue;
+        };
+        let words = match agent.message.trim() {
+            "" => format!("agent not ready ({})", agent.reason),
+            w => truncate(w, MAX_AGENT_MESSAGE),
+        };
+        let entry = by_words.entry(words).or_insert((rank, reason, Vec::new()));
+        if rank < entry.0 {
+            (entry.0, entry.1) = (rank, reason);
+        }
+        entry.2.push(&node.name);
+    }
+    let (_, reason) = by_words
+        .values()
+        .map(|(rank, reason, _)| (*rank, *reason))
+        .min()?;
+    let mut entries: Vec<(Vec<&str>, String)> = by_words
+        .into_iter()
+        .map(|(words, (_, _, mut names))| {
+            names.sort_unstable();
+            (names, words)
+        })
+        .collect();
+    entries.sort();
+    let total = entries.len();
+    let mut parts: Vec<String> = entries
+        .into_iter()
+        .take(MAX_REFUSALS_SHOWN)
+        .map(|(names, words)| {
+            let shown = names[..names.len().min(MAX_NODES_NAMED)].join(", ");
+            match names.len().saturating_sub(MAX_NODES_NAMED) {
+                0 => format!("{shown}: {words}"),
+                1 => format!("{shown} and 1 more node: {words}"),
+                more => format!("{shown} and {more} more nodes: {words}"),
+            }
+        })
+        .collect();
+    if total > MAX_REFUSALS_SHOWN {
+        parts.push(format!(
+            "and {} more (see the nodes' WeftAgentReady condition)",
+            total - MAX_REFUSALS_SHOWN
+        ));
+    }
+    Some((reason, parts.join("; ")))
+}
+
 struct Cond {
     type_: &'static str,
     status: bool,
@@ -273,6 +411,29 @@ fn node_counts(ds: Option<&DaemonSet>) -> Option<NodeCounts> {
             ready: r.ready,
         }
     })
+}
+
+/// The conditions kstatus reads, derived from Available, Progressing and Degraded (see the module
+/// docs): `Ready` always, `Reconciling` and `Stalled` only when True.
+fn kstatus_conditions(conds: &[Cond]) -> Vec<Cond> {
+    let find = |t: &str| conds.iter().find(|c| c.type_ == t);
+    let (Some(available), Some(progressing), Some(degraded)) =
+        (find(AVAILABLE), find(PROGRESSING), find(DEGRADED))
+    else {
+        return Vec::new();
+    };
+    let like = |type_, status, c: &Cond| cond(type_, status, c.reason, c.message.clone());
+    let mut out = Vec::new();
+    if degraded.status {
+        out.push(like(READY, false, degraded));
+        out.push(like(STALLED, true, degraded));
+    } else if progressing.status {
+        out.push(like(READY, false, progressing));
+        out.push(like(RECONCILING, true, progressing));
+    } else {
+        out.push(like(READY, available.status, available));
+    }
+    out
 }
 
 /// Computes the new status from the previous one and the observation, at time `now`.
@@ -393,9 +554,12 @@ pub fn compute_status(
                     ),
                 ),
             };
+            let refusals = agent_refusals(obs.fabric, obs.nodes, obs.agent_pods, now);
             let looping = crash_looping(obs.agent_pods, now);
             let pulling = image_pull_failing(obs.agent_pods, now);
-            let degraded = if !looping.is_empty() {
+            let degraded = if let Some((reason, message)) = refusals {
+                cond(DEGRADED, true, reason, message)
+            } else if !looping.is_empty() {
                 cond(
                     DEGRADED,
                     true,
@@ -427,8 +591,10 @@ pub fn compute_status(
         }
     };
 
+    let kstatus = kstatus_conditions(&conds);
     let conditions = conds
         .into_iter()
+        .chain(kstatus)
         .map(|c| {
             let status = if c.status { "True" } else { "False" };
             let previous = prev.and_then(|p| p.conditions.iter().find(|pc| pc.type_ == c.type_));
@@ -511,10 +677,85 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::facts::AgentCondition;
     use k8s_openapi::api::apps::v1::DaemonSetStatus;
     use k8s_openapi::api::core::v1::{
         ContainerState, ContainerStateWaiting, ContainerStatus, PodSpec, PodStatus,
     };
+    use std::collections::HashMap;
+
+    /// kstatus's verdict on a resource with standard conditions, after cli-utils'
+    /// `pkg/kstatus/status` (generic.go: generation, then Reconciling, then Stalled; then the
+    /// `Ready` condition): enough to table-test against. The e2e suite runs the library itself.
+    fn kstatus(generation: i64, s: &NetworkFabricStatus) -> &'static str {
+        if s.observed_generation != Some(generation) {
+            return "InProgress";
+        }
+        for c in &s.conditions {
+            if c.type_ == RECONCILING && c.status == "True" {
+                return "InProgress";
+            }
+            if c.type_ == STALLED && c.status == "True" {
+                return "Failed";
+            }
+        }
+        match s.conditions.iter().find(|c| c.type_ == READY) {
+            Some(c) if c.status == "True" => "Current",
+            Some(_) => "InProgress",
+            None => "Current",
+        }
+    }
+
+    /// The kstatus conditions agree with Available/Progressing/Degraded.
+    fn assert_kstatus_follows(s: &NetworkFabricStatus, name: &str) {
+        let is = |t: &str| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == t && c.status == "True")
+        };
+        let present = |t: &str| s.conditions.iter().any(|c| c.type_ == t);
+        assert!(present(READY), "{name}: Ready is always present");
+        assert_eq!(
+            is(READY),
+            is(AVAILABLE) && !is(PROGRESSING) && !is(DEGRADED),
+            "{name}"
+        );
+        assert_eq!(
+            present(STALLED),
+            is(DEGRADED),
+            "{name}: Stalled iff Degraded"
+        );
+        assert_eq!(
+            present(RECONCILING),
+            is(PROGRESSING) && !is(DEGRADED),
+            "{name}: Reconciling iff Progressing and not Degraded"
+        );
+        assert!(
+            !s.conditions
+                .iter()
+                .any(|c| [RECONCILING, STALLED].contains(&c.type_.as_str()) && c.status != "True"),
+            "{name}: abnormal-true conditions are present only when True"
+        );
+    }
+
+    fn agent_node(name: &str, report: Option<(&str, &str, &str, i64)>) -> NodeFacts {
+        NodeFacts {
+            name: name.into(),
+            agent: report.map(|(status, reason, message, since)| AgentCondition {
+                status: status.into(),
+                reason: reason.into(),
+                message: message.into(),
+                since: Some(t(since).as_second()),
+            }),
+            ..NodeFacts::default()
+        }
+    }
+
+    fn agent_pod(node: &str, fabric: &str) -> Pod {
+        let mut p = pod(node, None, 0, false);
+        p.metadata.labels = Some([(FABRIC_LABEL.to_owned(), fabric.to_owned())].into());
+        p
+    }
 
     fn ds(generation: i64, observed: i64, desired: i32, updated: i32, ready: i32) -> DaemonSet {
         let mut d = DaemonSet::default();
@@ -777,12 +1018,32 @@ mod tests {
                 "conflict; retrying with backoff",
             ),
         ];
+        let verdicts: HashMap<&str, &str> = [
+            ("healthy", "Current"),
+            ("rolling", "InProgress"),
+            ("unobserved template", "InProgress"),
+            ("updated but unready", "InProgress"),
+            ("no daemonset yet", "InProgress"),
+            ("no nodes", "InProgress"),
+            ("crash loop", "Failed"),
+            ("restart count", "Failed"),
+            ("image pull", "Failed"),
+            ("crash loop wins over image pull", "Failed"),
+            ("conflict", "Failed"),
+            ("invalid, old config still serving", "Failed"),
+            ("invalid, nothing deployed", "Failed"),
+            ("apply failed", "Failed"),
+        ]
+        .into_iter()
+        .collect();
         for (name, outcome, d, pods, want, needle) in rows {
             let obs = Observation {
                 generation: Some(7),
                 outcome,
                 daemon_set: d,
                 agent_pods: pods,
+                fabric: "default",
+                nodes: &[],
             };
             let s = compute_status(None, &obs, t(0));
             let got: Vec<(&str, &str)> = [AVAILABLE, PROGRESSING, DEGRADED]
@@ -793,6 +1054,8 @@ mod tests {
                 })
                 .collect();
             assert_eq!(got, want, "{name}");
+            assert_eq!(Some(&kstatus(7, &s)), verdicts.get(name), "{name}: {s:#?}");
+            assert_kstatus_follows(&s, name);
             assert!(
                 s.conditions.iter().any(|c| c.message.contains(needle)),
                 "{name}: no message contains {needle:?}: {:?}",
@@ -808,6 +1071,284 @@ mod tests {
         }
     }
 
+    const NOSUCH: &str = r#"interface "nosuch0" not found (spec.overlay.interface)"#;
+
+    /// (name, nodes' reports, nodes with an agent pod of fabric "default" (others: of "old"),
+    /// expected Degraded reason and message)
+    #[test]
+    fn agent_refusal_table() {
+        type Report<'a> = (&'a str, Option<(&'a str, &'a str, &'a str, i64)>);
+        let invalid = |m| Some(("False", "AgentConfigInvalid", m, 0));
+        let long = "x".repeat(400);
+        let many: Vec<String> = (1..=10).map(|i| format!("node-{i:02}")).collect();
+        let distinct: Vec<String> = (1..=7).map(|i| format!("bad {i}")).collect();
+        type Row<'a> = (
+            &'a str,
+            Vec<Report<'a>>,
+            Vec<&'a str>,
+            Option<(&'a str, String)>,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "one node refuses its interface",
+                vec![
+                    ("node-1", invalid(NOSUCH)),
+                    ("node-2", Some(("True", "AgentReady", "", 0))),
+                ],
+                vec!["node-1", "node-2"],
+                Some(("AgentConfigInvalid", format!("node-1: {NOSUCH}"))),
+            ),
+            (
+                "same words, nodes grouped and sorted",
+                vec![("node-3", invalid(NOSUCH)), ("node-1", invalid(NOSUCH))],
+                vec!["node-1", "node-3"],
+                Some(("AgentConfigInvalid", format!("node-1, node-3: {NOSUCH}"))),
+            ),
+            (
+                "many nodes are counted, not listed",
+                many.iter().map(|n| (n.as_str(), invalid(NOSUCH))).collect(),
+                many.iter().map(String::as_str).collect(),
+                Some((
+                    "AgentConfigInvalid",
+                    format!("node-01, node-02, node-03 and 7 more nodes: {NOSUCH}"),
+                )),
+            ),
+            (
+                "a configuration refusal outranks a datapath failure; entries by node",
+                vec![
+                    (
+                        "node-2",
+                        invalid("pod CIDR 10.250.1.0/24 is outside the fabric (spec.podNetwork.cidrs)"),
+                    ),
+                    (
+                        "node-1",
+                        Some(("False", "DatapathFailed", "nftables: transaction refused", 0)),
+                    ),
+                ],
+                vec!["node-1", "node-2"],
+                Some((
+                    "AgentConfigInvalid",
+                    "node-1: nftables: transaction refused; node-2: pod CIDR 10.250.1.0/24 is outside the fabric (spec.podNetwork.cidrs)".into(),
+                )),
+            ),
+            (
+                "datapath failure",
+                vec![(
+                    "node-1",
+                    Some(("False", "DatapathFailed", "failed to add route 10.244.2.0/24: EEXIST", 0)),
+                )],
+                vec!["node-1"],
+                Some((
+                    "AgentDatapathFailed",
+                    "node-1: failed to add route 10.244.2.0/24: EEXIST".into(),
+                )),
+            ),
+            (
+                "sync failure",
+                vec![(
+                    "node-1",
+                    Some(("False", "SyncFailed", "failed to write /run/flannel/subnet.env", 0)),
+                )],
+                vec!["node-1"],
+                Some((
+                    "AgentSyncFailed",
+                    "node-1: failed to write /run/flannel/subnet.env".into(),
+                )),
+            ),
+            (
+                "waiting for a podCIDR briefly is no failure",
+                vec![(
+                    "node-1",
+                    Some(("False", "WaitingForPodCIDR", "node has no spec.podCIDRs yet", 100)),
+                )],
+                vec!["node-1"],
+                None,
+            ),
+            (
+                "waiting for a podCIDR for long is",
+                vec![(
+                    "node-1",
+                    Some(("False", "WaitingForPodCIDR", "node has no spec.podCIDRs yet", 0)),
+                )],
+                vec!["node-1"],
+                Some((
+                    "AgentWaitingForPodCIDR",
+                    "node-1: node has no spec.podCIDRs yet".into(),
+                )),
+            ),
+            (
+                "an unknown reason still counts",
+                vec![("node-1", Some(("False", "SomethingNew", "it broke", 0)))],
+                vec!["node-1"],
+                Some(("AgentFailed", "node-1: it broke".into())),
+            ),
+            (
+                "an agent without words",
+                vec![("node-1", invalid(""))],
+                vec!["node-1"],
+                Some((
+                    "AgentConfigInvalid",
+                    "node-1: agent not ready (AgentConfigInvalid)".into(),
+                )),
+            ),
+            (
+                "unknown status is no refusal",
+                vec![("node-1", Some(("Unknown", "AgentConfigInvalid", NOSUCH, 0)))],
+                vec!["node-1"],
+                None,
+            ),
+            (
+                "no condition yet",
+                vec![("node-1", None)],
+                vec!["node-1"],
+                None,
+            ),
+            (
+                "another fabric's agent does not count",
+                vec![("node-1", invalid(NOSUCH)), ("old-node", invalid(NOSUCH))],
+                vec![],
+                None,
+            ),
+            (
+                "a node without an agent (a leftover condition) does not count",
+                vec![("node-9", invalid(NOSUCH)), ("node-1", invalid("bad"))],
+                vec!["node-1"],
+                Some(("AgentConfigInvalid", "node-1: bad".into())),
+            ),
+            (
+                "long words are cut",
+                vec![("node-1", invalid(&long))],
+                vec!["node-1"],
+                Some((
+                    "AgentConfigInvalid",
+                    format!("node-1: {}…", "x".repeat(MAX_AGENT_MESSAGE)),
+                )),
+            ),
+            (
+                "many different refusals are bounded",
+                distinct
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (["n1", "n2", "n3", "n4", "n5", "n6", "n7"][i], invalid(m)))
+                    .collect(),
+                vec!["n1", "n2", "n3", "n4", "n5", "n6", "n7"],
+                Some((
+                    "AgentConfigInvalid",
+                    "n1: bad 1; n2: bad 2; n3: bad 3; n4: bad 4; n5: bad 5; and 2 more (see the nodes' WeftAgentReady condition)".into(),
+                )),
+            ),
+        ];
+        for (name, reports, with_agent, want) in rows {
+            let nodes: Vec<NodeFacts> = reports.iter().map(|(n, r)| agent_node(n, *r)).collect();
+            let mut pods: Vec<Pod> = with_agent.iter().map(|n| agent_pod(n, "default")).collect();
+            pods.push(agent_pod("old-node", "old"));
+            pods.push(agent_pod("node-1", "old"));
+            let got = agent_refusals("default", &nodes, &pods, t(120));
+            assert_eq!(got.as_ref().map(|(r, m)| (*r, m.clone())), want, "{name}");
+        }
+    }
+
+    /// A refusal degrades the fabric (kstatus: Failed) and stalls the rollout; reverting heals it.
+    #[test]
+    fn an_agent_refusal_degrades_and_a_revert_heals() {
+        let rolling = ds(3, 3, 3, 1, 2);
+        let done = ds(4, 4, 3, 3, 3);
+        let pods = [
+            agent_pod("node-1", "default"),
+            agent_pod("node-2", "default"),
+            agent_pod("node-3", "default"),
+        ];
+        let refusing = [
+            agent_node("node-1", Some(("False", "AgentConfigInvalid", NOSUCH, 0))),
+            agent_node("node-2", Some(("True", "AgentReady", "", 0))),
+            agent_node("node-3", Some(("True", "AgentReady", "", 0))),
+        ];
+        let healed = [
+            agent_node("node-1", Some(("True", "AgentReady", "", 30))),
+            agent_node("node-2", Some(("True", "AgentReady", "", 0))),
+            agent_node("node-3", Some(("True", "AgentReady", "", 0))),
+        ];
+        let obs = |generation, hash, d, nodes| Observation {
+            generation: Some(generation),
+            outcome: Outcome::Applied {
+                config_hash: hash,
+                mtu: 1450,
+            },
+            daemon_set: Some(d),
+            agent_pods: &pods,
+            fabric: "default",
+            nodes,
+        };
+        let s1 = compute_status(None, &obs(1, "good", &done, &healed), t(0));
+        assert_eq!(kstatus(1, &s1), "Current");
+
+        let s2 = compute_status(Some(&s1), &obs(2, "bad", &rolling, &refusing), t(10));
+        let degraded = get(&s2, DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", REASON_AGENT_CONFIG_INVALID)
+        );
+        assert_eq!(degraded.message, format!("node-1: {NOSUCH}"));
+        assert_eq!(get(&s2, PROGRESSING).reason, REASON_ROLLING_OUT);
+        assert_eq!(get(&s2, STALLED).message, degraded.message);
+        assert_eq!(get(&s2, READY).reason, REASON_AGENT_CONFIG_INVALID);
+        assert_eq!(kstatus(2, &s2), "Failed");
+        let events: Vec<(EventType, String)> = transition_events(Some(&s1), &s2)
+            .into_iter()
+            .map(|e| (e.type_, e.reason))
+            .collect();
+        assert!(
+            events.contains(&(EventType::Warning, REASON_AGENT_CONFIG_INVALID.to_owned())),
+            "{events:?}"
+        );
+        assert_eq!(
+            compute_status(Some(&s2), &obs(2, "bad", &rolling, &refusing), t(20)),
+            s2,
+            "an unchanged refusal writes nothing"
+        );
+
+        // The spec is reverted: the rollout goes back, and node-1's new agent reports ready.
+        let back = ds(5, 5, 3, 3, 3);
+        let s3 = compute_status(Some(&s2), &obs(3, "good", &back, &healed), t(30));
+        assert_eq!(get(&s3, DEGRADED).status, "False");
+        assert_eq!(get(&s3, AVAILABLE).status, "True");
+        assert_eq!(get(&s3, READY).status, "True");
+        assert!(!s3.conditions.iter().any(|c| c.type_ == STALLED));
+        assert_eq!(kstatus(3, &s3), "Current");
+        let events: Vec<String> = transition_events(Some(&s2), &s3)
+            .into_iter()
+            .map(|e| e.reason)
+            .collect();
+        assert!(events.contains(&"Recovered".to_owned()), "{events:?}");
+    }
+
+    /// Mid-rollout with nothing wrong reads InProgress (Reconciling), never Current.
+    #[test]
+    fn a_rollout_reads_in_progress() {
+        let rolling = ds(3, 3, 3, 1, 1);
+        let obs = Observation {
+            generation: Some(2),
+            outcome: Outcome::Applied {
+                config_hash: "h",
+                mtu: 1450,
+            },
+            daemon_set: Some(&rolling),
+            agent_pods: &[],
+            fabric: "default",
+            nodes: &[],
+        };
+        let s = compute_status(None, &obs, t(0));
+        let r = get(&s, RECONCILING);
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("True", REASON_ROLLING_OUT)
+        );
+        assert_eq!(r.message, "1 of 3 nodes updated");
+        assert_eq!(get(&s, READY).status, "False");
+        assert_eq!(kstatus(2, &s), "InProgress");
+        assert_eq!(kstatus(3, &s), "InProgress", "an unobserved generation");
+    }
+
     #[test]
     fn counts_mtu_and_hash_follow_the_outcome() {
         let healthy = ds(2, 2, 3, 3, 2);
@@ -819,6 +1360,8 @@ mod tests {
             },
             daemon_set: Some(&healthy),
             agent_pods: &[],
+            fabric: "default",
+            nodes: &[],
         };
         let s = compute_status(None, &obs, t(0));
         assert_eq!(
@@ -863,6 +1406,8 @@ mod tests {
             },
             daemon_set: Some(d),
             agent_pods: &[],
+            fabric: "default",
+            nodes: &[],
         };
         let s1 = compute_status(None, &obs(&rolling), t(0));
         let first = transition_events(None, &s1);
@@ -900,6 +1445,8 @@ mod tests {
             Some(&s2),
             &Observation {
                 agent_pods: &crash,
+                fabric: "default",
+                nodes: &[],
                 ..obs(&done)
             },
             t(30),
@@ -930,6 +1477,8 @@ mod tests {
             },
             daemon_set: Some(d),
             agent_pods: &[],
+            fabric: "default",
+            nodes: &[],
         };
         let done = ds(2, 2, 3, 3, 3);
         let rolling = ds(3, 3, 3, 1, 2);

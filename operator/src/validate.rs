@@ -6,35 +6,12 @@
 //! once, each naming the field and what to change, in a stable order, so the status message does not
 //! flap between reconciles.
 
-use std::net::IpAddr;
-
 use weft_crds::NetworkFabric;
 use weft_crds::cidr::IpCidr;
 use weft_crds::validate::{SpecViolation, parse_pod_cidrs, validate_spec};
 
 use crate::build::{LIB_MODULES, XTABLES_LOCK, subnet_dir};
-
-/// Facts about the cluster that a fabric must agree with.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClusterFacts {
-    /// The service IP ranges, each with where it came from (e.g. `ServiceCIDR kubernetes`).
-    pub service_ranges: Vec<(IpCidr, String)>,
-    /// The nodes.
-    pub nodes: Vec<NodeFacts>,
-}
-
-/// What validation needs to know about one node.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NodeFacts {
-    /// Node name.
-    pub name: String,
-    /// The node's InternalIP addresses.
-    pub internal_ips: Vec<IpAddr>,
-    /// `spec.podCIDRs` as allocated by kube-controller-manager (may be empty before allocation).
-    pub pod_cidrs: Vec<String>,
-    /// The pod MTU the node's agent reports (`weft.dev/pod-mtu`), once it runs.
-    pub pod_mtu: Option<i32>,
-}
+use crate::facts::ClusterFacts;
 
 /// Every violation of `fabric` given `facts`; empty when the fabric may be rolled out.
 pub fn validate_fabric(fabric: &NetworkFabric, facts: &ClusterFacts) -> Vec<SpecViolation> {
@@ -169,6 +146,7 @@ fn abbreviate(items: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::facts::NodeFacts;
     use weft_crds::NetworkFabricSpec;
 
     fn cidr(s: &str) -> IpCidr {
@@ -181,6 +159,7 @@ mod tests {
             internal_ips: vec![ip.parse().expect("ip")],
             pod_cidrs: pod_cidrs.iter().map(|s| (*s).to_owned()).collect(),
             pod_mtu: None,
+            agent: None,
         }
     }
 
