@@ -12,6 +12,8 @@ pub mod crd;
 pub mod fabric;
 pub mod family;
 pub mod golden;
+pub mod node;
+pub mod policy_api;
 pub mod validate;
 
 pub use agent_config::{AgentConfig, POD_MTU_ANNOTATION};
