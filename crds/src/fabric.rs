@@ -85,6 +85,18 @@ pub const MAX_VNI: i32 = 16_777_215;
     ),
     printcolumn(
         name = "Ready",
+        type_ = "string",
+        description = "Whether the fabric is fully rolled out, available and not degraded (the Ready condition)",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        description = "Why (the Ready condition's reason: AgentsReady, RollingOut, AgentConfigInvalid, ...)",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Nodes",
         type_ = "integer",
         description = "Nodes whose agent is ready",
         json_path = ".status.nodes.ready"
@@ -106,7 +118,15 @@ pub const MAX_VNI: i32 = 16_777_215;
         name = "Available",
         type_ = "string",
         description = "Whether every agent is updated and ready",
-        json_path = ".status.conditions[?(@.type==\"Available\")].status"
+        json_path = ".status.conditions[?(@.type==\"Available\")].status",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        description = "The Ready condition's message: what is rolling out or what needs fixing, naming the nodes",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        priority = 1
     ),
     printcolumn(
         name = "Age",
@@ -484,8 +504,12 @@ pub struct NetworkFabricStatus {
     pub observed_generation: Option<i64>,
 
     /// Available (every desired agent is updated and ready), Progressing (a rollout is under
-    /// way) and Degraded (something needs attention: Conflict, InvalidSpec, ApplyFailed,
-    /// AgentCrashLooping, AgentImagePullFailed), each with a reason and a message.
+    /// way) and Degraded (something needs attention: Conflict, InvalidSpec, ApplyFailed, an
+    /// agent's refusal such as AgentConfigInvalid or AgentDatapathFailed naming the nodes,
+    /// AgentCrashLooping, AgentImagePullFailed), each with a reason and a message. For kstatus
+    /// (Flux, kubectl wait): Ready (True exactly when Available and neither Progressing nor
+    /// Degraded), Reconciling (present, True, while rolling out) and Stalled (present, True,
+    /// while Degraded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
