@@ -165,6 +165,41 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The `nft` binary is not installed or not on PATH.
+    #[error(
+        "the nftables command {binary:?} was not found; install the Debian package `nftables` (apt-get install nftables) or put nft on PATH"
+    )]
+    NftMissing {
+        /// The binary that was looked for.
+        binary: PathBuf,
+        /// The spawn error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Running `nft` failed before it could report (spawn, pipe or wait error).
+    #[error("failed to run {binary:?} to {what}")]
+    NftRun {
+        /// The binary.
+        binary: PathBuf,
+        /// What it was run for (e.g. "list table inet weft-nat").
+        what: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `nft` ran and refused: the transaction was not committed, the previous ruleset stands.
+    #[error("nft failed to {what} ({status}): {stderr}")]
+    NftFailed {
+        /// What it was run for.
+        what: String,
+        /// The exit status.
+        status: String,
+        /// nft's own message (its stderr, trimmed).
+        stderr: String,
+    },
+    /// The masquerade table cannot be planned from the fabric and the lease.
+    #[error("cannot plan masquerade: {0}")]
+    MasqueradePlan(String),
 }
 
 impl Error {
@@ -180,10 +215,12 @@ impl Error {
             | Error::MissingPodCidr { .. }
             | Error::NoNodeAddress { .. }
             | Error::MtuTooSmall { .. }
-            | Error::RenderJson { .. } => "Plan",
+            | Error::RenderJson { .. }
+            | Error::MasqueradePlan(_) => "Plan",
             Error::ListInterfaces(_) | Error::ReadMtu { .. } | Error::GetNode { .. } => "Gather",
             Error::PatchAnnotations { .. } | Error::PatchCondition { .. } => "ApplyNode",
             Error::WriteFile { .. } | Error::ReadFile { .. } => "ApplyFiles",
+            Error::NftMissing { .. } | Error::NftRun { .. } | Error::NftFailed { .. } => "ApplyNft",
         }
     }
 }

@@ -23,6 +23,8 @@
 //! | [`flannel`] | flannel's annotations: render our own, parse our peers'; the stable VTEP MAC |
 //! | [`uplink`] | which interface and address carry the overlay, the MTU (plan) · reading interfaces (I/O) |
 //! | [`cni`] | the conflist |
+//! | [`masquerade`] | weft's nat table: plan and render (pure) · sync through [`nft`] |
+//! | [`nft`] | one nftables transaction applier (trait, `nft` binary, text fake), shared by masquerade and policy |
 //! | [`observe`] | health, readiness, metrics and their HTTP servers |
 //! | [`files`], [`config`] | atomic file writes; loading and watching the configuration |
 //!
@@ -34,6 +36,8 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod flannel;
+pub mod masquerade;
+pub mod nft;
 pub mod observe;
 pub mod subnet;
 pub mod uplink;

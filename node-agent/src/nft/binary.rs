@@ -1,0 +1,150 @@
+//! The real [`NftApplier`]: the `nft` binary of the Debian package `nftables`, fed on stdin.
+//!
+//! `nft -f -` parses the whole script, turns it into one netlink batch and commits it as one kernel
+//! transaction; when any command of the batch fails, nft reports it and the kernel aborts the batch.
+//! The process inherits the network namespace of the calling thread, which is how the privileged
+//! tests and the benchmark point it at a namespace of their own.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use super::{Family, NFT_BINARY, NftApplier};
+use crate::Error;
+
+/// What nft prints (with `LC_ALL=C`) when the table to list does not exist (ENOENT).
+const NO_SUCH_TABLE: &str = "No such file or directory";
+
+/// Drives the `nft` binary.
+#[derive(Debug, Clone)]
+pub struct NftBinary {
+    binary: PathBuf,
+}
+
+impl Default for NftBinary {
+    fn default() -> Self {
+        NftBinary {
+            binary: PathBuf::from(NFT_BINARY),
+        }
+    }
+}
+
+impl NftBinary {
+    /// `nft` from PATH.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A specific binary (tests use a missing path to check the error).
+    pub fn with_binary(binary: impl Into<PathBuf>) -> Self {
+        NftBinary {
+            binary: binary.into(),
+        }
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>, what: &str) -> Result<Output, Error> {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(args)
+            .env("LC_ALL", "C")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let run_err = |source| Error::NftRun {
+            binary: self.binary.clone(),
+            what: what.to_owned(),
+            source,
+        };
+        let mut child = cmd.spawn().map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                Error::NftMissing {
+                    binary: self.binary.clone(),
+                    source,
+                }
+            } else {
+                run_err(source)
+            }
+        })?;
+        if let Some(input) = stdin {
+            // Dropped at the end of the block: nft sees end of file and starts the transaction.
+            let mut pipe = child
+                .stdin
+                .take()
+                .ok_or_else(|| run_err(std::io::Error::other("the child's stdin was not piped")))?;
+            if let Err(e) = pipe.write_all(input.as_bytes()) {
+                // nft exits early on a parse error and closes its stdin; its stderr says why.
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Err(run_err(e));
+                }
+            }
+        }
+        child.wait_with_output().map_err(run_err)
+    }
+}
+
+fn failed(what: &str, output: &Output) -> Error {
+    Error::NftFailed {
+        what: what.to_owned(),
+        status: output.status.to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+    }
+}
+
+impl NftApplier for NftBinary {
+    fn apply(&self, script: &str) -> Result<(), Error> {
+        tracing::trace!(script, "nft -f -");
+        let what = "apply a transaction";
+        let output = self.run(&["-f", "-"], Some(script), what)?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(failed(what, &output))
+        }
+    }
+
+    fn list_table(&self, family: Family, name: &str) -> Result<Option<String>, Error> {
+        let what = format!("list table {family} {name}");
+        let output = self.run(
+            &["--stateless", "list", "table", family.as_str(), name],
+            None,
+            &what,
+        )?;
+        if output.status.success() {
+            let listing = String::from_utf8(output.stdout).map_err(|e| Error::NftFailed {
+                what: what.clone(),
+                status: output.status.to_string(),
+                stderr: format!("the listing is not UTF-8: {e}"),
+            })?;
+            tracing::trace!(listing, "{what}");
+            return Ok(Some(listing));
+        }
+        if String::from_utf8_lossy(&output.stderr).contains(NO_SUCH_TABLE) {
+            return Ok(None);
+        }
+        Err(failed(&what, &output))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_binary_names_the_debian_package() {
+        let nft = NftBinary::with_binary("/nonexistent/weft-test/nft");
+        let err = nft.apply("table inet x {}\n").expect_err("no binary");
+        assert!(matches!(err, Error::NftMissing { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("Debian package `nftables`") && msg.contains("/nonexistent/weft-test/nft"),
+            "{msg}"
+        );
+        let err = nft
+            .list_table(Family::Inet, "weft-nat")
+            .expect_err("no binary");
+        assert!(matches!(err, Error::NftMissing { .. }), "{err:?}");
+    }
+}

@@ -1,0 +1,211 @@
+//! Privileged tests of the nftables applier against the kernel. Each test runs in a network
+//! namespace of its own (`unshare(CLONE_NEWNET)` on a dedicated thread, gone when the thread ends,
+//! also on failure); they skip unless run as root with `nft` installed. Run them with
+//! `cargo test -p weft-node-agent --test nft_netns`.
+
+mod nft_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use nft_support::{CASES, in_fresh_netns, skip_reason};
+use weft_node_agent::Error;
+use weft_node_agent::masquerade::{render_masquerade, sync_masquerade, teardown_masquerade};
+use weft_node_agent::nft::{
+    Family, NftApplier, NftBinary, TABLE_NAT, TableChange, render_replace_table, same_ruleset,
+    sync_table,
+};
+
+macro_rules! require_privileges {
+    () => {
+        if let Some(why) = skip_reason() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+/// The real applier, counting kernel writes.
+#[derive(Default)]
+struct Counting {
+    inner: NftBinary,
+    applies: AtomicUsize,
+}
+
+impl Counting {
+    fn writes(&self) -> usize {
+        self.applies.load(Ordering::SeqCst)
+    }
+}
+
+impl NftApplier for Counting {
+    fn apply(&self, script: &str) -> Result<(), Error> {
+        self.applies.fetch_add(1, Ordering::SeqCst);
+        self.inner.apply(script)
+    }
+
+    fn list_table(&self, family: Family, name: &str) -> Result<Option<String>, Error> {
+        self.inner.list_table(family, name)
+    }
+}
+
+fn listing(nft: &dyn NftApplier) -> Option<String> {
+    nft.list_table(Family::Inet, TABLE_NAT).expect("list")
+}
+
+fn table(i: usize) -> String {
+    render_masquerade(&CASES[i].plan()).expect("enabled")
+}
+
+#[test]
+fn apply_from_scratch_then_reapply_without_a_write() {
+    require_privileges!();
+    in_fresh_netns(|| {
+        for case in CASES {
+            let nft = Counting::default();
+            let plan = case.plan();
+            let rendered = render_masquerade(&plan).expect("enabled");
+            assert_eq!(
+                listing(&nft),
+                None,
+                "{}: a fresh namespace has no table",
+                case.name
+            );
+
+            assert_eq!(
+                sync_masquerade(&plan, &nft).expect("sync"),
+                TableChange::Created
+            );
+            assert_eq!(nft.writes(), 1);
+            let kernel = listing(&nft).expect("present");
+            assert!(
+                same_ruleset(&kernel, &rendered),
+                "{}: the kernel lists the table differently from what weft renders, so every sync would write.\nrendered:\n{rendered}\nkernel:\n{kernel}",
+                case.name
+            );
+
+            assert_eq!(
+                sync_masquerade(&plan, &nft).expect("sync"),
+                TableChange::Unchanged
+            );
+            assert_eq!(
+                nft.writes(),
+                1,
+                "{}: an unchanged table was written",
+                case.name
+            );
+            teardown_masquerade(&nft).expect("teardown");
+        }
+    });
+}
+
+#[test]
+fn replace_is_atomic_for_a_concurrent_reader() {
+    require_privileges!();
+    in_fresh_netns(|| {
+        let nft = NftBinary::new();
+        let (a, b) = (table(0), table(1));
+        nft.apply(&render_replace_table(Family::Inet, TABLE_NAT, &a))
+            .expect("apply a");
+
+        // A reader in the same namespace (threads inherit it) lists the table while it is replaced
+        // back and forth: every listing must be all of A or all of B, never absent or mixed.
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (done, a, b) = (done.clone(), a.clone(), b.clone());
+            std::thread::spawn(move || {
+                let nft = NftBinary::new();
+                let mut seen = 0usize;
+                while !done.load(Ordering::SeqCst) {
+                    let l = nft
+                        .list_table(Family::Inet, TABLE_NAT)
+                        .expect("list")
+                        .unwrap_or_else(|| panic!("the table was absent during a replacement"));
+                    assert!(
+                        same_ruleset(&l, &a) || same_ruleset(&l, &b),
+                        "a reader saw a table that is neither A nor B:\n{l}"
+                    );
+                    seen += 1;
+                }
+                seen
+            })
+        };
+        for i in 0..40 {
+            let next = if i % 2 == 0 { &b } else { &a };
+            let change = sync_table(&nft, Family::Inet, TABLE_NAT, Some(next)).expect("replace");
+            assert_eq!(change, TableChange::Replaced);
+            assert!(same_ruleset(&listing(&nft).expect("present"), next));
+        }
+        done.store(true, Ordering::SeqCst);
+        let seen = reader.join().expect("reader");
+        assert!(seen > 0, "the reader never listed the table");
+    });
+}
+
+#[test]
+fn a_failed_transaction_leaves_the_previous_ruleset_in_force() {
+    require_privileges!();
+    in_fresh_netns(|| {
+        let nft = Counting::default();
+        let (a, b) = (table(0), table(1));
+        sync_table(&nft, Family::Inet, TABLE_NAT, Some(&a)).expect("a");
+
+        // Refused by the kernel after the delete and the new table were already in the batch:
+        // creating an element that exists is EEXIST, so the whole batch is aborted.
+        let kernel_refusal = render_replace_table(Family::Inet, TABLE_NAT, &b)
+            + "table inet weft-nat {\n\tset probe {\n\t\ttype ipv4_addr\n\t\telements = { 10.0.0.1 }\n\t}\n}\n"
+            + "create element inet weft-nat probe { 10.0.0.1 }\n";
+        let err = nft.apply(&kernel_refusal).expect_err("EEXIST");
+        assert!(
+            matches!(&err, Error::NftFailed { stderr, .. } if stderr.contains("File exists")),
+            "{err:?}"
+        );
+        assert!(
+            same_ruleset(&listing(&nft).expect("A still there"), &a),
+            "a failed transaction changed the ruleset"
+        );
+
+        // Refused by nft's parser: nothing reaches the kernel.
+        let syntax = render_replace_table(Family::Inet, TABLE_NAT, &b) + "this is not nftables\n";
+        let err = nft.apply(&syntax).expect_err("syntax error");
+        assert!(matches!(err, Error::NftFailed { .. }), "{err:?}");
+        assert!(same_ruleset(&listing(&nft).expect("A still there"), &a));
+
+        // And the applier still works afterwards.
+        assert_eq!(
+            sync_table(&nft, Family::Inet, TABLE_NAT, Some(&b)).expect("b"),
+            TableChange::Replaced
+        );
+    });
+}
+
+#[test]
+fn uninstall_deletes_the_table_and_only_it() {
+    require_privileges!();
+    in_fresh_netns(|| {
+        let nft = Counting::default();
+        let foreign = "table inet someone-else {\n\tchain c {\n\t\ttype filter hook forward priority filter; policy accept;\n\t}\n}\n";
+        nft.apply(foreign).expect("foreign table");
+        sync_masquerade(&CASES[1].plan(), &nft).expect("sync");
+
+        assert_eq!(
+            teardown_masquerade(&nft).expect("teardown"),
+            TableChange::Deleted
+        );
+        assert_eq!(listing(&nft), None);
+        let writes = nft.writes();
+        assert_eq!(
+            teardown_masquerade(&nft).expect("again"),
+            TableChange::Unchanged
+        );
+        assert_eq!(nft.writes(), writes, "removing an absent table wrote");
+        nft.delete_table(Family::Inet, TABLE_NAT)
+            .expect("deleting an absent table is not an error");
+        assert!(
+            nft.list_table(Family::Inet, "someone-else")
+                .expect("list")
+                .is_some_and(|l| same_ruleset(&l, foreign)),
+            "another owner's table was touched"
+        );
+    });
+}
