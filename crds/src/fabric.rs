@@ -242,6 +242,14 @@ pub struct Overlay {
     #[serde(default)]
     pub direct_routing: bool,
 
+    /// With vxlan: keep TX checksum offload on the VXLAN device (true, the kernel's default, and
+    /// what flannel leaves in place). Set false where VXLAN packets are dropped for bad UDP
+    /// checksums (behind some NATs, on VMware vmxnet3 NICs): the agent then turns offload off on
+    /// the device, the equivalent of `ethtool -K flannel.1 tx off`, and keeps it off when the
+    /// device is recreated.
+    #[serde(default = "default_true")]
+    pub tx_checksum_offload: bool,
+
     /// MTU of pod interfaces. 0 means automatic: the MTU of the node's uplink minus the backend's
     /// overhead (50 bytes for vxlan over IPv4, 70 over IPv6, 0 for host-gw). Otherwise 576-9000.
     #[serde(default)]
@@ -560,6 +568,7 @@ impl Default for Overlay {
             vni: DEFAULT_VNI,
             port: DEFAULT_VXLAN_PORT,
             direct_routing: false,
+            tx_checksum_offload: true,
             mtu: 0,
             interface: None,
         }

@@ -200,9 +200,41 @@ pub enum Error {
     /// The masquerade table cannot be planned from the fabric and the lease.
     #[error("cannot plan masquerade: {0}")]
     MasqueradePlan(String),
+    /// The netlink socket could not be opened.
+    #[error("failed to open a netlink socket (is this a Linux network namespace?)")]
+    NetlinkSocket(#[source] std::io::Error),
+    /// A netlink dump or request failed.
+    #[error("failed to {what} through netlink")]
+    Netlink {
+        /// What was being done, e.g. "dump routes".
+        what: &'static str,
+        /// The kernel's answer.
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// Some overlay operations failed; the others were applied.
+    #[error("{failed} of {total} overlay operations failed: {first}")]
+    OverlayApply {
+        /// How many failed.
+        failed: usize,
+        /// How many were attempted.
+        total: usize,
+        /// The failures, each with its object and the kernel's answer.
+        first: String,
+    },
 }
 
 impl Error {
+    /// The reason an agent reports in its Node's `WeftAgentReady` condition for this error:
+    /// configuration a person must fix, a datapath failure, or any other failed sync (retried).
+    pub fn agent_reason(&self) -> &'static str {
+        match self.stage() {
+            "Config" | "Plan" => weft_crds::agent_config::AGENT_REASON_CONFIG_INVALID,
+            "ApplyOverlay" | "ApplyNft" => weft_crds::agent_config::AGENT_REASON_DATAPATH_FAILED,
+            _ => weft_crds::agent_config::AGENT_REASON_SYNC_FAILED,
+        }
+    }
+
     /// The pipeline stage the error belongs to; used as a metric label.
     pub fn stage(&self) -> &'static str {
         match self {
@@ -220,6 +252,9 @@ impl Error {
             Error::ListInterfaces(_) | Error::ReadMtu { .. } | Error::GetNode { .. } => "Gather",
             Error::PatchAnnotations { .. } | Error::PatchCondition { .. } => "ApplyNode",
             Error::WriteFile { .. } | Error::ReadFile { .. } => "ApplyFiles",
+            Error::NetlinkSocket(_) | Error::Netlink { .. } | Error::OverlayApply { .. } => {
+                "ApplyOverlay"
+            }
             Error::NftMissing { .. } | Error::NftRun { .. } | Error::NftFailed { .. } => "ApplyNft",
         }
     }

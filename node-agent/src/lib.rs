@@ -39,6 +39,7 @@ pub mod flannel;
 pub mod masquerade;
 pub mod nft;
 pub mod observe;
+pub mod overlay;
 pub mod subnet;
 pub mod uplink;
 

@@ -17,9 +17,10 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _, reload};
 use weft_crds::agent_config::AGENT_CONFIG_PATH;
 use weft_crds::fabric::LogLevel;
-use weft_node_agent::agent::{Agent, nodes};
+use weft_node_agent::agent::{Agent, error_chain, nodes};
 use weft_node_agent::config::{load_config, sync_config_watch};
 use weft_node_agent::observe::{Health, Metrics, bind, health_router, metrics_router, serve};
+use weft_node_agent::overlay::netlink::Netlink;
 use weft_node_agent::uplink::SYS_CLASS_NET;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -122,8 +123,7 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = load_config(&args.config)
-        .map_err(|e| anyhow::anyhow!(weft_node_agent::agent::error_chain(&e)))?;
+    let config = load_config(&args.config).map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
     let log = init_logging(args.log_format, args.log_level.unwrap_or(config.log_level));
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -171,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
         health,
         metrics,
         sys_class_net: PathBuf::from(SYS_CLASS_NET),
+        kernel: Netlink::connect().map_err(|e| anyhow::anyhow!(error_chain(&e)))?,
     };
     let fixed_level = args.log_level;
     agent

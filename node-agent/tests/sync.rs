@@ -11,6 +11,7 @@ use weft_crds::{AgentConfig, NetworkFabricSpec};
 use weft_node_agent::agent::Agent;
 use weft_node_agent::flannel::{STATE_FILE_NAME, parse_vtep_state};
 use weft_node_agent::observe::{Health, Metrics};
+use weft_node_agent::overlay::fake::MemoryKernel;
 use weft_node_agent::uplink::SYS_CLASS_NET;
 
 fn scratch(name: &str) -> PathBuf {
@@ -47,7 +48,7 @@ fn node(pod_cidr: &str) -> Node {
     }
 }
 
-fn agent() -> Agent {
+fn agent() -> Agent<MemoryKernel> {
     // Nothing listens on port 9 of loopback: every API call fails fast.
     let cfg = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
     let client = kube::Client::try_from(cfg).expect("client");
@@ -57,6 +58,7 @@ fn agent() -> Agent {
         health: Arc::new(Health::default()),
         metrics: Arc::new(Metrics::new()),
         sys_class_net: SYS_CLASS_NET.into(),
+        kernel: MemoryKernel::default(),
     }
 }
 
@@ -64,7 +66,7 @@ fn agent() -> Agent {
 async fn invalid_lease_writes_nothing() {
     let dir = scratch("invalid");
     let err = agent()
-        .sync(&config(&dir), &node("10.99.1.0/24"))
+        .sync(&config(&dir), &node("10.99.1.0/24"), &[])
         .await
         .expect_err("outside the pod network");
     assert_eq!(err.stage(), "Plan");
@@ -80,7 +82,7 @@ async fn files_are_written_before_the_node_is_patched_and_the_mac_is_kept() {
     let agent = agent();
     let cfg = config(&dir);
     let err = agent
-        .sync(&cfg, &node("10.244.7.0/24"))
+        .sync(&cfg, &node("10.244.7.0/24"), &[])
         .await
         .expect_err("the API server is unreachable");
     assert_eq!(err.stage(), "ApplyNode", "{err}");
@@ -109,7 +111,7 @@ async fn files_are_written_before_the_node_is_patched_and_the_mac_is_kept() {
         .expect("meta")
         .modified()
         .expect("mtime");
-    let _ = agent.sync(&cfg, &node("10.244.7.0/24")).await;
+    let _ = agent.sync(&cfg, &node("10.244.7.0/24"), &[]).await;
     let second = parse_vtep_state(&std::fs::read_to_string(&state_path).expect("state"));
     assert_eq!(first, second);
     let after = std::fs::metadata(&state_path)

@@ -9,27 +9,38 @@
 //! Invariants: nothing is written while the lease is invalid (a podCIDR outside the fabric), and
 //! nothing is ever deleted (an agent restart or SIGTERM leaves a working node behind, like flannel).
 
+use std::collections::BTreeSet;
 use std::io::Read;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{Node, NodeCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use weft_crds::AgentConfig;
+use weft_crds::agent_config::{
+    AGENT_CONDITION_TYPE, AGENT_REASON_READY, AGENT_REASON_WAITING_FOR_POD_CIDR,
+};
+use weft_crds::fabric::Backend;
 
-use self::node::{apply_annotations, apply_network_condition};
+use self::node::{apply_annotations, apply_node_condition};
 use crate::Error;
 use crate::cni::{FALLBACK_BIN_DIRS, plan_plugin_types};
 use crate::files::{read_optional, sync_file};
-use crate::flannel::{STATE_FILE_NAME, parse_vtep_state, plan_annotation_patch};
+use crate::flannel::{
+    Peer, PeerProblem, STATE_FILE_NAME, parse_peers, parse_vtep_state, plan_annotation_patch,
+};
 use crate::observe::{Health, Metrics};
-use crate::subnet::{CONDITION_TYPE, plan_network_condition};
+use crate::overlay::diff::diff_datapath;
+use crate::overlay::netlink::{Kernel, Netlink};
+use crate::overlay::plan::{OverlayInput, plan_datapath};
+use crate::subnet::{CONDITION_TYPE, plan_agent_condition, plan_network_condition};
 use crate::uplink::read_interfaces;
 
 pub mod node;
@@ -92,11 +103,15 @@ pub enum Outcome {
         /// superseded; a watch event carrying one of them is stale and must not trigger a sync
         /// (it would redo the later patch).
         superseded: Vec<String>,
+        /// How many peers the overlay knows.
+        peers: usize,
+        /// Nodes that are not routed, with the reason.
+        problems: Vec<String>,
     },
 }
 
 /// The agent: its configuration, its node and its outputs.
-pub struct Agent {
+pub struct Agent<K = Netlink> {
     /// The Kubernetes client's Node API.
     pub nodes: Api<Node>,
     /// The own Node's name.
@@ -107,6 +122,8 @@ pub struct Agent {
     pub metrics: Arc<Metrics>,
     /// `/sys/class/net`.
     pub sys_class_net: PathBuf,
+    /// The kernel the overlay is programmed into.
+    pub kernel: K,
 }
 
 fn random_bytes() -> Result<[[u8; 6]; 2], Error> {
@@ -123,9 +140,102 @@ fn random_bytes() -> Result<[[u8; 6]; 2], Error> {
     Ok(out)
 }
 
-impl Agent {
-    /// One sync of the node against `config` (see the module docs).
-    pub async fn sync(&self, config: &AgentConfig, node: &Node) -> Result<Outcome, Error> {
+/// The overlay settings of a configuration, as the planner takes them.
+fn overlay_input<'a>(
+    config: &AgentConfig,
+    plan: &'a Plan,
+    peers: &'a [Peer],
+    on_link: &'a BTreeSet<IpAddr>,
+) -> OverlayInput<'a> {
+    OverlayInput {
+        backend: config.overlay.backend,
+        vni: u32::try_from(config.overlay.vni).unwrap_or(1),
+        port: u16::try_from(config.overlay.port).unwrap_or(8472),
+        direct_routing: config.overlay.direct_routing,
+        configured_mtu: u32::try_from(config.overlay.mtu).ok().filter(|m| *m > 0),
+        tx_checksum_offload: config.overlay.tx_checksum_offload,
+        lease: &plan.lease,
+        uplinks: &plan.uplinks,
+        macs: &plan.macs,
+        peers,
+        on_link,
+    }
+}
+
+impl<K: Kernel + Sync> Agent<K> {
+    /// Programs the overlay toward `peers`: plan, observe, diff, apply only the difference.
+    /// Returns the number of objects written.
+    async fn sync_overlay(
+        &self,
+        config: &AgentConfig,
+        plan: &Plan,
+        peers: &[Peer],
+        problems: &[PeerProblem],
+    ) -> Result<usize, Error> {
+        let candidates: Vec<IpAddr> = match (config.overlay.backend, config.overlay.direct_routing)
+        {
+            (Backend::Vxlan, false) => Vec::new(),
+            _ => peers
+                .iter()
+                .flat_map(|p| [p.public.v4, p.public.v6])
+                .flatten()
+                .collect(),
+        };
+        let on_link = self.kernel.on_link(&candidates).await;
+        let overlay = plan_datapath(&overlay_input(config, plan, peers, &on_link));
+        let all_problems: Vec<String> = problems
+            .iter()
+            .chain(&overlay.problems)
+            .map(ToString::to_string)
+            .collect();
+        self.metrics
+            .set_peers(overlay.programmed_peers, all_problems.len());
+        for p in &all_problems {
+            debug!(problem = %p, "peer not routed");
+        }
+        let observed = self.kernel.observe().await?;
+        let changes = diff_datapath(&overlay.datapath, &observed);
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        info!(%changes, "programming the overlay");
+        debug!(?changes, "overlay changes");
+        for (name, reason) in &changes.delete_devices {
+            info!(device = %name, %reason, "removing device");
+        }
+        self.metrics.gc("route", changes.del_routes.len());
+        self.metrics.gc("neighbour", changes.del_neighbours.len());
+        self.metrics.gc("fdb", changes.del_fdb.len());
+        self.metrics.gc("device", changes.delete_devices.len());
+        let report = self.kernel.apply(&changes).await;
+        let failed: Vec<&'static str> = report.failures.iter().map(|f| f.op).collect();
+        self.metrics.netlink(&report.done, &failed);
+        if report.failures.is_empty() {
+            return Ok(changes.len());
+        }
+        for f in &report.failures {
+            warn!(op = f.op, object = %f.object, error = %f.error, "overlay operation failed");
+        }
+        Err(Error::OverlayApply {
+            failed: report.failures.len(),
+            total: changes.len(),
+            first: report
+                .failures
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
+
+    /// One sync of the node against `config`, with `others` the other Nodes of the cluster (see
+    /// the module docs).
+    pub async fn sync(
+        &self,
+        config: &AgentConfig,
+        node: &Node,
+        others: &[Node],
+    ) -> Result<Outcome, Error> {
         let paths = Paths::of(config);
         // gather
         let interfaces = read_interfaces(&self.sys_class_net)?;
@@ -148,12 +258,22 @@ impl Agent {
             return Ok(Outcome::WaitingForPodCidr);
         };
         debug!(?plan, "planned node state");
-        // apply: local state first, so the MAC we announce survives a crash right after.
+        let (peers, problems) = parse_peers(
+            others,
+            &self.node_name,
+            &config.compatibility.annotation_prefix,
+            &plan.networks,
+        );
+        // apply: local state first, so the MAC we announce survives a crash right after; then the
+        // overlay, so that a peer learning our annotations finds our VTEP already there.
         let mut changed = Vec::new();
         if let Some(state) = &plan.vtep_state
             && sync_file(&paths.state_file, state.as_bytes())?
         {
             changed.push("vtep_state");
+        }
+        if self.sync_overlay(config, &plan, &peers, &problems).await? > 0 {
+            changed.push("overlay");
         }
         if sync_file(&paths.subnet_file, plan.subnet_env.as_bytes())? {
             changed.push("subnet_env");
@@ -173,14 +293,10 @@ impl Agent {
             changed.push("annotations");
         }
         let latest = patched.last().unwrap_or(node);
-        let condition = latest
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == CONDITION_TYPE));
+        let condition = node_condition(latest, CONDITION_TYPE);
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         if let Some(cond) = plan_network_condition(condition, now) {
-            patched.push(apply_network_condition(&self.nodes, &self.node_name, &cond).await?);
+            patched.push(apply_node_condition(&self.nodes, &self.node_name, &cond).await?);
             changed.push("condition");
         }
         let last = patched.pop();
@@ -191,6 +307,7 @@ impl Agent {
         for what in &changed {
             match *what {
                 "annotations" | "condition" => self.metrics.node_patched(what),
+                "overlay" => {}
                 file => self.metrics.file_written(file),
             }
         }
@@ -201,19 +318,47 @@ impl Agent {
             changed,
             patched: last.map(Box::new),
             superseded,
+            peers: peers.len(),
+            problems: problems.iter().map(ToString::to_string).collect(),
         })
     }
 
-    /// Runs a sync and turns its outcome into readiness, metrics and logs. Returns whether it
-    /// failed (so the loop retries).
+    /// Publishes the node's `WeftAgentReady` condition when it differs from what the Node holds.
+    /// Failing to publish is logged, not fatal: the next sync tries again.
+    async fn report_condition(
+        &self,
+        node: Option<&Node>,
+        ready: bool,
+        reason: &str,
+        message: &str,
+    ) -> Option<Node> {
+        let current = node.and_then(|n| node_condition(n, AGENT_CONDITION_TYPE));
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let cond = plan_agent_condition(current, ready, reason, message, now)?;
+        match apply_node_condition(&self.nodes, &self.node_name, &cond).await {
+            Ok(n) => {
+                self.metrics.node_patched("agent_condition");
+                Some(n)
+            }
+            Err(e) => {
+                warn!(error = %error_chain(&e), "failed to publish the WeftAgentReady condition");
+                None
+            }
+        }
+    }
+
+    /// Runs a sync and turns its outcome into readiness, the node's `WeftAgentReady` condition,
+    /// metrics and logs. Returns whether it failed (so the loop retries) and the Node as the last
+    /// patch returned it.
     async fn sync_and_report(
         &self,
         config: &AgentConfig,
         node: &Node,
+        others: &[Node],
         last: &mut Option<Outcome>,
-    ) -> bool {
+    ) -> (bool, Option<Node>) {
         let start = Instant::now();
-        let result = self.sync(config, node).await;
+        let result = self.sync(config, node, others).await;
         let seconds = start.elapsed().as_secs_f64();
         match result {
             Ok(Outcome::WaitingForPodCidr) => {
@@ -225,46 +370,84 @@ impl Agent {
                 if last.as_ref() != Some(&Outcome::WaitingForPodCidr) {
                     info!(node = %self.node_name, "{reason}");
                 }
-                self.health.set_not_ready(reason);
+                self.health.set_not_ready(reason.clone());
                 self.metrics.set_ready(false);
                 *last = Some(Outcome::WaitingForPodCidr);
-                false
+                let patched = self
+                    .report_condition(
+                        Some(node),
+                        false,
+                        AGENT_REASON_WAITING_FOR_POD_CIDR,
+                        &reason,
+                    )
+                    .await;
+                (false, patched)
             }
             Ok(outcome @ Outcome::Synced { .. }) => {
                 self.metrics.sync("ok", None, seconds);
+                let mut message = String::from("the node is programmed");
                 if let Outcome::Synced {
                     lease,
                     mtu,
                     changed,
+                    peers,
+                    problems,
                     ..
                 } = &outcome
                 {
                     let was_ready = self.health.readiness().is_ok();
                     if !changed.is_empty() || !was_ready {
-                        info!(node = %self.node_name, %lease, mtu, ?changed, "node network configured");
+                        info!(node = %self.node_name, %lease, mtu, peers, ?changed, "node network configured");
                     } else {
                         debug!(node = %self.node_name, "node network up to date");
                     }
+                    let previous = match last.as_ref() {
+                        Some(Outcome::Synced { problems, .. }) => problems.clone(),
+                        _ => Vec::new(),
+                    };
+                    for p in problems.iter().filter(|p| !previous.contains(p)) {
+                        warn!(problem = %p, "a peer is not routed");
+                    }
+                    message = format!("subnet {lease}, MTU {mtu}, {peers} peers routed");
+                    if !problems.is_empty() {
+                        message.push_str(&format!("; not routed: {}", problems.join("; ")));
+                    }
                 }
+                let base = match &outcome {
+                    Outcome::Synced { patched, .. } => patched.as_deref().cloned(),
+                    Outcome::WaitingForPodCidr => None,
+                };
                 self.health.set_ready();
                 self.metrics.set_ready(true);
                 *last = Some(outcome);
-                false
+                let patched = self
+                    .report_condition(
+                        Some(base.as_ref().unwrap_or(node)),
+                        true,
+                        AGENT_REASON_READY,
+                        &message,
+                    )
+                    .await;
+                (false, patched)
             }
             Err(e) => {
                 self.metrics.sync("error", Some(e.stage()), seconds);
                 let reason = error_chain(&e);
                 error!(node = %self.node_name, stage = e.stage(), error = %reason, "sync failed");
-                self.health.set_not_ready(reason);
+                self.health.set_not_ready(reason.clone());
                 self.metrics.set_ready(false);
                 *last = None;
-                true
+                let patched = self
+                    .report_condition(Some(node), false, e.agent_reason(), &reason)
+                    .await;
+                (true, patched)
             }
         }
     }
 
-    /// The event loop: syncs on every change of the own Node or the configuration, on every
-    /// resync tick and after failures (with backoff), until `shutdown` resolves.
+    /// The event loop: syncs on every change of any Node (the own one and the peers) or of the
+    /// configuration, on every resync tick and after failures (with backoff), until `shutdown`
+    /// resolves. Bursts of Node events are coalesced into one sync.
     pub async fn run(
         &self,
         mut config: AgentConfig,
@@ -273,16 +456,16 @@ impl Agent {
         on_config: impl Fn(&AgentConfig),
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let selector = format!("metadata.name={}", self.node_name);
-        let mut node_events = watcher(
-            self.nodes.clone(),
-            watcher::Config::default().fields(&selector),
+        let (store, writer) = reflector::store::<Node>();
+        let mut node_events = reflector(
+            writer,
+            watcher(self.nodes.clone(), watcher::Config::default()),
         )
         .default_backoff()
-        .applied_objects()
+        .touched_objects()
         .boxed();
         tokio::pin!(shutdown);
-        let mut node: Option<Node> = None;
+        let mut own_patched: Option<Node> = None;
         let mut last: Option<Outcome> = None;
         let mut retry: Option<Duration> = None;
         // The first tick comes early, so a missing Node is reported within seconds.
@@ -297,25 +480,36 @@ impl Agent {
         loop {
             tokio::select! {
                 () = &mut shutdown => {
-                    info!("shutting down; files and node annotations stay in place");
+                    info!("shutting down; the datapath, files and node annotations stay in place");
                     return;
                 }
                 event = node_events.next() => match event {
                     Some(Ok(n)) => {
-                        let stale = n.metadata.resource_version.as_ref().is_some_and(|rv| superseded.contains(rv));
+                        let own = n.metadata.name.as_deref() == Some(self.node_name.as_str());
+                        let stale = own && n.metadata.resource_version.as_ref().is_some_and(|rv| superseded.contains(rv));
                         if stale {
                             debug!("skipping a Node event that this agent's own later patch superseded");
                             continue;
                         }
-                        node = Some(n);
+                        if own {
+                            own_patched = None;
+                        }
+                        // Coalesce a burst (a resync of 500 nodes is one sync, not 500).
+                        while let Some(Some(more)) = node_events.next().now_or_never() {
+                            if let Ok(m) = more
+                                && m.metadata.name.as_deref() == Some(self.node_name.as_str())
+                            {
+                                own_patched = None;
+                            }
+                        }
                     }
                     Some(Err(e)) => {
                         let reason = error_chain(&e);
-                        warn!(error = %reason, "watching the own Node failed; retrying");
-                        // A node that is already configured stays ready: its files and
+                        warn!(error = %reason, "watching Nodes failed; retrying");
+                        // A node that is already configured stays ready: its datapath, files and
                         // annotations still hold while the API server is away.
                         if self.health.readiness().is_err() {
-                            self.health.set_not_ready(format!("cannot watch node {}: {reason}", self.node_name));
+                            self.health.set_not_ready(format!("cannot watch nodes: {reason}"));
                         }
                         continue;
                     }
@@ -344,7 +538,13 @@ impl Agent {
                 },
                 () = tokio::time::sleep_until(next_sync) => {}
             }
-            let Some(n) = &node else {
+            let all = store.state();
+            let own = own_patched.clone().or_else(|| {
+                all.iter()
+                    .find(|n| n.metadata.name.as_deref() == Some(self.node_name.as_str()))
+                    .map(|n| (**n).clone())
+            });
+            let Some(n) = own else {
                 if !waited_for_node {
                     info!(node = %self.node_name, "waiting for the Node object");
                     waited_for_node = true;
@@ -352,7 +552,13 @@ impl Agent {
                 next_sync = tokio::time::Instant::now() + resync;
                 continue;
             };
-            let failed = self.sync_and_report(&config, n, &mut last).await;
+            let others: Vec<Node> = all
+                .iter()
+                .filter(|o| o.metadata.name.as_deref() != Some(self.node_name.as_str()))
+                .map(|o| (**o).clone())
+                .collect();
+            let (failed, reported) = self.sync_and_report(&config, &n, &others, &mut last).await;
+            superseded.clear();
             if let Some(Outcome::Synced {
                 patched,
                 superseded: newly,
@@ -360,9 +566,17 @@ impl Agent {
             }) = &last
             {
                 if let Some(p) = patched {
-                    node = Some((**p).clone());
+                    own_patched = Some((**p).clone());
                 }
-                superseded = newly.clone();
+                superseded.clone_from(newly);
+            }
+            if let Some(r) = reported {
+                if let Some(p) = &own_patched
+                    && let Some(rv) = &p.metadata.resource_version
+                {
+                    superseded.push(rv.clone());
+                }
+                own_patched = Some(r);
             }
             let delay = if failed {
                 let d = retry.map_or(MIN_RETRY, |d| (d * 2).min(MAX_RETRY));
@@ -375,6 +589,14 @@ impl Agent {
             next_sync = tokio::time::Instant::now() + delay;
         }
     }
+}
+
+/// The condition of `type_` on `node`, if any.
+fn node_condition<'a>(node: &'a Node, type_: &str) -> Option<&'a NodeCondition> {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == type_))
 }
 
 /// Warns when a plugin the conflist references is in none of the directories runtimes search.

@@ -41,7 +41,7 @@ pub async fn apply_annotations(
 
 /// Sets `condition` in the status of Node `node`, leaving every other condition alone; returns
 /// the patched Node.
-pub async fn apply_network_condition(
+pub async fn apply_node_condition(
     api: &Api<Node>,
     node: &str,
     condition: &NodeCondition,

@@ -16,7 +16,7 @@ use crate::cni::{ConflistInput, render_conflist};
 use crate::flannel::{
     AnnotationInput, VtepMacs, plan_vtep_macs, render_annotations, render_vtep_state,
 };
-use crate::subnet::{Lease, plan_lease, plan_networks, render_subnet_env};
+use crate::subnet::{Lease, Networks, plan_lease, plan_networks, render_subnet_env};
 use crate::uplink::{Interface, Uplinks, plan_mtu, plan_uplink};
 
 /// Everything one sync reads besides the API objects.
@@ -33,6 +33,8 @@ pub struct Gathered<'a> {
 /// The desired state of the node, computed purely.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
+    /// The fabric's pod network.
+    pub networks: Networks,
     /// The node's lease.
     pub lease: Lease,
     /// The chosen uplinks.
@@ -51,15 +53,7 @@ pub struct Plan {
     pub vtep_state: Option<String>,
 }
 
-/// The pod CIDRs of a Node (`spec.podCIDRs`, or the older singular `spec.podCIDR`).
-pub fn node_pod_cidrs(node: &Node) -> Vec<String> {
-    let spec = node.spec.as_ref();
-    let many = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
-    if !many.is_empty() {
-        return many;
-    }
-    spec.and_then(|s| s.pod_cidr.clone()).into_iter().collect()
-}
+pub use weft_crds::node::node_pod_cidrs;
 
 /// Computes the node's desired state; `Ok(None)` while the node has no podCIDR yet.
 pub fn plan(
@@ -117,6 +111,7 @@ pub fn plan(
     })?;
     let vtep_state = (config.overlay.backend == Backend::Vxlan).then(|| render_vtep_state(&macs));
     Ok(Some(Plan {
+        networks,
         lease,
         uplinks,
         mtu,

@@ -19,7 +19,10 @@ use weft_crds::IpFamily;
 use weft_crds::fabric::Backend;
 
 use crate::Error;
+
+pub mod peers;
 use crate::subnet::Lease;
+pub use peers::{Peer, PeerProblem, parse_peer, parse_peers};
 use weft_crds::PerFamily;
 
 /// Annotation suffix: the overlay backend (`vxlan` or `host-gw`).

@@ -78,6 +78,11 @@ pub struct Metrics {
     config_reloads: Family<Labels, Counter>,
     ready: Gauge,
     mtu: Gauge,
+    peers: Gauge,
+    peer_problems: Gauge,
+    netlink_ops: Family<Labels, Counter>,
+    netlink_errors: Family<Labels, Counter>,
+    gc_removals: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -130,7 +135,42 @@ impl Metrics {
         registry.register("ready", "1 while /readyz answers 200", ready.clone());
         let mtu = Gauge::default();
         registry.register("pod_mtu", "The pod MTU in effect", mtu.clone());
+        let peers = Gauge::default();
+        registry.register(
+            "overlay_peers",
+            "Remote nodes whose pod subnets are routed from this node",
+            peers.clone(),
+        );
+        let peer_problems = Gauge::default();
+        registry.register(
+            "overlay_peer_problems",
+            "Remote nodes (or families) not routed because of a problem (see the agent's log)",
+            peer_problems.clone(),
+        );
+        let netlink_ops = Family::<Labels, Counter>::default();
+        registry.register(
+            "netlink_operations",
+            "Kernel writes of the overlay, by kind (add_route, del_fdb, create_device, ...)",
+            netlink_ops.clone(),
+        );
+        let netlink_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "netlink_errors",
+            "Failed kernel writes of the overlay, by kind",
+            netlink_errors.clone(),
+        );
+        let gc_removals = Family::<Labels, Counter>::default();
+        registry.register(
+            "overlay_gc_removals",
+            "Stale overlay objects removed (of nodes that are gone, or left before a restart), by kind (route, neighbour, fdb, device)",
+            gc_removals.clone(),
+        );
         Metrics {
+            peers,
+            peer_problems,
+            netlink_ops,
+            netlink_errors,
+            gc_removals,
             registry,
             syncs,
             sync_errors,
@@ -140,6 +180,37 @@ impl Metrics {
             config_reloads,
             ready,
             mtu,
+        }
+    }
+
+    /// Records the overlay's peers: routed, and not routed because of a problem.
+    pub fn set_peers(&self, programmed: usize, problems: usize) {
+        self.peers
+            .set(i64::try_from(programmed).unwrap_or(i64::MAX));
+        self.peer_problems
+            .set(i64::try_from(problems).unwrap_or(i64::MAX));
+    }
+
+    /// Records kernel writes of the overlay: successes and failures by kind.
+    pub fn netlink(
+        &self,
+        done: &std::collections::BTreeMap<&'static str, u64>,
+        failed: &[&'static str],
+    ) {
+        for (op, n) in done {
+            self.netlink_ops.get_or_create(&[("op", op)]).inc_by(*n);
+        }
+        for op in failed {
+            self.netlink_errors.get_or_create(&[("op", op)]).inc();
+        }
+    }
+
+    /// Records garbage-collected overlay objects of `kind`.
+    pub fn gc(&self, kind: &'static str, n: usize) {
+        if n > 0 {
+            self.gc_removals
+                .get_or_create(&[("kind", kind)])
+                .inc_by(n as u64);
         }
     }
 

@@ -172,6 +172,43 @@ pub fn render_condition_patch(condition: &NodeCondition) -> serde_json::Value {
     serde_json::json!({ "status": { "conditions": [condition] } })
 }
 
+/// The `WeftAgentReady` condition to write (see [`weft_crds::agent_config::AGENT_CONDITION_TYPE`]),
+/// or `None` when the node already has it with the same status, reason and message. The transition
+/// time is kept while the status stays the same.
+pub fn plan_agent_condition(
+    current: Option<&NodeCondition>,
+    ready: bool,
+    reason: &str,
+    message: &str,
+    now: Time,
+) -> Option<NodeCondition> {
+    let status = if ready { "True" } else { "False" };
+    // The API server refuses messages beyond 32 KiB; a long failure list is cut, never refused.
+    let message: String = message.chars().take(AGENT_CONDITION_MESSAGE_MAX).collect();
+    if let Some(c) = current
+        && c.status == status
+        && c.reason.as_deref() == Some(reason)
+        && c.message.as_deref() == Some(message.as_str())
+    {
+        return None;
+    }
+    let transition = match current {
+        Some(c) if c.status == status => c.last_transition_time.clone().unwrap_or(now.clone()),
+        _ => now.clone(),
+    };
+    Some(NodeCondition {
+        type_: weft_crds::agent_config::AGENT_CONDITION_TYPE.to_owned(),
+        status: status.to_owned(),
+        reason: Some(reason.to_owned()),
+        message: Some(message),
+        last_transition_time: Some(transition),
+        last_heartbeat_time: Some(now),
+    })
+}
+
+/// The longest `WeftAgentReady` message, in characters.
+pub const AGENT_CONDITION_MESSAGE_MAX: usize = 4096;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +390,56 @@ mod tests {
         assert_eq!(
             patch["status"]["conditions"].as_array().map(Vec::len),
             Some(1)
+        );
+    }
+
+    #[test]
+    fn agent_condition_changes_only_with_its_content() {
+        let now = Time(k8s_openapi::jiff::Timestamp::from_second(2_000_000_000).expect("ts"));
+        let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_000_000_000).expect("ts"));
+        let bad = plan_agent_condition(
+            None,
+            false,
+            "AgentConfigInvalid",
+            "interface \"x\" not found",
+            earlier.clone(),
+        )
+        .expect("absent → set");
+        assert_eq!(bad.type_, "WeftAgentReady");
+        assert_eq!(bad.status, "False");
+        // Same content: no write.
+        assert_eq!(
+            plan_agent_condition(
+                Some(&bad),
+                false,
+                "AgentConfigInvalid",
+                "interface \"x\" not found",
+                now.clone()
+            ),
+            None
+        );
+        // Another message, same status: rewritten, transition time kept.
+        let other = plan_agent_condition(
+            Some(&bad),
+            false,
+            "AgentConfigInvalid",
+            "other",
+            now.clone(),
+        )
+        .expect("changed");
+        assert_eq!(other.last_transition_time, Some(earlier));
+        // Healed: a new transition.
+        let good = plan_agent_condition(Some(&other), true, "AgentReady", "ok", now.clone())
+            .expect("healed");
+        assert_eq!(
+            (good.status.as_str(), good.last_transition_time),
+            ("True", Some(now.clone()))
+        );
+        let long = "x".repeat(AGENT_CONDITION_MESSAGE_MAX * 2);
+        let cut = plan_agent_condition(None, false, "DatapathFailed", &long, now).expect("set");
+        assert_eq!(
+            cut.message.map(|m| m.len()),
+            Some(AGENT_CONDITION_MESSAGE_MAX)
         );
     }
 }

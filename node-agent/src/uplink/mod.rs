@@ -164,7 +164,7 @@ pub fn plan_uplink(
                     Error::NoNodeAddress {
                         family,
                         hint: format!(
-                            "overlay.interface {name:?} does not exist on this node (found: {})",
+                            "interface {name:?} not found (spec.overlay.interface); this node has {}",
                             interfaces
                                 .iter()
                                 .map(|i| i.name.as_str())
@@ -349,7 +349,9 @@ mod tests {
                 addresses: internal(&["192.168.0.2"]),
                 selector: Some("eth9"),
                 families: V4,
-                want: Err("\"eth9\" does not exist on this node (found: lo, eth0, eth1)"),
+                want: Err(
+                    "interface \"eth9\" not found (spec.overlay.interface); this node has lo, eth0, eth1",
+                ),
             },
             Case {
                 name: "cidr matching nothing",
