@@ -1,0 +1,396 @@
+//! The compiler: index + node facts → [`Ir`].
+//!
+//! For each pod of this node (the pods it enforces), and each direction: the Admin-tier policies
+//! selecting it by ascending priority, the NetworkPolicies selecting it (isolation and the union of
+//! their allows), the Baseline-tier policies, then the default allow. Peers become named sets keyed
+//! by what they select, so the same selector in many policies is one set; named ports resolve on
+//! the destination pod (at compile time for ingress, through a (address, protocol, port) set for
+//! egress) and a name that matches nothing matches nothing. Invariant: deterministic output; set and
+//! chain names are hashes of their defining content, so equal content has equal names.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use sha2::{Digest, Sha256};
+use weft_crds::IpCidr;
+
+use crate::index::{Index, PodInfo, PodKey};
+use crate::ir::{
+    AddrSet, Chain, Direction, Ir, IrRule, LocalPod, NpTier, PortMatch, PortSet, Remote, SetElems,
+};
+use crate::model::{NsScope, Peer, PodSelection, Policy, PortSpec, Proto, Rule, TierKind};
+use crate::selector::Labels;
+
+/// Hex digits of the hash in set and chain names (64 bits).
+pub const NAME_HASH_LEN: usize = 16;
+
+/// What the compiler needs to know about the node besides the index.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeInput {
+    /// The node's name (`spec.nodeName` of its pods).
+    pub node_name: String,
+    /// The node's own addresses (node IPs, the overlay device and bridge addresses).
+    pub host_addrs: Vec<IpAddr>,
+    /// The node's pod CIDRs (one per family).
+    pub pod_cidrs: Vec<IpCidr>,
+}
+
+/// A deterministic, bounded name: `prefix-` and the first [`NAME_HASH_LEN`] hex digits of the
+/// SHA-256 of `content`.
+pub fn hashed_name(prefix: &str, content: &str) -> String {
+    let digest = Sha256::digest(content.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}-{}", &hex[..NAME_HASH_LEN])
+}
+
+fn ns_matches(scope: &NsScope, ns: &str, labels: &Labels) -> bool {
+    match scope {
+        NsScope::Named(n) => n == ns,
+        NsScope::Selected(sel) => sel.matches(labels),
+    }
+}
+
+struct Compiler<'a> {
+    index: &'a Index,
+    ns_labels: BTreeMap<&'a str, &'a Labels>,
+    addr_sets: BTreeMap<String, AddrSet>,
+    port_sets: BTreeMap<String, PortSet>,
+    set_names: BTreeMap<String, String>,
+}
+
+impl<'a> Compiler<'a> {
+    fn selects(&self, sel: &PodSelection, key: &PodKey, pod: &PodInfo) -> bool {
+        static EMPTY: Labels = Labels::new();
+        let labels = self
+            .ns_labels
+            .get(key.namespace.as_str())
+            .copied()
+            .unwrap_or(&EMPTY);
+        pod.is_live()
+            && ns_matches(&sel.ns, &key.namespace, labels)
+            && sel.pods.matches(&pod.labels)
+    }
+
+    /// The set of addresses of the pods `sel` selects (shared by key).
+    fn pod_set(&mut self, sel: &PodSelection) -> String {
+        let ns = match &sel.ns {
+            NsScope::Named(n) => format!("namespace {n}"),
+            NsScope::Selected(s) => format!("namespaces {s}"),
+        };
+        let key = format!("pods {} in {ns}", sel.pods);
+        if let Some(n) = self.set_names.get(&key) {
+            return n.clone();
+        }
+        let mut addrs = BTreeSet::new();
+        for (ns, labels) in &self.ns_labels {
+            if !ns_matches(&sel.ns, ns, labels) {
+                continue;
+            }
+            for (_, pod) in self.index.pods_in(ns) {
+                if pod.is_live() && sel.pods.matches(&pod.labels) {
+                    addrs.extend(pod.ips.iter().copied());
+                }
+            }
+        }
+        let name = hashed_name("p", &key);
+        self.addr_sets.insert(
+            name.clone(),
+            AddrSet {
+                what: key.clone(),
+                elems: SetElems::Addrs(addrs),
+            },
+        );
+        self.set_names.insert(key, name.clone());
+        name
+    }
+
+    fn cidr_set(&mut self, cidrs: &[IpCidr]) -> String {
+        let list: Vec<String> = cidrs.iter().map(|c| c.to_string()).collect();
+        let key = format!("cidrs {}", list.join(","));
+        if let Some(n) = self.set_names.get(&key) {
+            return n.clone();
+        }
+        let name = hashed_name("c", &key);
+        self.addr_sets.insert(
+            name.clone(),
+            AddrSet {
+                what: key.clone(),
+                elems: SetElems::Prefixes(cidrs.iter().copied().collect()),
+            },
+        );
+        self.set_names.insert(key, name.clone());
+        name
+    }
+
+    /// The (address, protocol, port) set of a named port on every live pod.
+    fn named_port_set(&mut self, name: &str, proto: Option<Proto>) -> String {
+        let key = match proto {
+            Some(p) => format!("named port {name}/{p}"),
+            None => format!("named port {name}"),
+        };
+        if let Some(n) = self.set_names.get(&key) {
+            return n.clone();
+        }
+        let mut elems = BTreeSet::new();
+        for (_, pod) in self.index.pods() {
+            if !pod.is_live() {
+                continue;
+            }
+            for np in &pod.named_ports {
+                if np.name == name && proto.is_none_or(|p| p == np.proto) {
+                    elems.extend(pod.ips.iter().map(|ip| (*ip, np.proto, np.port)));
+                }
+            }
+        }
+        let set = hashed_name("n", &key);
+        self.port_sets.insert(
+            set.clone(),
+            PortSet {
+                what: key.clone(),
+                elems,
+            },
+        );
+        self.set_names.insert(key, set.clone());
+        set
+    }
+
+    fn remotes(&mut self, peers: &Option<Vec<Peer>>) -> Vec<Remote> {
+        let Some(peers) = peers else {
+            return vec![Remote::Any];
+        };
+        let mut out = Vec::new();
+        for p in peers {
+            match p {
+                Peer::All => out.push(Remote::Any),
+                Peer::Pods(sel) => out.push(Remote::In(self.pod_set(sel))),
+                Peer::IpBlock { cidr, except } if except.is_empty() => {
+                    out.push(Remote::In(self.cidr_set(&[*cidr])))
+                }
+                Peer::IpBlock { cidr, except } => out.push(Remote::InExcept(
+                    self.cidr_set(&[*cidr]),
+                    self.cidr_set(except),
+                )),
+                Peer::Networks(n) if n.is_empty() => {}
+                Peer::Networks(n) => out.push(Remote::In(self.cidr_set(n))),
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Port alternatives of a rule. `local` is the destination pod for ingress (named ports
+    /// resolve on it now); for egress named ports become a port set.
+    fn port_matches(
+        &mut self,
+        ports: &Option<Vec<PortSpec>>,
+        local: Option<&PodInfo>,
+    ) -> Vec<PortMatch> {
+        let Some(ports) = ports else {
+            return vec![PortMatch::Any];
+        };
+        let mut ranges: BTreeMap<Proto, Vec<(u16, u16)>> = BTreeMap::new();
+        let mut named = Vec::new();
+        for p in ports {
+            match p {
+                PortSpec::Range { proto, first, last } => {
+                    ranges.entry(*proto).or_default().push((*first, *last))
+                }
+                PortSpec::Named { proto, name } => match local {
+                    Some(pod) => {
+                        for np in &pod.named_ports {
+                            if &np.name == name && proto.is_none_or(|p| p == np.proto) {
+                                ranges.entry(np.proto).or_default().push((np.port, np.port));
+                            }
+                        }
+                    }
+                    None => named.push(PortMatch::Named(self.named_port_set(name, *proto))),
+                },
+            }
+        }
+        let mut out: Vec<PortMatch> = ranges
+            .into_iter()
+            .map(|(proto, r)| PortMatch::Ranges(proto, merge_ranges(r)))
+            .collect();
+        named.sort();
+        named.dedup();
+        out.extend(named);
+        out
+    }
+
+    fn ir_rules(
+        &mut self,
+        p: &Policy,
+        rules: &[Rule],
+        dir: Direction,
+        local: &PodInfo,
+    ) -> Vec<IrRule> {
+        let mut out = Vec::new();
+        for r in rules {
+            let remotes = self.remotes(&r.peers);
+            let ports = self.port_matches(&r.ports, (dir == Direction::Ingress).then_some(local));
+            for remote in &remotes {
+                for port in &ports {
+                    out.push(IrRule {
+                        remote: remote.clone(),
+                        ports: port.clone(),
+                        action: r.action,
+                        source: p.source.clone(),
+                        rule: r.index,
+                        rule_name: r.name.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn chain(&mut self, key: &PodKey, pod: &PodInfo, dir: Direction) -> Chain {
+        let rules_of = |p: &'a Policy| match dir {
+            Direction::Ingress => p.ingress.as_ref(),
+            Direction::Egress => p.egress.as_ref(),
+        };
+        let mut admin: Vec<&Policy> = Vec::new();
+        let mut baseline: Vec<&Policy> = Vec::new();
+        for p in self.index.cluster_policies() {
+            if rules_of(p).is_some() && self.selects(&p.subject, key, pod) {
+                match p.tier {
+                    TierKind::Admin => admin.push(p),
+                    _ => baseline.push(p),
+                }
+            }
+        }
+        admin.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        baseline.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        let nps: Vec<&Policy> = self
+            .index
+            .network_policies_in(&key.namespace)
+            .filter(|p| rules_of(p).is_some() && self.selects(&p.subject, key, pod))
+            .collect();
+        let fail_closed: Vec<_> = admin
+            .iter()
+            .chain(&nps)
+            .chain(&baseline)
+            .filter(|p| !p.refused.is_empty())
+            .map(|p| p.source.clone())
+            .collect();
+        let mut chain = Chain {
+            direction: dir,
+            fail_closed,
+            admin: Vec::new(),
+            np: None,
+            baseline: Vec::new(),
+        };
+        if !chain.fail_closed.is_empty() {
+            return chain;
+        }
+        for p in admin {
+            let r = self.ir_rules(p, rules_of(p).map_or(&[][..], |v| v), dir, pod);
+            chain.admin.extend(r);
+        }
+        if !nps.is_empty() {
+            let mut allow = Vec::new();
+            for p in &nps {
+                allow.extend(self.ir_rules(p, rules_of(p).map_or(&[][..], |v| v), dir, pod));
+            }
+            chain.np = Some(NpTier {
+                by: nps.iter().map(|p| p.source.clone()).collect(),
+                allow,
+            });
+        }
+        for p in baseline {
+            let r = self.ir_rules(p, rules_of(p).map_or(&[][..], |v| v), dir, pod);
+            chain.baseline.extend(r);
+        }
+        chain
+    }
+}
+
+/// Sorts and merges overlapping or adjacent inclusive ranges.
+fn merge_ranges(mut r: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
+    r.sort();
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for (a, b) in r {
+        match out.last_mut() {
+            Some(last) if u32::from(a) <= u32::from(last.1) + 1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// Compiles the policy of the node described by `node`: every live pod of the index scheduled to
+/// `node.node_name` gets an ingress and an egress profile.
+pub fn compile_node(index: &Index, node: &NodeInput) -> Ir {
+    let mut c = Compiler {
+        index,
+        ns_labels: index.namespaces().map(|(n, l)| (n.as_str(), l)).collect(),
+        addr_sets: BTreeMap::new(),
+        port_sets: BTreeMap::new(),
+        set_names: BTreeMap::new(),
+    };
+    let mut chains = BTreeMap::new();
+    let mut pods = BTreeMap::new();
+    let mut by_content: BTreeMap<String, String> = BTreeMap::new();
+    for (key, pod) in index.pods() {
+        if pod.node != node.node_name || !pod.is_live() {
+            continue;
+        }
+        let mut names = Vec::new();
+        for dir in [Direction::Ingress, Direction::Egress] {
+            let chain = c.chain(&key, pod, dir);
+            let content = format!("{chain:?}");
+            let name = by_content
+                .entry(content)
+                .or_insert_with_key(|content| {
+                    let prefix = match dir {
+                        Direction::Ingress => "in",
+                        Direction::Egress => "eg",
+                    };
+                    hashed_name(prefix, content)
+                })
+                .clone();
+            chains.entry(name.clone()).or_insert(chain);
+            names.push(name);
+        }
+        let (ingress, egress) = (names[0].clone(), names[1].clone());
+        pods.insert(
+            key,
+            LocalPod {
+                ips: pod.ips.clone(),
+                ingress,
+                egress,
+            },
+        );
+    }
+    Ir {
+        host_addrs: node.host_addrs.iter().copied().collect(),
+        pod_cidrs: node.pod_cidrs.clone(),
+        addr_sets: c.addr_sets,
+        port_sets: c.port_sets,
+        chains,
+        pods,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_merge_when_they_overlap_or_touch() {
+        assert_eq!(
+            merge_ranges(vec![(80, 80), (81, 90), (100, 200), (150, 160), (1, 2)]),
+            vec![(1, 2), (80, 90), (100, 200)]
+        );
+        assert_eq!(merge_ranges(vec![(0, 65535), (80, 80)]), vec![(0, 65535)]);
+    }
+
+    #[test]
+    fn names_are_bounded_and_deterministic() {
+        let a = hashed_name("p", "pods app=web in namespace x");
+        assert_eq!(a, hashed_name("p", "pods app=web in namespace x"));
+        assert_ne!(a, hashed_name("p", "pods app=web in namespace y"));
+        assert_eq!(a.len(), 2 + NAME_HASH_LEN);
+    }
+}

@@ -1,0 +1,319 @@
+//! The index: synchronous state over the watched objects, fed with apply/delete.
+//!
+//! It keeps only what policy needs (labels, addresses, node, named container ports, phase) and
+//! converts each policy once, when it arrives, into the normalized [`model`](crate::model) form with
+//! its refusals. Invariant: the index is a pure function of the set of objects applied and not
+//! deleted since (applying an object twice or in another order gives the same index); it never
+//! fails and never panics on API input.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use weft_crds::policy_api::{v1alpha1, v1alpha2, v1beta1};
+
+use crate::Problem;
+use crate::model::{self, Kind, ObjectRef, Policy, Proto};
+use crate::selector::Labels;
+
+/// A pod's namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PodKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for PodKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A named container port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NamedPort {
+    /// The port's name.
+    pub name: String,
+    /// Its protocol.
+    pub proto: Proto,
+    /// Its number.
+    pub port: u16,
+}
+
+/// What the index keeps of a pod.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodInfo {
+    /// Labels.
+    pub labels: Labels,
+    /// Addresses (`status.podIPs`, else `status.podIP`).
+    pub ips: Vec<IpAddr>,
+    /// `spec.nodeName`.
+    pub node: String,
+    /// Named container ports.
+    pub named_ports: Vec<NamedPort>,
+    /// `spec.hostNetwork`: such pods are neither subjects nor peers.
+    pub host_network: bool,
+    /// Phase Succeeded or Failed: the pod holds no address any more.
+    pub terminated: bool,
+}
+
+impl PodInfo {
+    /// Whether policy sees this pod (as subject or peer): a pod-network pod with an address that
+    /// has not terminated.
+    pub fn is_live(&self) -> bool {
+        !self.host_network && !self.terminated && !self.ips.is_empty()
+    }
+}
+
+/// Synchronous state over Pods, Namespaces and the four policy kinds.
+#[derive(Debug, Clone, Default)]
+pub struct Index {
+    pods: BTreeMap<String, BTreeMap<String, PodInfo>>,
+    namespaces: BTreeMap<String, Labels>,
+    network_policies: BTreeMap<String, BTreeMap<String, Policy>>,
+    cluster_policies: BTreeMap<ObjectRef, Policy>,
+    pod_problems: BTreeMap<PodKey, Vec<String>>,
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new() -> Index {
+        Index::default()
+    }
+
+    /// Adds or replaces a pod.
+    pub fn apply_pod(&mut self, pod: &Pod) {
+        let key = PodKey {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+        };
+        let mut bad = Vec::new();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let status = pod.status.clone().unwrap_or_default();
+        let mut ip_strings: Vec<String> = status
+            .pod_ips
+            .iter()
+            .flatten()
+            .map(|p| p.ip.clone())
+            .collect();
+        if ip_strings.is_empty() {
+            ip_strings.extend(status.pod_ip.clone());
+        }
+        let mut ips = Vec::new();
+        for s in ip_strings {
+            match s.parse::<IpAddr>() {
+                Ok(ip) => ips.push(ip),
+                Err(_) => bad.push(format!("status.podIPs: {s:?} is not an IP address")),
+            }
+        }
+        ips.sort();
+        ips.dedup();
+        let mut named_ports = Vec::new();
+        for c in &spec.containers {
+            for p in c.ports.iter().flatten() {
+                let Some(name) = p.name.clone().filter(|n| !n.is_empty()) else {
+                    continue;
+                };
+                let proto = Proto::parse(p.protocol.as_deref().unwrap_or("TCP"));
+                match (proto, u16::try_from(p.container_port)) {
+                    (Some(proto), Ok(port)) if port > 0 => {
+                        named_ports.push(NamedPort { name, proto, port })
+                    }
+                    _ => bad.push(format!(
+                        "container {}: port {name} ({} {:?}) is not usable",
+                        c.name, p.container_port, p.protocol
+                    )),
+                }
+            }
+        }
+        named_ports.sort();
+        named_ports.dedup();
+        let info = PodInfo {
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            ips,
+            node: spec.node_name.clone().unwrap_or_default(),
+            named_ports,
+            host_network: spec.host_network.unwrap_or(false),
+            terminated: matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")),
+        };
+        if bad.is_empty() {
+            self.pod_problems.remove(&key);
+        } else {
+            self.pod_problems.insert(key.clone(), bad);
+        }
+        self.pods
+            .entry(key.namespace)
+            .or_default()
+            .insert(key.name, info);
+    }
+
+    /// Removes a pod.
+    pub fn delete_pod(&mut self, namespace: &str, name: &str) {
+        if let Some(ns) = self.pods.get_mut(namespace) {
+            ns.remove(name);
+            if ns.is_empty() {
+                self.pods.remove(namespace);
+            }
+        }
+        self.pod_problems.remove(&PodKey {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+    }
+
+    /// Adds or replaces a namespace (its labels).
+    pub fn apply_namespace(&mut self, ns: &Namespace) {
+        self.namespaces.insert(
+            ns.metadata.name.clone().unwrap_or_default(),
+            ns.metadata.labels.clone().unwrap_or_default(),
+        );
+    }
+
+    /// Removes a namespace.
+    pub fn delete_namespace(&mut self, name: &str) {
+        self.namespaces.remove(name);
+    }
+
+    /// Adds or replaces a NetworkPolicy.
+    pub fn apply_network_policy(&mut self, np: &NetworkPolicy) {
+        let p = model::from_network_policy(np);
+        let ns = p.source.namespace.clone().unwrap_or_default();
+        self.network_policies
+            .entry(ns)
+            .or_default()
+            .insert(p.source.name.clone(), p);
+    }
+
+    /// Removes a NetworkPolicy.
+    pub fn delete_network_policy(&mut self, namespace: &str, name: &str) {
+        if let Some(ns) = self.network_policies.get_mut(namespace) {
+            ns.remove(name);
+            if ns.is_empty() {
+                self.network_policies.remove(namespace);
+            }
+        }
+    }
+
+    /// Adds or replaces a ClusterNetworkPolicy (v1beta1).
+    pub fn apply_cluster_network_policy(&mut self, cnp: &v1beta1::ClusterNetworkPolicy) {
+        let p = model::from_cluster_network_policy(cnp);
+        self.cluster_policies.insert(p.source.clone(), p);
+    }
+
+    /// Adds or replaces a ClusterNetworkPolicy read as v1alpha2 (the same object as v1beta1).
+    pub fn apply_cluster_network_policy_v1alpha2(&mut self, cnp: &v1alpha2::ClusterNetworkPolicy) {
+        self.apply_cluster_network_policy(&cnp.clone().into());
+    }
+
+    /// Removes a ClusterNetworkPolicy.
+    pub fn delete_cluster_network_policy(&mut self, name: &str) {
+        self.cluster_policies
+            .remove(&ObjectRef::cluster(Kind::ClusterNetworkPolicy, name));
+    }
+
+    /// Adds or replaces an AdminNetworkPolicy.
+    pub fn apply_admin_network_policy(&mut self, anp: &v1alpha1::AdminNetworkPolicy) {
+        let p = model::from_admin_network_policy(anp);
+        self.cluster_policies.insert(p.source.clone(), p);
+    }
+
+    /// Removes an AdminNetworkPolicy.
+    pub fn delete_admin_network_policy(&mut self, name: &str) {
+        self.cluster_policies
+            .remove(&ObjectRef::cluster(Kind::AdminNetworkPolicy, name));
+    }
+
+    /// Adds or replaces a BaselineAdminNetworkPolicy.
+    pub fn apply_baseline_admin_network_policy(
+        &mut self,
+        banp: &v1alpha1::BaselineAdminNetworkPolicy,
+    ) {
+        let p = model::from_baseline_admin_network_policy(banp);
+        self.cluster_policies.insert(p.source.clone(), p);
+    }
+
+    /// Removes a BaselineAdminNetworkPolicy.
+    pub fn delete_baseline_admin_network_policy(&mut self, name: &str) {
+        self.cluster_policies
+            .remove(&ObjectRef::cluster(Kind::BaselineAdminNetworkPolicy, name));
+    }
+
+    /// Every refusal of every policy in the index, ordered by object.
+    pub fn problems(&self) -> Vec<Problem> {
+        self.policies()
+            .flat_map(|p| {
+                p.refused.iter().map(|r| Problem {
+                    object: p.source.clone(),
+                    refusal: r.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Pods whose status or ports could not be read fully (reported, not refused: the usable
+    /// parts are kept).
+    pub fn pod_problems(&self) -> &BTreeMap<PodKey, Vec<String>> {
+        &self.pod_problems
+    }
+
+    /// Every normalized policy.
+    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.network_policies
+            .values()
+            .flat_map(|m| m.values())
+            .chain(self.cluster_policies.values())
+    }
+
+    /// The NetworkPolicies of one namespace.
+    pub fn network_policies_in(&self, namespace: &str) -> impl Iterator<Item = &Policy> {
+        self.network_policies
+            .get(namespace)
+            .into_iter()
+            .flat_map(|m| m.values())
+    }
+
+    /// The cluster-wide policies (CNP, ANP, BANP).
+    pub fn cluster_policies(&self) -> impl Iterator<Item = &Policy> {
+        self.cluster_policies.values()
+    }
+
+    /// Every pod, by namespace.
+    pub fn pods(&self) -> impl Iterator<Item = (PodKey, &PodInfo)> {
+        self.pods.iter().flat_map(|(ns, m)| {
+            m.iter().map(move |(n, p)| {
+                (
+                    PodKey {
+                        namespace: ns.clone(),
+                        name: n.clone(),
+                    },
+                    p,
+                )
+            })
+        })
+    }
+
+    /// The pods of one namespace, by name.
+    pub fn pods_in(&self, namespace: &str) -> impl Iterator<Item = (&String, &PodInfo)> {
+        self.pods.get(namespace).into_iter().flat_map(|m| m.iter())
+    }
+
+    /// One pod.
+    pub fn pod(&self, key: &PodKey) -> Option<&PodInfo> {
+        self.pods.get(&key.namespace)?.get(&key.name)
+    }
+
+    /// Every namespace known from a Namespace object or from its pods, with its labels (none for
+    /// a namespace whose object has not arrived yet).
+    pub fn namespaces(&self) -> impl Iterator<Item = (&String, &Labels)> {
+        static EMPTY: Labels = Labels::new();
+        let mut names: Vec<&String> = self.namespaces.keys().chain(self.pods.keys()).collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|n| (n, self.namespaces.get(n).unwrap_or(&EMPTY)))
+    }
+}

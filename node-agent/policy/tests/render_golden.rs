@@ -1,0 +1,294 @@
+//! Golden rendered rulesets (reviewed like code) and the privileged check that nftables accepts
+//! them: `nft -c -f` inside a fresh network namespace, skipped unless root.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::json;
+use support::*;
+use weft_policy::{Index, compile_node, render_ruleset, render_update};
+
+const REGENERATE: &str = "cargo test -p weft-policy --test render_golden";
+
+fn golden(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+/// Every feature of the IR in one small cluster: tiers, Pass, named ports both ways, ipBlock with
+/// except, endPort, SCTP, a refused policy, dual stack.
+fn showcase() -> Index {
+    let mut ix = cluster();
+    ix.apply_network_policy(&network_policy("x", "web", json!({
+        "podSelector": {"matchLabels": {"app": "a"}},
+        "ingress": [
+            {"from": [{"podSelector": {"matchLabels": {"app": "b"}}},
+                      {"namespaceSelector": {"matchLabels": {"team": "b"}}, "podSelector": {}}],
+             "ports": [{"port": "http"}, {"protocol": "UDP", "port": 53}, {"port": 9000, "endPort": 9100}]},
+            {"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.244.2.0/24", "10.244.3.0/24"]}}],
+             "ports": [{"protocol": "SCTP", "port": 3868}]}
+        ],
+        "egress": [
+            {"to": [{"podSelector": {"matchLabels": {"app": "c"}}}], "ports": [{"port": "http"}]},
+            {"to": [{"ipBlock": {"cidr": "fd00::/8"}}]}
+        ]
+    })));
+    ix.apply_cluster_network_policy(&cnp("admin-10", json!({
+        "tier": "Admin", "priority": 10,
+        "subject": {"namespaces": {"matchLabels": {"team": "a"}}},
+        "ingress": [
+            {"name": "pass-same-team", "action": "Pass", "from": [{"namespaces": {"matchLabels": {"team": "a"}}}]},
+            {"name": "deny-z", "action": "Deny", "from": [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "z"}}}]}
+        ],
+        "egress": [
+            {"name": "accept-dns", "action": "Accept", "to": [{"networks": ["10.96.0.10/32"]}],
+             "protocols": [{"udp": {"destinationPort": {"number": 53}}}]}
+        ]
+    })));
+    ix.apply_admin_network_policy(&anp("anp-20", json!({
+        "priority": 20,
+        "subject": {"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "b"}}}},
+        "egress": [{"name": "deny-metadata", "action": "Deny", "to": [{"networks": ["169.254.169.254/32"]}]}]
+    })));
+    ix.apply_baseline_admin_network_policy(&banp(json!({
+        "subject": {"namespaces": {}},
+        "ingress": [{"name": "deny-from-z", "action": "Deny",
+                     "from": [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "z"}}}],
+                     "ports": [{"portRange": {"protocol": "TCP", "start": 1, "end": 1024}}]}]
+    })));
+    ix.apply_network_policy(&network_policy(
+        "y",
+        "broken",
+        json!({
+            "podSelector": {"matchLabels": {"app": "b"}},
+            "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]
+        }),
+    ));
+    ix
+}
+
+#[test]
+fn showcase_ruleset_matches_golden() {
+    let ix = showcase();
+    let text = render_ruleset(&compile_node(&ix, &node1()));
+    weft_crds::golden::check_golden(&golden("showcase-n1.nft"), &text, REGENERATE)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = render_ruleset(&compile_node(&ix, &node2()));
+    weft_crds::golden::check_golden(&golden("showcase-n2.nft"), &text, REGENERATE)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn no_policy_ruleset_matches_golden() {
+    let text = render_ruleset(&compile_node(&cluster(), &node1()));
+    weft_crds::golden::check_golden(&golden("no-policy-n1.nft"), &text, REGENERATE)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn replica(name: &str, last: u8) -> k8s_openapi::api::core::v1::Pod {
+    pod(
+        "x",
+        name,
+        "n1",
+        json!({"app": "a"}),
+        &[
+            &format!("10.244.1.{last}"),
+            &format!("fd00:10:244:1::{last}"),
+        ],
+        &[("http", "TCP", 8080), ("dns", "UDP", 53)],
+    )
+}
+
+#[test]
+fn pod_churn_is_an_element_update_and_matches_golden() {
+    let mut before = showcase();
+    before.apply_pod(&replica("a2", 12));
+    // a2 replaced by a3: the same profile, another address.
+    let mut after = showcase();
+    after.apply_pod(&replica("a3", 13));
+    let update = render_update(
+        &compile_node(&before, &node1()),
+        &compile_node(&after, &node1()),
+    );
+    assert!(
+        !update.full,
+        "pod churn must not replace the table:\n{}",
+        update.script
+    );
+    for word in ["chain", "table", " set "] {
+        assert!(
+            !update.script.contains(word),
+            "{word} in an element update:\n{}",
+            update.script
+        );
+    }
+    weft_crds::golden::check_golden(&golden("showcase-n1-churn.nft"), &update.script, REGENERATE)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn a_policy_change_adds_and_removes_profiles_without_replacing_the_table() {
+    let before = showcase();
+    let mut after = before.clone();
+    after.delete_network_policy("x", "web");
+    let update = render_update(
+        &compile_node(&before, &node1()),
+        &compile_node(&after, &node1()),
+    );
+    assert!(!update.full);
+    assert!(!update.script.contains("delete table"), "{}", update.script);
+    assert!(
+        update.script.contains("delete chain inet weft-policy in-"),
+        "{}",
+        update.script
+    );
+    assert!(
+        update.script.contains("delete set inet weft-policy"),
+        "{}",
+        update.script
+    );
+    weft_crds::golden::check_golden(
+        &golden("showcase-n1-delete-np.nft"),
+        &update.script,
+        REGENERATE,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let same = render_update(
+        &compile_node(&before, &node1()),
+        &compile_node(&before, &node1()),
+    );
+    assert_eq!((same.full, same.script.as_str()), (false, ""));
+    // Another node's families: the base changes, the table is replaced.
+    let other = render_update(
+        &compile_node(&before, &node1()),
+        &compile_node(&before, &node2()),
+    );
+    assert!(other.full && other.script.contains("delete table inet weft-policy"));
+}
+
+/// Runs `nft -c -f` on each file inside a network namespace of its own; skipped unless root and
+/// nft is present. The namespace is removed also when the check fails.
+#[test]
+fn nft_accepts_the_rendered_rulesets() {
+    if !nix_is_root() || Command::new("nft").arg("--version").output().is_err() {
+        eprintln!("skipped: needs root and nft");
+        return;
+    }
+    let ns = format!("weft-policy-test-{}", std::process::id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .map(|s| s.success());
+    assert_eq!(ok.ok(), Some(true), "ip netns add {ns}");
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _cleanup = Cleanup(ns.clone());
+    let ix = showcase();
+    let full = render_ruleset(&compile_node(&ix, &node1()));
+    let mut after = ix.clone();
+    after.apply_pod(&pod(
+        "x",
+        "a2",
+        "n1",
+        json!({"app": "a"}),
+        &["10.244.1.12"],
+        &[],
+    ));
+    after.delete_network_policy("x", "web");
+    let dir = std::env::temp_dir().join(&ns);
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let nft = |file: &Path, check: bool| {
+        let mut args = vec!["netns", "exec", &ns, "nft"];
+        if check {
+            args.push("-c");
+        }
+        let f = file.to_str().expect("utf8");
+        args.extend(["-f", f]);
+        let out = Command::new("ip").args(&args).output().expect("run nft");
+        assert!(
+            out.status.success(),
+            "nft rejected {}:\n{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for (name, text) in [
+        ("full.nft", full.clone()),
+        ("n2.nft", render_ruleset(&compile_node(&ix, &node2()))),
+        (
+            "none.nft",
+            render_ruleset(&compile_node(&cluster(), &node1())),
+        ),
+    ] {
+        let f = dir.join(name);
+        std::fs::write(&f, text).expect("write");
+        nft(&f, true);
+    }
+    // Load for real in the namespace, then apply the incremental update and a second full load
+    // (replacing an existing table), as the agent will.
+    let f = dir.join("load.nft");
+    std::fs::write(&f, &full).expect("write");
+    nft(&f, false);
+    let update = render_update(
+        &compile_node(&ix, &node1()),
+        &compile_node(&after, &node1()),
+    );
+    assert!(!update.full);
+    std::fs::write(&f, &update.script).expect("write");
+    nft(&f, false);
+    let listed = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "weft-policy",
+        ])
+        .output()
+        .expect("list");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("10.244.1.12") && !listed.contains("networkpolicy x/web"),
+        "{listed}"
+    );
+    std::fs::write(&f, &full).expect("write");
+    nft(&f, false);
+    let listed = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "nft",
+            "list",
+            "map",
+            "inet",
+            "weft-policy",
+            "to-pod-v4",
+        ])
+        .output()
+        .expect("list");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("10.244.1.10") && !listed.contains("10.244.1.12"),
+        "{listed}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
