@@ -1,0 +1,303 @@
+//! Masquerade in a real datapath, built from network namespaces of its own (removed afterwards,
+//! also on failure); skipped unless root with `nft` and `ip` installed. Run with
+//! `cargo test -p weft-node-agent --test masquerade_netns`.
+//!
+//! ```text
+//!   pod                          node (weft-nat applied here)        external
+//!   eth0 10.244.1.2/24 ──── vpod 10.244.1.1/24                      lo  10.244.2.2/32 (a remote pod)
+//!        fd00:10:244:1::2/64     fd00:10:244:1::1/64
+//!                                vext 192.168.50.1/24 ────────────── eth0 192.168.50.2/24 (outside)
+//!                                     fd00:50::1/64                       192.168.50.3/24 (another node)
+//!                                                                         fd00:50::2/64, fd00:50::3/64
+//! ```
+//!
+//! UDP echo servers answer each datagram with the source address it saw. From the pod, the
+//! outside address must see the node's address; the remote pod and another node must see the
+//! pod's own; and a client outside reaching the pod keeps its address too.
+
+mod nft_support;
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use nft_support::skip_reason;
+use weft_crds::fabric::Masquerade;
+use weft_node_agent::masquerade::{plan_masquerade, sync_masquerade, teardown_masquerade};
+use weft_node_agent::nft::{NftBinary, TableChange};
+use weft_node_agent::subnet::{Lease, Networks};
+
+const PORT: u16 = 7399;
+
+/// Named namespaces that are deleted when this value is dropped (a panicking test included).
+struct Namespaces {
+    prefix: String,
+    created: Vec<String>,
+}
+
+impl Namespaces {
+    fn name(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    fn add(&mut self, role: &str) {
+        let name = self.name(role);
+        // A leftover of a killed earlier run with the same pid would make `add` fail.
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run(&["ip", "netns", "add", &name]);
+        self.created.push(name);
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in &self.created {
+            if let Err(e) = Command::new("ip").args(["netns", "del", name]).output() {
+                eprintln!("failed to delete netns {name}: {e}");
+            }
+        }
+    }
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `ip -n <ns> <args>`.
+fn ip(ns: &str, args: &str) {
+    let mut all = vec!["ip", "-n", ns];
+    all.extend(args.split_whitespace());
+    run(&all);
+}
+
+/// Runs `f` on a thread that has entered namespace `ns` (only that thread moves).
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+}
+
+/// Answers every datagram to `addr` with the source address it came from, until `stop`. Bound to
+/// the address itself so that the reply leaves from it: a reply from another address of the
+/// namespace would not match the connection's NAT entry.
+fn echo_server(ns: &str, addr: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let addr: IpAddr = addr.parse().expect("ip");
+    let ready = Arc::new(AtomicBool::new(false));
+    let r = ready.clone();
+    let handle = in_netns(ns, move || {
+        let sock = UdpSocket::bind((addr, PORT)).expect("bind echo");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        r.store(true, Ordering::SeqCst);
+        let mut buf = [0u8; 64];
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok((_, peer)) = sock.recv_from(&mut buf) {
+                let _ = sock.send_to(peer.ip().to_string().as_bytes(), peer);
+            }
+        }
+    });
+    while !ready.load(Ordering::SeqCst) {
+        assert!(!handle.is_finished(), "the echo server on {addr} died");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    handle
+}
+
+/// The source address the echo server at `target` saw, asked from namespace `ns` with source
+/// address `from` (explicit: with several addresses on a link, the kernel's choice is not ours).
+fn seen_by(ns: &str, from: &str, target: &str) -> String {
+    let target: IpAddr = target.parse().expect("ip");
+    let local = SocketAddr::new(from.parse().expect("ip"), 0);
+    in_netns(ns, move || {
+        let sock = UdpSocket::bind(local).expect("bind client");
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        for _ in 0..10 {
+            sock.send_to(b"?", (target, PORT)).expect("send");
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                return String::from_utf8_lossy(&buf[..n]).into_owned();
+            }
+        }
+        panic!("no echo from {target}");
+    })
+    .join()
+    .expect("client")
+}
+
+#[test]
+fn pod_traffic_leaves_with_the_node_address_and_stays_unmasqueraded_inside() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let mut nss = Namespaces {
+        prefix: format!("weft-masq-{}", std::process::id()),
+        created: Vec::new(),
+    };
+    for role in ["pod", "node", "ext"] {
+        nss.add(role);
+    }
+    let (pod, node, ext) = (nss.name("pod"), nss.name("node"), nss.name("ext"));
+
+    ip(
+        &node,
+        &format!("link add vpod type veth peer name eth0 netns {pod}"),
+    );
+    ip(
+        &node,
+        &format!("link add vext type veth peer name eth0 netns {ext}"),
+    );
+    for (ns, addrs) in [
+        (&pod, vec!["10.244.1.2/24", "fd00:10:244:1::2/64"]),
+        (&node, vec![]),
+        (
+            &ext,
+            vec![
+                "192.168.50.2/24",
+                "192.168.50.3/24",
+                "fd00:50::2/64",
+                "fd00:50::3/64",
+            ],
+        ),
+    ] {
+        ip(ns, "link set lo up");
+        for a in addrs {
+            ip(ns, &format!("addr add {a} dev eth0 nodad"));
+        }
+    }
+    ip(&pod, "link set eth0 up");
+    ip(&ext, "link set eth0 up");
+    for a in [
+        "10.244.1.1/24 dev vpod",
+        "fd00:10:244:1::1/64 dev vpod nodad",
+    ] {
+        ip(&node, &format!("addr add {a}"));
+    }
+    for a in ["192.168.50.1/24 dev vext", "fd00:50::1/64 dev vext nodad"] {
+        ip(&node, &format!("addr add {a}"));
+    }
+    ip(&node, "link set vpod up");
+    ip(&node, "link set vext up");
+    ip(&ext, "addr add 10.244.2.2/32 dev lo");
+    ip(&ext, "addr add fd00:10:244:2::2/128 dev lo");
+    ip(&pod, "route add default via 10.244.1.1");
+    ip(&pod, "route add default via fd00:10:244:1::1");
+    // The remote pod subnet behind "ext" (as host-gw would route it), and the pod network back.
+    ip(&node, "route add 10.244.2.0/24 via 192.168.50.2");
+    ip(&node, "route add fd00:10:244:2::/64 via fd00:50::2");
+    ip(&ext, "route add 10.244.0.0/16 via 192.168.50.1");
+    ip(&ext, "route add fd00:10:244::/56 via fd00:50::1");
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &node,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+        "net.ipv6.conf.all.forwarding=1",
+    ]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut servers = Vec::new();
+    for (ns, addr) in [
+        (&ext, "192.168.50.2"),
+        (&ext, "192.168.50.3"),
+        (&ext, "fd00:50::2"),
+        (&ext, "fd00:50::3"),
+        (&ext, "10.244.2.2"),
+        (&ext, "fd00:10:244:2::2"),
+        (&pod, "10.244.1.2"),
+        (&pod, "fd00:10:244:1::2"),
+    ] {
+        servers.push(echo_server(ns, addr, stop.clone()));
+    }
+
+    // Without the table nothing is masqueraded: the control that makes the next checks mean
+    // something.
+    assert_eq!(seen_by(&pod, "10.244.1.2", "192.168.50.2"), "10.244.1.2");
+
+    let networks = Networks {
+        v4: Some("10.244.0.0/16".parse().expect("cidr")),
+        v6: Some("fd00:10:244::/56".parse().expect("cidr")),
+    };
+    let lease = Lease {
+        v4: Some("10.244.1.0/24".parse().expect("cidr")),
+        v6: Some("fd00:10:244:1::/64".parse().expect("cidr")),
+    };
+    let nodes: Vec<IpAddr> = ["192.168.50.1", "192.168.50.3", "fd00:50::1", "fd00:50::3"]
+        .iter()
+        .map(|a| a.parse().expect("ip"))
+        .collect();
+    let settings = Masquerade {
+        enabled: true,
+        random_fully: true,
+    };
+    let plan = plan_masquerade(&networks, &lease, &settings, &nodes).expect("plan");
+    let change = in_netns(&node, move || sync_masquerade(&plan, &NftBinary::new()))
+        .join()
+        .expect("apply thread")
+        .expect("sync");
+    assert_eq!(change, TableChange::Created);
+
+    let (pod4, pod6) = ("10.244.1.2", "fd00:10:244:1::2");
+    let (ext4, ext6) = ("192.168.50.2", "fd00:50::2");
+    // (what, from namespace, source, target, the source the target must see)
+    let checks = [
+        ("pod to outside, IPv4", &pod, pod4, ext4, "192.168.50.1"),
+        ("pod to outside, IPv6", &pod, pod6, ext6, "fd00:50::1"),
+        ("pod to a remote pod, IPv4", &pod, pod4, "10.244.2.2", pod4),
+        (
+            "pod to a remote pod, IPv6",
+            &pod,
+            pod6,
+            "fd00:10:244:2::2",
+            pod6,
+        ),
+        (
+            "pod to another node, IPv4",
+            &pod,
+            pod4,
+            "192.168.50.3",
+            pod4,
+        ),
+        ("pod to another node, IPv6", &pod, pod6, "fd00:50::3", pod6),
+        ("outside to the pod, IPv4", &ext, ext4, pod4, ext4),
+        ("outside to the pod, IPv6", &ext, ext6, pod6, ext6),
+    ];
+    let mut wrong = Vec::new();
+    for (what, ns, source, target, expected) in checks {
+        let seen = seen_by(ns, source, target);
+        if seen != expected {
+            wrong.push(format!("{what}: {target} saw {seen}, expected {expected}"));
+        }
+    }
+
+    let removed = in_netns(&node, || teardown_masquerade(&NftBinary::new()))
+        .join()
+        .expect("teardown thread")
+        .expect("teardown");
+    assert_eq!(removed, TableChange::Deleted);
+    stop.store(true, Ordering::SeqCst);
+    for s in servers {
+        s.join().expect("echo server");
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
