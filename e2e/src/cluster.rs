@@ -143,6 +143,7 @@ impl Cluster {
         preflight()?;
         let _lock = Lock::take(&cfg.name)?;
         let cp_bin = ensure_control_plane(&cfg.cache_dir)?;
+        crate::gobuild::ensure_images(&cfg.cache_dir)?;
         if Self::is_running(&cfg) {
             return Ok(Self { cfg, cp_bin });
         }

@@ -39,22 +39,25 @@ pub fn module_stamp(module: &Path, extra: &[&str]) -> Result<String> {
 }
 
 /// Builds `packages` (binary name, Go package) of `module` into `<cache>/bin`, unless the stamp says
-/// they are current. Returns the bin directory.
+/// they are current. `env` is added to the build's environment (and to the stamp). Returns the bin
+/// directory.
 pub fn ensure_go_binaries(
     module: &Path,
     packages: &[(&str, &str)],
     stamp_name: &str,
     extra_stamp_files: &[&str],
     ldflags: &str,
+    env: &[(&str, &str)],
     cache_dir: &Path,
 ) -> Result<PathBuf> {
     let bin = cache_dir.join("bin");
     std::fs::create_dir_all(&bin)?;
     let stamp_file = cache_dir.join(format!("{stamp_name}.stamp"));
+    let env_text: String = env.iter().map(|(k, v)| format!(" {k}={v}")).collect();
     let stamp = format!(
         "{}-{:x}",
         module_stamp(module, extra_stamp_files)?,
-        Sha256::digest(ldflags)
+        Sha256::digest(format!("{ldflags}{env_text}"))
     );
     let current = std::fs::read_to_string(&stamp_file).ok().as_deref() == Some(stamp.as_str())
         && packages.iter().all(|(name, _)| bin.join(name).exists());
@@ -69,6 +72,7 @@ pub fn ensure_go_binaries(
     eprintln!("building {stamp_name} from its Go module (first time: several minutes)…");
     let mut cmd = Command::new("go");
     cmd.current_dir(module)
+        .envs(env.iter().copied())
         .arg("build")
         .arg("-trimpath")
         .arg(format!("-ldflags={ldflags}"))
@@ -116,8 +120,71 @@ pub fn ensure_control_plane(cache_dir: &Path) -> Result<PathBuf> {
         "controlplane",
         &["tools.go", "cmd/etcd/main.go"],
         &kube_version_ldflags(),
+        &[],
         cache_dir,
     )
+}
+
+/// The upstream e2e test images the nodelet can run, by binary name (an image maps to the binary
+/// named like its last path segment): built from the same k8s.io/kubernetes module as the control
+/// plane, as upstream builds them (static, `CGO_ENABLED=0`).
+pub const IMAGES: &[(&str, &str)] = &[("agnhost", "k8s.io/kubernetes/test/images/agnhost")];
+
+/// The directory of the pinned test-images Go module.
+pub fn images_module() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("images")
+}
+
+/// Builds the test images (agnhost from Go, pause from its C source in the same module) into the
+/// cache; returns the bin directory.
+pub fn ensure_images(cache_dir: &Path) -> Result<PathBuf> {
+    let bin = ensure_go_binaries(
+        &images_module(),
+        IMAGES,
+        "images",
+        &["tools.go"],
+        "-s -w",
+        &[("CGO_ENABLED", "0")],
+        cache_dir,
+    )?;
+    ensure_pause(&bin, cache_dir)?;
+    Ok(bin)
+}
+
+/// `registry.k8s.io/pause`: the C program of the pinned module (`build/pause/linux/pause.c`), linked
+/// statically as upstream does.
+fn ensure_pause(bin: &Path, cache_dir: &Path) -> Result<()> {
+    let version = kube_version()?;
+    let stamp_file = cache_dir.join("pause.stamp");
+    let out = bin.join("pause");
+    if out.exists() && std::fs::read_to_string(&stamp_file).ok().as_deref() == Some(&version) {
+        return Ok(());
+    }
+    let dir = run(Command::new("go").current_dir(images_module()).args([
+        "list",
+        "-m",
+        "-f",
+        "{{.Dir}}",
+        "k8s.io/kubernetes",
+    ]))
+    .context("failed to find the k8s.io/kubernetes module (run go mod download in e2e/images)")?;
+    let src = Path::new(dir.trim()).join("build/pause/linux/pause.c");
+    let tmp = bin.join("pause.tmp");
+    run(Command::new("cc")
+        .args(["-Os", "-static", "-Wall"])
+        .arg(format!("-DVERSION={version}"))
+        .arg("-o")
+        .arg(&tmp)
+        .arg(&src))
+    .with_context(|| {
+        format!(
+            "failed to compile {} (needs a C compiler: build-essential)",
+            src.display()
+        )
+    })?;
+    std::fs::rename(&tmp, &out)?;
+    std::fs::write(&stamp_file, version)?;
+    Ok(())
 }
 
 /// Finds a program on PATH.

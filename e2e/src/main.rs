@@ -45,7 +45,8 @@ enum Cmd {
         #[arg(long, default_value_t = 99)]
         underlay_octet: u8,
     },
-    /// Build the control plane and Helm from their Go modules (cached), without starting anything.
+    /// Build the control plane, Helm and the test images from their Go modules (cached), without
+    /// starting anything.
     Prepare,
     /// Show the demo: nodes, weft's status, pods on every node and their reachability.
     Demo,
@@ -128,9 +129,10 @@ fn main() -> Result<()> {
         Cmd::Prepare => {
             let cache = weft_e2e::config::default_cache_dir();
             let bin = weft_e2e::gobuild::ensure_control_plane(&cache)?;
+            weft_e2e::gobuild::ensure_images(&cache)?;
             weft_e2e::helm::ensure_helm(&cache)?;
             eprintln!(
-                "control plane, kubectl and helm are ready in {}",
+                "control plane, kubectl, helm and the test images (agnhost, pause) are ready in {}",
                 bin.display()
             );
         }

@@ -1,9 +1,10 @@
-//! Running a host-network pod's container as a local process, the way a container runtime would
-//! from the pod spec: image → local binary, command/args with `$(VAR)` expansion, env with the
-//! downward API and ConfigMap/Secret references, volumes bind-mounted at their mount paths in a private
-//! mount namespace of the process, and httpGet/tcpSocket probes.
+//! What a container needs from the API before it starts, the way a kubelet prepares it from the pod
+//! spec: `$(VAR)` expansion, env with the downward API and ConfigMap/Secret references, volumes
+//! (hostPath, emptyDir, configMap, secret, projected, downwardAPI) as directories to bind, and the
+//! httpGet/tcpSocket probes. Starting the process is `launch`'s.
 
 use super::NodeletConfig;
+use super::rootfs::Bind;
 use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{
@@ -13,85 +14,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// The binary an image maps to, opened: `<bin dir>/<last path segment without tag or digest>`, from
-/// the first bin dir that has it. The file is open before any container's mount namespace exists, so
-/// no volume of a pod can hide it (a runtime does not look for an image's files inside the
-/// container's volumes either).
-pub fn open_image_binary(bin_dirs: &BinDirs, image: &str) -> Result<ImageBinary> {
-    let name = image_binary_name(image);
-    bin_dirs
-        .find(&name)
-        .map(|(path, file)| ImageBinary { path, file })
-        .ok_or_else(|| anyhow!("no local binary for image {image:?}: looked for {name:?} in {:?} (build it, or map the image to a binary of that name)", bin_dirs.paths()))
-}
-
-/// An image's binary, open for `fexecve`.
-#[derive(Debug)]
-pub struct ImageBinary {
-    /// Where it was found on the host, for messages only: the path may be hidden from the container.
-    pub path: PathBuf,
-    pub file: std::fs::File,
-}
-
-/// The nodelet's bin dirs, each held open (`O_PATH`) from before the node's private mount namespace
-/// was set up: a bin dir under a path the node sees privately (`/run`, `/etc/cni/net.d`, …) stays
-/// reachable through `/proc/self/fd/<fd>`.
-#[derive(Clone, Debug, Default)]
-pub struct BinDirs(std::sync::Arc<Vec<(PathBuf, Option<std::os::fd::OwnedFd>)>>);
-
-impl BinDirs {
-    /// Opens every dir that exists; missing ones are remembered by name only.
-    pub fn open(dirs: &[PathBuf]) -> Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        let held = dirs
-            .iter()
-            .map(|d| {
-                let fd = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-                    .open(d)
-                    .ok()
-                    .map(std::os::fd::OwnedFd::from);
-                (d.clone(), fd)
-            })
-            .collect();
-        Self(std::sync::Arc::new(held))
-    }
-
-    /// The dirs as they were named.
-    pub fn paths(&self) -> Vec<&Path> {
-        self.0.iter().map(|(p, _)| p.as_path()).collect()
-    }
-
-    /// Opens `name` in the first dir that has it as a regular file.
-    pub fn find(&self, name: &str) -> Option<(PathBuf, std::fs::File)> {
-        use std::os::fd::AsRawFd;
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return None;
-        }
-        self.0.iter().find_map(|(dir, fd)| {
-            let fd = fd.as_ref()?;
-            let f = std::fs::File::open(format!("/proc/self/fd/{}/{name}", fd.as_raw_fd())).ok()?;
-            f.metadata()
-                .ok()
-                .filter(|m| m.is_file())
-                .map(|_| (dir.join(name), f))
-        })
-    }
-}
-
-/// `registry:5000/org/weft-agent:v1@sha256:…` → `weft-agent`.
-pub fn image_binary_name(image: &str) -> String {
-    let no_digest = image.split('@').next().unwrap_or(image);
-    let last = no_digest.rsplit('/').next().unwrap_or(no_digest);
-    last.split(':').next().unwrap_or(last).to_string()
-}
 
 /// Expands `$(VAR)` references as the kubelet does; `$$` escapes a dollar; unknown references stay.
 pub fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
@@ -505,16 +430,8 @@ async fn request_token(
         .context("token request returned no token")
 }
 
-/// A bind mount for the process: `src` on `dst`.
-#[derive(Clone, Debug)]
-pub struct Mount {
-    pub src: PathBuf,
-    pub dst: PathBuf,
-    pub read_only: bool,
-}
-
 /// The container's volume mounts resolved against prepared volumes.
-pub fn mounts_for(c: &Container, volumes: &BTreeMap<String, PathBuf>) -> Result<Vec<Mount>> {
+pub fn mounts_for(c: &Container, volumes: &BTreeMap<String, PathBuf>) -> Result<Vec<Bind>> {
     c.volume_mounts
         .iter()
         .flatten()
@@ -526,7 +443,8 @@ pub fn mounts_for(c: &Container, volumes: &BTreeMap<String, PathBuf>) -> Result<
                 Some(sp) => base.join(sp),
                 None => base.clone(),
             };
-            Ok(Mount {
+            Ok(Bind {
+                file: src.is_file(),
                 src,
                 dst: PathBuf::from(&m.mount_path),
                 read_only: m.read_only == Some(true),
@@ -537,10 +455,10 @@ pub fn mounts_for(c: &Container, volumes: &BTreeMap<String, PathBuf>) -> Result<
 
 /// Creates the mount targets that do not exist; returns the paths it created (outermost first) so
 /// that teardown can remove them from the host.
-pub fn create_targets(mounts: &[Mount]) -> Result<Vec<PathBuf>> {
+pub fn create_targets(mounts: &[Bind]) -> Result<Vec<PathBuf>> {
     let mut created = Vec::new();
     for m in mounts {
-        let dir_target = m.src.is_dir();
+        let dir_target = !m.file;
         let parent = if dir_target {
             m.dst.as_path()
         } else {
@@ -561,158 +479,6 @@ pub fn create_targets(mounts: &[Mount]) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(created)
-}
-
-// From <linux/mount.h>; the libc crate has the syscall numbers but not these flags.
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const AT_RECURSIVE: libc::c_uint = 0x8000;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-
-/// Pointers into `CString`s owned by the same closure, null-terminated, for `fexecve` after fork.
-struct CPtrs(Vec<*const libc::c_char>);
-// SAFETY: the pointers are only read in the forked child; the strings they point into are moved into
-// the same closure and outlive it.
-unsafe impl Send for CPtrs {}
-// SAFETY: as above; nothing writes through them.
-unsafe impl Sync for CPtrs {}
-
-impl CPtrs {
-    fn as_ptr(&self) -> *const *const libc::c_char {
-        self.0.as_ptr()
-    }
-}
-
-fn cptrs(strings: &[CString]) -> CPtrs {
-    CPtrs(
-        strings
-            .iter()
-            .map(|s| s.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect(),
-    )
-}
-
-fn cstring(s: impl AsRef<std::ffi::OsStr>) -> Result<CString> {
-    let s = s.as_ref();
-    CString::new(s.as_bytes()).map_err(|_| anyhow!("{s:?} has a NUL byte"))
-}
-
-/// Spawns the container process: its own session, a private mount namespace with the volume bind
-/// mounts, the given environment only, output appended to `log`.
-///
-/// Every path is resolved before a volume is mounted: the binary is executed from its open file
-/// (`fexecve`), and each bind mount's source is cloned (`open_tree`) before the first one is
-/// attached (`move_mount`), so neither a volume mounted over a directory (an emptyDir on `/tmp`)
-/// nor an earlier bind of the same container can hide them.
-pub fn spawn(
-    binary: &ImageBinary,
-    argv: &[String],
-    env: &BTreeMap<String, String>,
-    mounts: &[Mount],
-    workdir: Option<&str>,
-    log: &Path,
-) -> Result<tokio::process::Child> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
-    let binds: Vec<(CString, CString, bool)> = mounts
-        .iter()
-        .map(|m| Ok((cstring(&m.src)?, cstring(&m.dst)?, m.read_only)))
-        .collect::<Result<_>>()?;
-    let mut trees: Vec<libc::c_int> = vec![-1; binds.len()];
-    let empty = CString::new("")?;
-    let cwd = workdir.map(cstring).transpose()?;
-    let root = CString::new("/")?;
-    let argv_c: Vec<CString> = std::iter::once(cstring(&binary.path)?)
-        .chain(argv.iter().map(cstring).collect::<Result<Vec<_>>>()?)
-        .collect();
-    let env_c: Vec<CString> = env
-        .iter()
-        .map(|(k, v)| cstring(format!("{k}={v}")))
-        .collect::<Result<_>>()?;
-    let (argv_p, env_p) = (cptrs(&argv_c), cptrs(&env_c));
-    let exe_fd = binary.file.as_raw_fd();
-    if let Some(d) = log.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
-    let err = out.try_clone()?;
-    // std's own exec is never reached: the closure below replaces the process image itself.
-    let mut cmd = std::process::Command::new(&binary.path);
-    cmd.env_clear()
-        .stdin(std::process::Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    // SAFETY: only async-signal-safe syscalls on memory prepared before fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let _keep = (&argv_c, &env_c);
-            let check = |r: libc::c_int| {
-                if r == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            };
-            libc::setsid();
-            check(libc::unshare(libc::CLONE_NEWNS))?;
-            check(libc::mount(
-                std::ptr::null(),
-                root.as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ))?;
-            // Every source is cloned while nothing of the container is mounted yet, then attached:
-            // an earlier volume cannot hide a later volume's source.
-            for ((src, _, _), tree) in binds.iter().zip(trees.iter_mut()) {
-                let fd = libc::syscall(
-                    libc::SYS_open_tree,
-                    libc::AT_FDCWD,
-                    src.as_ptr(),
-                    OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
-                );
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                *tree = fd as libc::c_int;
-            }
-            for ((_, dst, ro), tree) in binds.iter().zip(trees.iter()) {
-                let r = libc::syscall(
-                    libc::SYS_move_mount,
-                    *tree,
-                    empty.as_ptr(),
-                    libc::AT_FDCWD,
-                    dst.as_ptr(),
-                    MOVE_MOUNT_F_EMPTY_PATH,
-                );
-                if r != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if *ro {
-                    check(libc::mount(
-                        std::ptr::null(),
-                        dst.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-                        std::ptr::null(),
-                    ))?;
-                }
-            }
-            if let Some(cwd) = &cwd {
-                check(libc::chdir(cwd.as_ptr()))?;
-            }
-            libc::fexecve(exe_fd, argv_p.as_ptr(), env_p.as_ptr());
-            Err(std::io::Error::last_os_error())
-        });
-    }
-    let child = tokio::process::Command::from(cmd)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("failed to start {}", binary.path.display()))?;
-    Ok(child)
 }
 
 /// Resolves a probe's port (a number or a container port's name).
@@ -783,88 +549,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn image_names_map_to_binaries() {
-        assert_eq!(image_binary_name("weft.dev/weft-agent:0.1.0"), "weft-agent");
-        assert_eq!(
-            image_binary_name("localhost:5000/a/b/weft-operator@sha256:abc"),
-            "weft-operator"
-        );
-        assert_eq!(image_binary_name("busybox"), "busybox");
-    }
-
-    #[test]
     fn expansion_follows_kubelet_rules() {
         let env: BTreeMap<String, String> = [("A".to_string(), "1".to_string())].into();
         assert_eq!(expand("x$(A)y", &env), "x1y");
         assert_eq!(expand("$(B)", &env), "$(B)");
         assert_eq!(expand("$$(A)", &env), "$(A)");
         assert_eq!(expand("cost $5", &env), "cost $5");
-    }
-
-    #[test]
-    fn bin_dirs_find_only_plain_names_and_regular_files() {
-        let d = std::env::temp_dir().join(format!("weft-bindirs-{}", std::process::id()));
-        std::fs::create_dir_all(d.join("sub")).unwrap();
-        std::fs::write(d.join("tool"), b"x").unwrap();
-        let dirs = BinDirs::open(&[d.join("missing"), d.clone()]);
-        let (path, _) = dirs.find("tool").expect("found in the second dir");
-        assert_eq!(path, d.join("tool"));
-        assert!(dirs.find("sub").is_none(), "a directory is no binary");
-        assert!(dirs.find("../tool").is_none());
-        assert!(dirs.find("nope").is_none());
-        let err = open_image_binary(&dirs, "example.com/nope:1").unwrap_err();
-        assert!(format!("{err:#}").contains("\"nope\""), "{err:#}");
-        std::fs::remove_dir_all(&d).unwrap();
-    }
-
-    /// The case of issue 7: the image's binary and a volume's source live under a directory that the
-    /// container's first volume hides (an emptyDir on /tmp over a checkout in /tmp).
-    #[test]
-    fn spawn_runs_a_binary_and_binds_a_source_that_a_volume_hides() {
-        // SAFETY: plain syscall.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root (mount namespaces)");
-            return;
-        }
-        let base = std::env::temp_dir().join(format!("weft-spawn {}", std::process::id()));
-        let (hidden, empty, target) = (base.join("checkout"), base.join("empty"), base.join("t"));
-        for d in [hidden.join("data"), empty.clone(), target.clone()] {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        std::fs::copy("/bin/sh", hidden.join("sh")).unwrap();
-        std::fs::write(hidden.join("data/marker"), b"seen").unwrap();
-        let dirs = BinDirs::open(std::slice::from_ref(&hidden));
-        let bin = open_image_binary(&dirs, "example.com/sh:1").unwrap();
-        let mounts = vec![
-            Mount {
-                src: empty.clone(),
-                dst: hidden.clone(),
-                read_only: false,
-            },
-            Mount {
-                src: hidden.join("data"),
-                dst: target.clone(),
-                read_only: true,
-            },
-        ];
-        let script = format!(
-            "test ! -e '{}' || exit 10; test \"$(cat '{}/marker')\" = seen || exit 11; test \"$GREETING\" = hi || exit 12; exit 7",
-            hidden.join("sh").display(),
-            target.display()
-        );
-        let env: BTreeMap<String, String> = [("GREETING".to_string(), "hi".to_string())].into();
-        let log = base.join("log");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let code = rt.block_on(async {
-            let mut child = spawn(&bin, &["-c".into(), script], &env, &mounts, None, &log).unwrap();
-            child.wait().await.unwrap().code()
-        });
-        let out = std::fs::read_to_string(&log).unwrap_or_default();
-        std::fs::remove_dir_all(&base).unwrap();
-        assert_eq!(code, Some(7), "container output: {out}");
     }
 
     #[test]

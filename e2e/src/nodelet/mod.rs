@@ -5,10 +5,14 @@
 //!   weft-nodelet (node netns + private mount ns: /etc/cni/net.d, /opt/cni/bin, /run, /var/lib/cni)
 //!     ├─ node:  register Node, Lease heartbeat, Ready once a CNI config exists (taint until then)
 //!     └─ pods:  watch pods bound here
-//!          ├─ hostNetwork: run the container as a local process (image → local binary), with env,
-//!          │               downward API, volumes bind-mounted in a private mount ns, probes, restarts
-//!          └─ other:       netns + CNI ADD from the node's conflist; serve every container port;
-//!                          CNI DEL + netns removal on delete
+//!          ├─ hostNetwork: run each container as a local process in the node's root (image →
+//!          │               local binary), env, downward API, volumes bound in a private mount ns,
+//!          │               probes, restarts
+//!          └─ other:       netns + CNI ADD from the node's conflist; a container with command/args
+//!                          runs it in the pod's netns, in a root of its own where the image's binary
+//!                          sits where the image has it (`/agnhost`); one without is the nodelet's
+//!                          port server (what `weft-e2e probe` talks to); CNI DEL + netns removal
+//!                          on delete
 //! ```
 //!
 //! Invariant: every pod this process started is torn down (processes killed, CNI DEL run) before it
@@ -16,8 +20,11 @@
 
 pub mod cni;
 pub mod container;
+pub mod image;
+pub mod launch;
 pub mod node;
 pub mod pods;
+pub mod rootfs;
 pub mod status;
 
 use anyhow::{Context, Result};
@@ -67,7 +74,7 @@ pub struct NodeletConfig {
     pub api_port: u16,
     /// The bin dirs, held open by `enter_node` before the node's private paths are mounted.
     #[arg(skip)]
-    pub images: container::BinDirs,
+    pub images: launch::BinDirs,
 }
 
 impl NodeletConfig {
@@ -80,10 +87,9 @@ impl NodeletConfig {
 /// `/etc/cni/net.d`, `/opt/cni/bin`, `/run` and `/var/lib/cni`, and a sysfs of the node's namespace.
 /// Must run before any other thread exists.
 ///
-/// The bin dirs are opened first, while this process still sees the host's paths: a bin dir under
-/// `/run` or `/etc/cni/net.d` would be hidden by the node's private view afterwards.
+/// The bin dirs are opened before the private paths are mounted: a bin dir under `/run` or
+/// `/etc/cni/net.d` would be hidden by the node's private view afterwards.
 pub fn enter_node(cfg: &mut NodeletConfig) -> Result<()> {
-    cfg.images = container::BinDirs::open(&cfg.bin_dirs);
     crate::netns::enter_netns(&cfg.netns)?;
     unshare(CloneFlags::CLONE_NEWNS).context("failed to create a mount namespace")?;
     mount(
@@ -94,6 +100,9 @@ pub fn enter_node(cfg: &mut NodeletConfig) -> Result<()> {
         None::<&str>,
     )
     .context("failed to make / private")?;
+    // Opened in this mount namespace (a container clones the image's binary from here) but before
+    // the private paths below can hide a bin dir.
+    cfg.images = launch::BinDirs::open(&cfg.bin_dirs);
     for (sub, target) in PRIVATE_PATHS {
         let src = cfg.node_dir.join(sub);
         std::fs::create_dir_all(&src)?;

@@ -7,16 +7,19 @@
 
 use super::NodeletConfig;
 use super::cni::{self, NetworkList};
-use super::container::{self, Mount};
+use super::container;
+use super::image::{self, DEFAULT_PATH};
+use super::launch::{self, Launch};
+use super::rootfs::{self, Bind, HostEntry, SYSTEM_DIRS, SandboxFs};
 use super::status::{CState, ContainerRt, PodRt, render_status};
 use anyhow::{Context, Result};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Probe};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -396,10 +399,13 @@ async fn sandboxed_pod(
         }
     };
     rt.pod_ips = cni::result_ips(&attachment.result);
+    // Containers without command and args get the nodelet's port server (the probe's counterpart);
+    // the others run their command in the pod's network namespace.
     let ports: Vec<crate::serve::PortSpec> = pod
         .spec
         .iter()
         .flat_map(|s| s.containers.iter())
+        .filter(|c| !runs_command(c))
         .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|p| {
             format!(
@@ -417,18 +423,23 @@ async fn sandboxed_pod(
         }
         crate::serve::serve(b, Arc::from(id.to_string().as_str()))
     });
+    let spec = pod.spec.clone().unwrap_or_default();
     let tasks = match served {
         Ok(t) => {
             let now = Timestamp::now();
-            for c in &mut rt.containers {
-                c.state = CState::Running { started_at: now };
-                c.ready = true;
+            for (c, cs) in rt.containers.iter_mut().zip(&spec.containers) {
+                if !runs_command(cs) {
+                    c.state = CState::Running { started_at: now };
+                    c.ready = true;
+                }
             }
             t
         }
         Err(e) => {
-            for c in &mut rt.containers {
-                c.state = CState::waiting("RunContainerError", format!("{e:#}"));
+            for (c, cs) in rt.containers.iter_mut().zip(&spec.containers) {
+                if !runs_command(cs) {
+                    c.state = CState::waiting("RunContainerError", format!("{e:#}"));
+                }
             }
             Vec::new()
         }
@@ -436,15 +447,42 @@ async fn sandboxed_pod(
     rt.sandbox_ready = true;
     rt.sandbox_error = None;
     let _ = write_record(&cfg, id, false, &netns, &rt.pod_ips);
-    rep.report(&rt).await;
-    // A patch lost to a transient error is retried (report() only skips what was posted).
-    while !sleep_or_stop(Duration::from_secs(10), &mut stop).await {
+    let pod_dir = cfg.pods_dir().join(&id.uid);
+    let mut errors = Vec::new();
+    if spec.containers.iter().any(runs_command) {
+        let hostname = spec.hostname.clone().unwrap_or_else(|| id.name.clone());
+        let pod_ip = rt.pod_ips.first().cloned();
+        let mut etc_files = Vec::new();
+        for (path, text) in render_etc_files(&hostname, pod_ip.as_deref(), &id.ns) {
+            let src = pod_dir.join("etc").join(path.trim_start_matches("/etc/"));
+            match write_pod_file(&src, &text) {
+                Ok(()) => etc_files.push((src, path)),
+                Err(e) => tracing::warn!(pod = %id, error = %format!("{e:#}"), "pod file {path}"),
+            }
+        }
+        let sandbox = Sandbox {
+            netns: netns.clone(),
+            pod_ip,
+            hostname,
+            etc_files,
+        };
+        if let Err(e) = run_containers(&client, &cfg, &pod, id, rt, rep, stop, Some(sandbox)).await
+        {
+            errors.push(e);
+        }
+    } else {
         rep.report(&rt).await;
+        // A patch lost to a transient error is retried (report() only skips what was posted).
+        while !sleep_or_stop(Duration::from_secs(10), &mut stop).await {
+            rep.report(&rt).await;
+        }
     }
     for t in tasks {
         t.abort();
     }
-    let mut errors = Vec::new();
+    let _ = std::fs::remove_dir_all(pod_dir.join("volumes"));
+    let _ = std::fs::remove_dir_all(pod_dir.join("rootfs"));
+    let _ = std::fs::remove_dir_all(pod_dir.join("etc"));
     let (list, result, r) = (attachment.list, attachment.result, rt_conf);
     errors.extend(
         tokio::task::spawn_blocking(move || cni::del(&list, &r, Some(&result)))
@@ -467,31 +505,173 @@ async fn sandboxed_pod(
     }
 }
 
-/// A host-network pod: volumes, then one supervised process per container.
+fn write_pod_file(path: &Path, text: &str) -> Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    std::fs::write(path, text).with_context(|| format!("failed to write {}", path.display()))
+}
+
+/// Whether a container of a sandboxed pod runs its own program (else the nodelet serves its ports).
+fn runs_command(c: &Container) -> bool {
+    c.command.as_ref().is_some_and(|v| !v.is_empty())
+        || c.args.as_ref().is_some_and(|v| !v.is_empty())
+}
+
+/// What a sandboxed pod's containers share: the pod's network namespace, host name and files.
+#[derive(Clone, Debug)]
+struct Sandbox {
+    netns: PathBuf,
+    pod_ip: Option<String>,
+    hostname: String,
+    /// The pod's /etc/hosts, /etc/hostname, /etc/resolv.conf (source, path in the container).
+    etc_files: Vec<(PathBuf, &'static str)>,
+}
+
+/// The pod's /etc/hosts, /etc/hostname and /etc/resolv.conf, as a kubelet writes them.
+fn render_etc_files(
+    hostname: &str,
+    pod_ip: Option<&str>,
+    namespace: &str,
+) -> [(&'static str, String); 3] {
+    let mut hosts = String::from(
+        "# Kubernetes-managed hosts file (weft-nodelet).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    );
+    if let Some(ip) = pod_ip {
+        hosts.push_str(&format!("{ip}\t{hostname}\n"));
+    }
+    [
+        ("/etc/hosts", hosts),
+        ("/etc/hostname", format!("{hostname}\n")),
+        (
+            "/etc/resolv.conf",
+            format!(
+                "# weft-nodelet: the local cluster has no cluster DNS server.\nsearch {namespace}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+            ),
+        ),
+    ]
+}
+
+/// What the pod spec asks for that the nodelet cannot do, as a kubelet-style message; None if
+/// nothing. Such a pod is refused on its status, never half-run.
+pub fn refusal(spec: &k8s_openapi::api::core::v1::PodSpec) -> Option<String> {
+    let mut why = Vec::new();
+    if spec.init_containers.as_ref().is_some_and(|v| !v.is_empty()) {
+        why.push("init containers".to_string());
+    }
+    if spec
+        .ephemeral_containers
+        .as_ref()
+        .is_some_and(|v| !v.is_empty())
+    {
+        why.push("ephemeral containers".to_string());
+    }
+    if spec.host_pid == Some(true) || spec.host_ipc == Some(true) {
+        why.push("hostPID/hostIPC".to_string());
+    }
+    if spec.share_process_namespace == Some(true) {
+        why.push("shareProcessNamespace".to_string());
+    }
+    for c in &spec.containers {
+        if c.volume_devices.as_ref().is_some_and(|v| !v.is_empty()) {
+            why.push(format!("volumeDevices (container {:?})", c.name));
+        }
+        if c.lifecycle.is_some() {
+            why.push(format!("lifecycle hooks (container {:?})", c.name));
+        }
+        for (kind, p) in [
+            ("liveness", &c.liveness_probe),
+            ("readiness", &c.readiness_probe),
+            ("startup", &c.startup_probe),
+        ] {
+            if let Some(p) = p
+                && p.http_get.is_none()
+                && p.tcp_socket.is_none()
+                && p.exec.is_none()
+            {
+                why.push(format!("{kind} probe of container {:?} (only httpGet, tcpSocket and exec probes are supported)", c.name));
+            }
+        }
+        if c.startup_probe.is_some() {
+            why.push(format!("startup probe (container {:?})", c.name));
+        }
+    }
+    why.dedup();
+    (!why.is_empty()).then(|| format!("weft-nodelet cannot run this pod: {}", why.join(", ")))
+}
+
+/// A host-network pod: one supervised process per container, in the node's network namespace.
 async fn host_pod(
     client: kube::Client,
     cfg: NodeletConfig,
     pod: Pod,
     id: &PodId,
     mut rt: PodRt,
-    mut rep: Reporter,
-    mut stop: watch::Receiver<bool>,
+    rep: Reporter,
+    stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    let pod_dir = cfg.pods_dir().join(&id.uid);
     rt.pod_ips = std::iter::once(cfg.node_ip.to_string())
         .chain(cfg.node_ip6.clone())
         .collect();
+    let _ = write_record(&cfg, id, true, &cfg.netns, &rt.pod_ips);
+    let res = run_containers(&client, &cfg, &pod, id, rt, rep, stop, None).await;
+    let _ = std::fs::remove_dir_all(cfg.pods_dir().join(&id.uid).join("volumes"));
+    res
+}
+
+/// Where a container's output goes: one file per run, like the kubelet's
+/// `/var/log/pods/<ns>_<name>_<uid>/<container>/<restart>.log`.
+pub fn log_path(pod_dir: &Path, container: &str, restart: i32) -> PathBuf {
+    pod_dir
+        .join("logs")
+        .join(container)
+        .join(format!("{restart}.log"))
+}
+
+/// Prepares the pod's volumes, then runs every container under a supervisor and reports status until
+/// `stop`. A pod that asks for what the nodelet cannot do is refused on its status.
+#[allow(clippy::too_many_arguments)]
+async fn run_containers(
+    client: &kube::Client,
+    cfg: &NodeletConfig,
+    pod: &Pod,
+    id: &PodId,
+    mut rt: PodRt,
+    mut rep: Reporter,
+    mut stop: watch::Receiver<bool>,
+    sandbox: Option<Sandbox>,
+) -> Result<()> {
+    let pod_dir = cfg.pods_dir().join(&id.uid);
+    let spec = pod.spec.clone().unwrap_or_default();
+    let sandboxed = sandbox.is_some();
+    if let Some(why) = refusal(&spec) {
+        event(client, id, &cfg.node, "Warning", "Failed", &why).await;
+        for (c, cs) in rt.containers.iter_mut().zip(&spec.containers) {
+            if !sandboxed || runs_command(cs) {
+                c.state = CState::waiting("CreateContainerConfigError", why.clone());
+            }
+        }
+        rt.sandbox_ready = true;
+        rep.report(&rt).await;
+        while !sleep_or_stop(Duration::from_secs(10), &mut stop).await {
+            rep.report(&rt).await;
+        }
+        return Ok(());
+    }
     let mut backoff = Duration::from_secs(1);
     let volumes = loop {
-        match container::prepare_volumes(&client, &pod, &pod_dir).await {
+        match container::prepare_volumes(client, pod, &pod_dir).await {
             Ok(v) => break v,
             Err(e) => {
-                for c in &mut rt.containers {
-                    c.state = CState::waiting("CreateContainerConfigError", format!("{e:#}"));
+                let msg = format!("{e:#}");
+                for (c, cs) in rt.containers.iter_mut().zip(&spec.containers) {
+                    if !sandboxed || runs_command(cs) {
+                        c.state = CState::waiting("CreateContainerConfigError", msg.clone());
+                    }
                 }
                 rep.report(&rt).await;
                 if sleep_or_stop(backoff, &mut stop).await {
-                    let _ = std::fs::remove_dir_all(&pod_dir);
+                    let _ = std::fs::remove_dir_all(pod_dir.join("volumes"));
                     return Ok(());
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -499,16 +679,18 @@ async fn host_pod(
         }
     };
     rt.sandbox_ready = true;
-    let _ = write_record(&cfg, id, true, &cfg.netns, &rt.pod_ips);
     let shared = Arc::new(Mutex::new(rt));
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(16);
     let mut sups = Vec::new();
-    let spec = pod.spec.clone().unwrap_or_default();
     let grace =
         Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64)
             .min(MAX_GRACE);
     let mut created_paths = Vec::new();
+    let sandbox = sandbox.map(Arc::new);
     for (i, c) in spec.containers.iter().enumerate() {
+        if sandboxed && !runs_command(c) {
+            continue;
+        }
         let mounts = match container::mounts_for(c, &volumes) {
             Ok(m) => m,
             Err(e) => {
@@ -520,18 +702,24 @@ async fn host_pod(
                 continue;
             }
         };
-        match container::create_targets(&mounts) {
-            Ok(p) => created_paths.extend(p),
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "mount target"),
+        // A host-network container's targets are host paths; a sandboxed one's are made inside its
+        // own root.
+        if !sandboxed {
+            match container::create_targets(&mounts) {
+                Ok(p) => created_paths.extend(p),
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "mount target"),
+            }
         }
         let sup = Supervisor {
             client: client.clone(),
             cfg: cfg.clone(),
             pod: pod.clone(),
+            id: id.clone(),
             c: c.clone(),
             idx: i,
             mounts,
-            log: pod_dir.join(format!("{}.log", c.name)),
+            pod_dir: pod_dir.clone(),
+            sandbox: sandbox.clone(),
             restart: spec
                 .restart_policy
                 .clone()
@@ -542,7 +730,7 @@ async fn host_pod(
         };
         sups.push(tokio::spawn(sup.run(stop.clone())));
     }
-    record_created(&cfg, &created_paths);
+    record_created(cfg, &created_paths);
     drop(changed_tx);
     loop {
         let snapshot = shared
@@ -555,10 +743,11 @@ async fn host_pod(
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
     }
+    // Every supervisor is done (stopped): wait for the stop signal itself if they ended on their
+    // own (all containers terminated), so the pod's status stays posted until then.
     for s in sups {
         let _ = s.await;
     }
-    let _ = std::fs::remove_dir_all(pod_dir.join("volumes"));
     Ok(())
 }
 
@@ -587,10 +776,12 @@ struct Supervisor {
     client: kube::Client,
     cfg: NodeletConfig,
     pod: Pod,
+    id: PodId,
     c: Container,
     idx: usize,
-    mounts: Vec<Mount>,
-    log: PathBuf,
+    mounts: Vec<Bind>,
+    pod_dir: PathBuf,
+    sandbox: Option<Arc<Sandbox>>,
     restart: String,
     grace: Duration,
     shared: Arc<Mutex<PodRt>>,
@@ -598,14 +789,130 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn update(&self, f: impl FnOnce(&mut ContainerRt, &mut Option<&'static str>)) {
+    fn update(&self, f: impl FnOnce(&mut ContainerRt)) {
         if let Ok(mut rt) = self.shared.lock() {
             let rt = &mut *rt;
-            let mut terminal = rt.terminal;
-            f(&mut rt.containers[self.idx], &mut terminal);
-            rt.terminal = terminal;
+            f(&mut rt.containers[self.idx]);
+            // The pod is over once every container has terminated for good.
+            let exits: Vec<i32> = rt
+                .containers
+                .iter()
+                .filter_map(|c| match c.state {
+                    CState::Terminated { exit_code, .. } => Some(exit_code),
+                    _ => None,
+                })
+                .collect();
+            if exits.len() == rt.containers.len() {
+                rt.terminal = Some(if exits.iter().all(|c| *c == 0) {
+                    "Succeeded"
+                } else {
+                    "Failed"
+                });
+            }
         }
         let _ = self.changed.try_send(());
+    }
+
+    fn restarts(&self) -> i32 {
+        self.shared
+            .lock()
+            .map(|rt| rt.containers[self.idx].restarts)
+            .unwrap_or(0)
+    }
+
+    /// Starts the container's process once.
+    async fn start(
+        &self,
+        image: &str,
+    ) -> std::result::Result<
+        (tokio::process::Child, BTreeMap<String, String>),
+        (&'static str, anyhow::Error),
+    > {
+        let bin =
+            launch::open_image_binary(&self.cfg.images, image).map_err(|e| ("ErrImagePull", e))?;
+        let env = container::build_env(&self.client, &self.cfg, &self.pod, &self.c)
+            .await
+            .map_err(|e| ("CreateContainerConfigError", e))?;
+        let spec = image::image_spec(image);
+        let argv: Vec<String> =
+            image::plan_argv(&spec, self.c.command.as_deref(), self.c.args.as_deref())
+                .iter()
+                .map(|a| container::expand(a, &env))
+                .collect();
+        let Some(argv0) = argv.first() else {
+            return Err((
+                "RunContainerError",
+                anyhow::anyhow!(
+                    "no command specified: the container sets none and image {image:?} has no entrypoint"
+                ),
+            ));
+        };
+        let path = env.get("PATH").map(String::as_str).unwrap_or(DEFAULT_PATH);
+        let exec = image::plan_exec(&spec, argv0, path);
+        let log = log_path(&self.pod_dir, &self.c.name, self.restarts());
+        let workdir = self.c.working_dir.as_deref();
+        let fs = match &self.sandbox {
+            None => rootfs::plan_host_fs(&self.mounts, workdir),
+            Some(sb) => {
+                let root = self.pod_dir.join("rootfs").join(&self.c.name);
+                let _ = std::fs::remove_dir_all(&root);
+                std::fs::create_dir_all(&root).map_err(|e| ("RunContainerError", e.into()))?;
+                let system = probe_system_dirs();
+                let etc: Vec<(PathBuf, &str)> =
+                    sb.etc_files.iter().map(|(s, d)| (s.clone(), *d)).collect();
+                rootfs::plan_sandbox_fs(&SandboxFs {
+                    root: &root,
+                    system: &system,
+                    image_binary: Some((bin.fd_path(), spec.path.as_str())),
+                    etc_files: &etc,
+                    volumes: &self.mounts,
+                    workdir,
+                })
+            }
+        };
+        launch::spawn(&Launch {
+            binary: &bin,
+            exec: &exec,
+            argv: &argv,
+            env: &env,
+            fs: &fs,
+            netns: self.sandbox.as_ref().map(|s| s.netns.as_path()),
+            hostname: self.sandbox.as_ref().map(|s| s.hostname.as_str()),
+            log: &log,
+        })
+        .map(|child| (child, env.clone()))
+        .map_err(|e| ("RunContainerError", e))
+    }
+
+    /// Runs one probe of the running container (process `pid`, environment `env`); true on success.
+    async fn probe(&self, p: &Probe, pid: Option<u32>, env: &BTreeMap<String, String>) -> bool {
+        let Some(e) = &p.exec else {
+            let host = match &self.sandbox {
+                Some(sb) => sb.pod_ip.clone().unwrap_or_default(),
+                None => self.cfg.node_ip.to_string(),
+            };
+            let ports = self.c.ports.clone().unwrap_or_default();
+            return container::run_probe(p, &host, &ports).await.is_ok();
+        };
+        let Some(pid) = pid else {
+            return false;
+        };
+        let timeout = Duration::from_secs(p.timeout_seconds.unwrap_or(1).max(1) as u64);
+        let mut cmd = tokio::process::Command::new("nsenter");
+        cmd.arg("--target")
+            .arg(pid.to_string())
+            .args(["--mount", "--net", "--uts", "--"])
+            .args(e.command.iter().flatten())
+            .env_clear()
+            .envs(env)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        matches!(
+            tokio::time::timeout(timeout, async { cmd.status().await }).await,
+            Ok(Ok(st)) if st.success()
+        )
     }
 
     async fn run(self, mut stop: watch::Receiver<bool>) {
@@ -616,35 +923,29 @@ impl Supervisor {
                 return;
             }
             let started = Timestamp::now();
-            let child = async {
-                let bin = container::open_image_binary(&self.cfg.images, &image)
-                    .map_err(|e| ("ErrImagePull", e))?;
-                let env = container::build_env(&self.client, &self.cfg, &self.pod, &self.c)
-                    .await
-                    .map_err(|e| ("CreateContainerConfigError", e))?;
-                let cmd: Vec<String> = self.c.command.clone().unwrap_or_default();
-                let argv: Vec<String> = cmd
-                    .iter()
-                    .skip(1)
-                    .chain(self.c.args.iter().flatten())
-                    .map(|a| container::expand(a, &env))
-                    .collect();
-                container::spawn(
-                    &bin,
-                    &argv,
-                    &env,
-                    &self.mounts,
-                    self.c.working_dir.as_deref(),
-                    &self.log,
-                )
-                .map_err(|e| ("RunContainerError", e))
-            }
-            .await;
-            let mut child = match child {
+            let child = self.start(&image).await;
+            let (mut child, env) = match child {
                 Ok(c) => c,
                 Err((reason, e)) => {
                     let msg = format!("{e:#}");
-                    self.update(|c, _| c.state = CState::waiting(reason, msg));
+                    let first = self
+                        .shared
+                        .lock()
+                        .map(|rt| !matches!(&rt.containers[self.idx].state, CState::Waiting { message, .. } if *message == msg))
+                        .unwrap_or(true);
+                    if first {
+                        tracing::warn!(pod = %self.id, container = %self.c.name, "{reason}: {msg}");
+                        event(
+                            &self.client,
+                            &self.id,
+                            &self.cfg.node,
+                            "Warning",
+                            "Failed",
+                            &format!("Error: {reason}: {msg}"),
+                        )
+                        .await;
+                    }
+                    self.update(|c| c.state = CState::waiting(reason, msg));
                     if sleep_or_stop(backoff, &mut stop).await {
                         return;
                     }
@@ -653,13 +954,13 @@ impl Supervisor {
                 }
             };
             let has_readiness = self.c.readiness_probe.is_some();
-            self.update(|c, _| {
+            self.update(|c| {
                 c.state = CState::Running {
                     started_at: started,
                 };
                 c.ready = !has_readiness;
             });
-            let exit = self.watch_process(&mut child, &mut stop).await;
+            let exit = self.watch_process(&mut child, &env, &mut stop).await;
             let Some(code) = exit else {
                 return; // stopped
             };
@@ -669,7 +970,7 @@ impl Supervisor {
                 "OnFailure" => code != 0,
                 _ => true,
             };
-            self.update(|c, terminal| {
+            self.update(|c| {
                 let t = CState::Terminated {
                     exit_code: code,
                     reason: if code == 0 {
@@ -694,7 +995,6 @@ impl Supervisor {
                     );
                 } else {
                     c.state = t;
-                    *terminal = Some(if code == 0 { "Succeeded" } else { "Failed" });
                 }
             });
             if !again {
@@ -713,10 +1013,10 @@ impl Supervisor {
     async fn watch_process(
         &self,
         child: &mut tokio::process::Child,
+        env: &BTreeMap<String, String>,
         stop: &mut watch::Receiver<bool>,
     ) -> Option<i32> {
-        let host = self.cfg.node_ip.to_string();
-        let ports = self.c.ports.clone().unwrap_or_default();
+        let pid = child.id();
         let readiness = self.c.readiness_probe.clone();
         let liveness = self.c.liveness_probe.clone();
         let period = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
@@ -764,11 +1064,11 @@ impl Supervisor {
                         && now >= next_ready
                     {
                         {
-                            let ok = container::run_probe(p, &host, &ports).await.is_ok();
+                            let ok = self.probe(p, pid, env).await;
                             ready_failures = if ok { 0 } else { ready_failures + 1 };
                             let threshold = p.failure_threshold.unwrap_or(3).max(1);
                             if ok || ready_failures >= threshold {
-                                self.update(|c, _| c.ready = ok);
+                                self.update(|c| c.ready = ok);
                             }
                             next_ready = now + period(&readiness);
                         }
@@ -777,7 +1077,7 @@ impl Supervisor {
                         && now >= next_live
                     {
                         {
-                            let ok = container::run_probe(p, &host, &ports).await.is_ok();
+                            let ok = self.probe(p, pid, env).await;
                             live_failures = if ok { 0 } else { live_failures + 1 };
                             if live_failures >= p.failure_threshold.unwrap_or(3).max(1) {
                                 tracing::info!(container = %self.c.name, "liveness probe failed: restarting");
@@ -806,6 +1106,22 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// What the host has at each of [`SYSTEM_DIRS`].
+fn probe_system_dirs() -> Vec<(&'static str, HostEntry)> {
+    SYSTEM_DIRS
+        .iter()
+        .map(|d| {
+            let p = Path::new(d);
+            let e = match std::fs::read_link(p) {
+                Ok(t) => HostEntry::Symlink(t),
+                Err(_) if p.is_dir() => HostEntry::Dir,
+                Err(_) => HostEntry::Missing,
+            };
+            (*d, e)
+        })
+        .collect()
 }
 
 /// Every pod record of a node directory.
