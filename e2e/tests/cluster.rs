@@ -513,10 +513,16 @@ fn down_leaves_nothing(c: &Cluster) -> Result<()> {
         "state dir {} survived down",
         c.cfg.state_dir().display()
     );
+    // Shared mount points wait for the last cluster; another local cluster (another suite or
+    // engineer) may still be up.
+    let others_up = std::fs::read_dir(weft_e2e::config::STATE_ROOT)
+        .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.path().is_dir()))
+        .unwrap_or(false);
     ensure!(
-        !std::path::Path::new(weft_e2e::config::STATE_ROOT)
-            .join("pending-host-paths")
-            .exists(),
+        others_up
+            || !std::path::Path::new(weft_e2e::config::STATE_ROOT)
+                .join("pending-host-paths")
+                .exists(),
         "the last cluster's teardown left shared mount points behind"
     );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
