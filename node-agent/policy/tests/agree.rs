@@ -1,0 +1,527 @@
+//! Property test: on random clusters and policies, the compiled IR (every node's, combined as the
+//! cluster combines them: the source's node judges egress, the destination's node ingress) and the
+//! naive reference evaluator (`reference/`) give the same verdict for every pair of endpoints and
+//! every probed port. Failures are kept in `agree.proptest-regressions` and replayed first.
+
+mod reference;
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::FileFailurePersistence;
+use serde_json::{Value, json};
+use support::*;
+use weft_policy::{Decision, Index, NodeInput, Proto, compile_node};
+
+const PROBES: [(&str, Proto, i32); 6] = [
+    ("TCP", Proto::Tcp, 80),
+    ("TCP", Proto::Tcp, 81),
+    ("TCP", Proto::Tcp, 8080),
+    ("UDP", Proto::Udp, 53),
+    ("UDP", Proto::Udp, 80),
+    ("SCTP", Proto::Sctp, 80),
+];
+
+fn nodes() -> Vec<NodeInput> {
+    vec![node1(), node2()]
+}
+
+fn selector() -> impl Strategy<Value = Value> {
+    let key = prop_oneof![Just("app"), Just("tier"), Just("team")];
+    let val = prop_oneof![Just("a"), Just("b"), Just("c")];
+    prop_oneof![
+        2 => Just(json!({})),
+        3 => (key.clone(), val.clone()).prop_map(|(k, v)| json!({"matchLabels": {k: v}})),
+        2 => (key.clone(), prop_oneof![Just("In"), Just("NotIn")], prop::collection::vec(val, 1..3))
+            .prop_map(|(k, op, vs)| json!({"matchExpressions": [{"key": k, "operator": op, "values": vs}]})),
+        1 => (key, prop_oneof![Just("Exists"), Just("DoesNotExist")])
+            .prop_map(|(k, op)| json!({"matchExpressions": [{"key": k, "operator": op}]})),
+    ]
+}
+
+fn labels() -> impl Strategy<Value = Value> {
+    (
+        prop::option::of(prop_oneof![Just("a"), Just("b"), Just("c")]),
+        prop::option::of(prop_oneof![Just("a"), Just("b")]),
+    )
+        .prop_map(|(app, tier)| {
+            let mut l = serde_json::Map::new();
+            if let Some(a) = app {
+                l.insert("app".into(), a.into());
+            }
+            if let Some(t) = tier {
+                l.insert("tier".into(), t.into());
+            }
+            Value::Object(l)
+        })
+}
+
+/// CIDRs over the pod networks, the hosts and outside.
+fn cidr() -> impl Strategy<Value = &'static str> {
+    prop_oneof![
+        Just("10.244.0.0/16"),
+        Just("10.244.1.0/24"),
+        Just("10.244.1.0/28"),
+        Just("10.244.2.0/24"),
+        Just("192.168.1.0/24"),
+        Just("0.0.0.0/0"),
+        Just("8.8.8.0/24"),
+        Just("fd00:10:244:1::/64"),
+        Just("::/0"),
+    ]
+}
+
+fn np_peer() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        3 => selector().prop_map(|s| json!({"podSelector": s})),
+        2 => selector().prop_map(|s| json!({"namespaceSelector": s})),
+        2 => (selector(), selector()).prop_map(|(n, p)| json!({"namespaceSelector": n, "podSelector": p})),
+        2 => (cidr(), prop::collection::vec(cidr(), 0..2)).prop_map(|(c, ex)| {
+            // Keep only excepts inside the block (the API server refuses others).
+            let inside: Vec<&str> = ex.into_iter().filter(|e| contained(e, c)).collect();
+            json!({"ipBlock": {"cidr": c, "except": inside}})
+        }),
+    ]
+}
+
+fn contained(inner: &str, outer: &str) -> bool {
+    let a: weft_crds::IpCidr = inner.parse().expect("cidr");
+    let b: weft_crds::IpCidr = outer.parse().expect("cidr");
+    b.contains(&a) && a != b
+}
+
+fn np_port() -> impl Strategy<Value = Value> {
+    let proto = prop::option::of(prop_oneof![Just("TCP"), Just("UDP"), Just("SCTP")]);
+    prop_oneof![
+        (proto.clone(), prop_oneof![Just(80), Just(53), Just(8080)])
+            .prop_map(|(p, n)| json!({"protocol": p, "port": n})),
+        (
+            proto.clone(),
+            prop_oneof![Just("http"), Just("dns"), Just("nope")]
+        )
+            .prop_map(|(p, n)| json!({"protocol": p, "port": n})),
+        (
+            proto.clone(),
+            prop_oneof![Just((79, 81)), Just((1, 1024)), Just((8000, 9000))]
+        )
+            .prop_map(|(p, (a, b))| json!({"protocol": p, "port": a, "endPort": b})),
+        proto.prop_map(|p| json!({"protocol": p})),
+    ]
+}
+
+/// None = field missing, Some(empty) = empty list: both must mean "all".
+fn maybe_list(item: BoxedStrategy<Value>) -> impl Strategy<Value = Option<Vec<Value>>> {
+    prop_oneof![
+        1 => Just(None),
+        1 => Just(Some(Vec::new())),
+        3 => prop::collection::vec(item, 1..3).prop_map(Some),
+    ]
+}
+
+fn network_policy_spec() -> impl Strategy<Value = Value> {
+    let rule = |peer_field: &'static str| {
+        (maybe_list(np_peer().boxed()), maybe_list(np_port().boxed())).prop_map(
+            move |(peers, ports)| {
+                let mut r = serde_json::Map::new();
+                if let Some(p) = peers {
+                    r.insert(peer_field.into(), p.into());
+                }
+                if let Some(p) = ports {
+                    r.insert("ports".into(), p.into());
+                }
+                Value::Object(r)
+            },
+        )
+    };
+    (
+        selector(),
+        maybe_list(rule("from").boxed()),
+        maybe_list(rule("to").boxed()),
+        prop_oneof![
+            Just(None),
+            Just(Some(vec!["Ingress"])),
+            Just(Some(vec!["Egress"])),
+            Just(Some(vec!["Ingress", "Egress"])),
+        ],
+    )
+        .prop_map(|(sel, ingress, egress, types)| {
+            let mut s = serde_json::Map::new();
+            s.insert("podSelector".into(), sel);
+            if let Some(i) = ingress {
+                s.insert("ingress".into(), i.into());
+            }
+            if let Some(e) = egress {
+                s.insert("egress".into(), e.into());
+            }
+            if let Some(t) = types {
+                s.insert("policyTypes".into(), json!(t));
+            }
+            Value::Object(s)
+        })
+}
+
+fn cluster_peer(egress: bool) -> BoxedStrategy<Value> {
+    let pods = (selector(), selector())
+        .prop_map(|(n, p)| json!({"pods": {"namespaceSelector": n, "podSelector": p}}));
+    let nss = selector().prop_map(|n| json!({"namespaces": n}));
+    if egress {
+        let nets = prop::collection::vec(cidr(), 1..3).prop_map(|c| json!({"networks": c}));
+        prop_oneof![pods, nss, nets].boxed()
+    } else {
+        prop_oneof![pods, nss].boxed()
+    }
+}
+
+fn subject() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        selector().prop_map(|n| json!({"namespaces": n})),
+        (selector(), selector())
+            .prop_map(|(n, p)| json!({"pods": {"namespaceSelector": n, "podSelector": p}})),
+    ]
+}
+
+fn cnp_protocol() -> impl Strategy<Value = Value> {
+    let port = prop_oneof![
+        prop_oneof![Just(80), Just(53), Just(8080)].prop_map(|n| json!({"number": n})),
+        prop_oneof![Just((79, 81)), Just((1, 1024))]
+            .prop_map(|(a, b)| json!({"range": {"start": a, "end": b}})),
+    ];
+    prop_oneof![
+        (prop_oneof![Just("tcp"), Just("udp"), Just("sctp")], port)
+            .prop_map(|(p, d)| json!({p: {"destinationPort": d}})),
+        prop_oneof![Just("http"), Just("dns"), Just("nope")]
+            .prop_map(|n| json!({"destinationNamedPort": n})),
+    ]
+}
+
+fn cnp_spec(priority: i32) -> impl Strategy<Value = Value> {
+    let rule = |egress: bool| {
+        (
+            prop_oneof![Just("Accept"), Just("Deny"), Just("Pass")],
+            prop::collection::vec(cluster_peer(egress), 1..3),
+            prop::collection::vec(cnp_protocol(), 0..3),
+        )
+            .prop_map(move |(a, peers, protos)| {
+                let mut r = json!({"action": a});
+                r[if egress { "to" } else { "from" }] = peers.into();
+                if !protos.is_empty() {
+                    r["protocols"] = protos.into();
+                }
+                r
+            })
+    };
+    (
+        prop_oneof![Just("Admin"), Just("Baseline")],
+        subject(),
+        prop::collection::vec(rule(false), 0..3),
+        prop::collection::vec(rule(true), 0..3),
+    )
+        .prop_map(move |(tier, subject, ingress, egress)| {
+            json!({"tier": tier, "priority": priority, "subject": subject, "ingress": ingress, "egress": egress})
+        })
+}
+
+fn anp_port() -> impl Strategy<Value = Value> {
+    let proto = prop_oneof![Just("TCP"), Just("UDP"), Just("SCTP")];
+    prop_oneof![
+        (proto.clone(), prop_oneof![Just(80), Just(53)])
+            .prop_map(|(p, n)| json!({"portNumber": {"protocol": p, "port": n}})),
+        (proto, prop_oneof![Just((79, 81)), Just((1, 1024))])
+            .prop_map(|(p, (a, b))| json!({"portRange": {"protocol": p, "start": a, "end": b}})),
+        prop_oneof![Just("http"), Just("dns")].prop_map(|n| json!({"namedPort": n})),
+    ]
+}
+
+fn anp_spec(baseline: bool, priority: i32) -> impl Strategy<Value = Value> {
+    let rule = move |egress: bool| {
+        (
+            if baseline {
+                prop_oneof![Just("Allow"), Just("Deny")].boxed()
+            } else {
+                prop_oneof![Just("Allow"), Just("Deny"), Just("Pass")].boxed()
+            },
+            prop::collection::vec(cluster_peer(egress), 1..3),
+            prop::option::of(prop::collection::vec(anp_port(), 1..3)),
+        )
+            .prop_map(move |(a, peers, ports)| {
+                let mut r = json!({"action": a});
+                r[if egress { "to" } else { "from" }] = peers.into();
+                if let Some(p) = ports {
+                    r["ports"] = p.into();
+                }
+                r
+            })
+    };
+    (
+        subject(),
+        prop::collection::vec(rule(false), 0..3),
+        prop::collection::vec(rule(true), 0..3),
+    )
+        .prop_map(move |(subject, ingress, egress)| {
+            let mut s = json!({"subject": subject, "ingress": ingress, "egress": egress});
+            if !baseline {
+                s["priority"] = priority.into();
+            }
+            s
+        })
+}
+
+#[derive(Debug, Clone)]
+struct PodSpec {
+    ns: usize,
+    node: usize,
+    labels: Value,
+    ports: Vec<(&'static str, &'static str, i32)>,
+}
+
+fn pod_spec() -> impl Strategy<Value = PodSpec> {
+    let port = prop_oneof![
+        Just(("http", "TCP", 80)),
+        Just(("http", "TCP", 8080)),
+        Just(("dns", "UDP", 53)),
+        Just(("http", "SCTP", 80)),
+    ];
+    (
+        0..3usize,
+        0..2usize,
+        labels(),
+        prop::collection::vec(port, 0..2),
+    )
+        .prop_map(|(ns, node, labels, mut ports)| {
+            ports.sort();
+            ports.dedup_by_key(|p| p.0);
+            PodSpec {
+                ns,
+                node,
+                labels,
+                ports,
+            }
+        })
+}
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    ns_labels: Vec<Value>,
+    pods: Vec<PodSpec>,
+    nps: Vec<(usize, Value)>,
+    cnps: Vec<Value>,
+    anps: Vec<Value>,
+    banp: Option<Value>,
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (
+        prop::collection::vec(
+            prop::option::of(prop_oneof![Just("a"), Just("b")]).prop_map(|t| match t {
+                Some(t) => json!({"team": t}),
+                None => json!({}),
+            }),
+            3,
+        ),
+        prop::collection::vec(pod_spec(), 2..7),
+        prop::collection::vec((0..3usize, network_policy_spec()), 0..4),
+        // Distinct priorities: ties are implementation-defined by the API.
+        prop::collection::vec(cnp_spec(0), 0..3).prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, mut s)| {
+                    s["priority"] = json!(10 * i as i32 + 5);
+                    s
+                })
+                .collect::<Vec<_>>()
+        }),
+        prop::collection::vec(anp_spec(false, 0), 0..2).prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, mut s)| {
+                    s["priority"] = json!(10 * i as i32 + 7);
+                    s
+                })
+                .collect::<Vec<_>>()
+        }),
+        prop::option::of(anp_spec(true, 0)),
+    )
+        .prop_map(|(ns_labels, pods, nps, cnps, anps, banp)| Scenario {
+            ns_labels,
+            pods,
+            nps,
+            cnps,
+            anps,
+            banp,
+        })
+}
+
+const NAMESPACES: [&str; 3] = ["x", "y", "z"];
+
+/// Builds the same objects for the engine and the reference.
+fn build(s: &Scenario) -> (Index, reference::World) {
+    let mut world = reference::World::default();
+    for (i, l) in s.ns_labels.iter().enumerate() {
+        world.namespaces.push(namespace(NAMESPACES[i], l.clone()));
+    }
+    let mut next = [10u8, 10u8];
+    for (i, p) in s.pods.iter().enumerate() {
+        let n = p.node;
+        let last = next[n];
+        next[n] += 1;
+        let v4 = format!("10.244.{}.{last}", n + 1);
+        let v6 = format!("fd00:10:244:1::{last}");
+        let ips: Vec<&str> = if n == 0 { vec![&v4, &v6] } else { vec![&v4] };
+        world.pods.push(pod(
+            NAMESPACES[p.ns],
+            &format!("p{i}"),
+            &format!("n{}", n + 1),
+            p.labels.clone(),
+            &ips,
+            &p.ports,
+        ));
+    }
+    for (i, (ns, spec)) in s.nps.iter().enumerate() {
+        world.network_policies.push(network_policy(
+            NAMESPACES[*ns],
+            &format!("np{i}"),
+            spec.clone(),
+        ));
+    }
+    for (i, spec) in s.cnps.iter().enumerate() {
+        world.cnps.push(cnp(&format!("cnp{i}"), spec.clone()));
+    }
+    for (i, spec) in s.anps.iter().enumerate() {
+        world.anps.push(anp(&format!("anp{i}"), spec.clone()));
+    }
+    world.banp = s.banp.clone().map(banp);
+    for n in nodes() {
+        world
+            .hosts
+            .insert(n.node_name.clone(), n.host_addrs.clone());
+    }
+    let mut ix = Index::new();
+    for o in &world.namespaces {
+        ix.apply_namespace(o);
+    }
+    for o in &world.pods {
+        ix.apply_pod(o);
+    }
+    for o in &world.network_policies {
+        ix.apply_network_policy(o);
+    }
+    for o in &world.cnps {
+        ix.apply_cluster_network_policy(o);
+    }
+    for o in &world.anps {
+        ix.apply_admin_network_policy(o);
+    }
+    if let Some(b) = &world.banp {
+        ix.apply_baseline_admin_network_policy(b);
+    }
+    (ix, world)
+}
+
+fn endpoints(world: &reference::World) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = world
+        .pods
+        .iter()
+        .flat_map(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.pod_ips.clone())
+                .unwrap_or_default()
+        })
+        .map(|i| ip(&i.ip))
+        .collect();
+    v.extend(
+        [
+            "192.168.1.1",
+            "192.168.1.2",
+            "fd00:1::1",
+            "8.8.8.8",
+            "10.9.9.9",
+            "2001:db8::1",
+        ]
+        .map(ip),
+    );
+    v
+}
+
+fn check(s: &Scenario) -> Result<(), TestCaseError> {
+    let (ix, world) = build(s);
+    prop_assert!(
+        ix.problems().is_empty(),
+        "the generator makes valid objects: {:?}",
+        ix.problems()
+    );
+    let irs: Vec<_> = nodes().iter().map(|n| compile_node(&ix, n)).collect();
+    let eps = endpoints(&world);
+    let mut checked = 0;
+    for &src in &eps {
+        for &dst in &eps {
+            if src.is_ipv4() != dst.is_ipv4()
+                || (world.pod_at(src).is_none() && world.pod_at(dst).is_none())
+            {
+                continue;
+            }
+            for (pname, proto, port) in PROBES {
+                let want = world.allowed(src, dst, pname, port);
+                let verdicts: Vec<_> = irs
+                    .iter()
+                    .map(|ir| ir.verdict(src, dst, proto, port as u16))
+                    .collect();
+                let got = verdicts.iter().all(|v| v.decision == Decision::Allowed);
+                prop_assert_eq!(
+                    got,
+                    want,
+                    "{} -> {} {}/{}: engine says {:?}, reference says allowed={}",
+                    src,
+                    dst,
+                    pname,
+                    port,
+                    verdicts.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+                    want
+                );
+                checked += 1;
+            }
+        }
+    }
+    prop_assert!(checked > 0);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 300,
+        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn compiled_ir_agrees_with_the_reference(s in scenario()) {
+        check(&s)?;
+    }
+}
+
+/// The number of distinct verdicts the generator reaches, so that a generator that only makes
+/// "allow everything" cannot pass unnoticed.
+#[test]
+fn the_generator_reaches_denials_and_allows() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut seen: BTreeMap<bool, usize> = BTreeMap::new();
+    for _ in 0..40 {
+        let s = scenario().new_tree(&mut runner).expect("tree").current();
+        let (_, world) = build(&s);
+        let eps = endpoints(&world);
+        for &a in &eps {
+            for &b in &eps {
+                if a.is_ipv4() == b.is_ipv4() {
+                    *seen.entry(world.allowed(a, b, "TCP", 80)).or_default() += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        seen.get(&true).copied().unwrap_or(0) > 50 && seen.get(&false).copied().unwrap_or(0) > 50,
+        "{seen:?}"
+    );
+}
