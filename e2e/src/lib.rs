@@ -21,6 +21,7 @@ pub mod forward;
 pub mod gobuild;
 pub mod helm;
 pub mod install;
+pub mod kstatus;
 pub mod netns;
 pub mod nodelet;
 pub mod pki;

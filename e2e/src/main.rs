@@ -45,8 +45,8 @@ enum Cmd {
         #[arg(long, default_value_t = 99)]
         underlay_octet: u8,
     },
-    /// Build the control plane, Helm and the test images from their Go modules (cached), without
-    /// starting anything.
+    /// Build the control plane, Helm, the test images and weft-kstatus from their Go modules
+    /// (cached), without starting anything.
     Prepare,
     /// Show the demo: nodes, weft's status, pods on every node and their reachability.
     Demo,
@@ -131,8 +131,9 @@ fn main() -> Result<()> {
             let bin = weft_e2e::gobuild::ensure_control_plane(&cache)?;
             weft_e2e::gobuild::ensure_images(&cache)?;
             weft_e2e::helm::ensure_helm(&cache)?;
+            weft_e2e::kstatus::ensure_kstatus(&cache)?;
             eprintln!(
-                "control plane, kubectl, helm and the test images (agnhost, pause) are ready in {}",
+                "control plane, kubectl, helm, the test images (agnhost, pause) and weft-kstatus are ready in {}",
                 bin.display()
             );
         }
