@@ -1,0 +1,284 @@
+//! The overlay end to end: weft installed with Helm on a 3-node local cluster, pods on every node,
+//! and the kernel state of the node namespaces checked directly (issue 8).
+
+mod support;
+
+use anyhow::{Context, Result, ensure};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::*;
+use weft_e2e::Cluster;
+use weft_e2e::install::{install_weft, wait_fabric_available};
+use weft_e2e::probe::{self, Endpoint, Family};
+use weft_e2e::serve::parse_ports;
+
+const NS: &str = "overlay";
+
+fn main() {
+    let cfg = test_config("wov", 86, 300);
+    let trials: Vec<Trial> = vec![
+        (
+            "every_pod_reaches_every_pod_across_nodes_without_nat",
+            Box::new(every_pod_reaches_every_pod),
+        ),
+        (
+            "a_node_added_is_routed_within_a_second_and_removed_within_two",
+            Box::new(node_added_and_removed),
+        ),
+        (
+            "an_agent_killed_or_restarted_drops_no_packet",
+            Box::new(agent_restart_drops_nothing),
+        ),
+        (
+            "host_gw_routes_via_node_addresses_and_removes_the_vxlan_device",
+            Box::new(host_gw_backend),
+        ),
+    ];
+    run_suite(cfg, trials)
+}
+
+/// Installs weft (once) and starts one pod per node in namespace [`NS`]; returns their endpoints.
+fn pods(c: &Cluster) -> Result<Vec<Endpoint>> {
+    if get_json(c, &["namespace", NS]).is_err() {
+        install_weft(c, &[])?;
+        wait_fabric_available(c, "default", Duration::from_secs(120))?;
+        output(c.kubectl().args(["create", "namespace", NS]))?;
+        for node in c.cfg.node_names() {
+            c.apply(pod_yaml(
+                NS,
+                &format!("p-{node}"),
+                Some(&node),
+                &[("app", "p")],
+                &[("TCP", 80), ("UDP", 53)],
+            ))?;
+        }
+    }
+    for node in c.cfg.node_names() {
+        wait_pod_ready(c, NS, &format!("p-{node}"), Duration::from_secs(60))?;
+    }
+    let eps: Vec<_> = c
+        .endpoints(false)?
+        .into_iter()
+        .filter(|e| e.id.starts_with(&format!("{NS}/")))
+        .collect();
+    ensure!(eps.len() == 3, "expected 3 pods, got {eps:?}");
+    Ok(eps)
+}
+
+fn assert_full_matrix(eps: &[Endpoint]) -> Result<()> {
+    let m = probe::matrix(
+        eps,
+        eps,
+        &parse_ports("TCP/80,UDP/53")?,
+        Family::V4,
+        Duration::from_secs(2),
+    )?;
+    for (port, rows) in &m {
+        ensure!(rows.len() == 9, "{port}: {} pairs", rows.len());
+        for o in rows {
+            ensure!(
+                o.allowed,
+                "{port}: {} -> {} unreachable: {:?}",
+                o.from,
+                o.to,
+                o.error
+            );
+            let from = eps.iter().find(|e| e.id == o.from).context("source")?;
+            let src = o.seen_source.clone().unwrap_or_default();
+            ensure!(
+                from.ips.iter().any(|ip| ip.to_string() == src),
+                "{port}: {} -> {} seen from {src}: pod-to-pod traffic must not be NATed",
+                o.from,
+                o.to
+            );
+        }
+    }
+    Ok(())
+}
+
+fn every_pod_reaches_every_pod(c: &Cluster) -> Result<()> {
+    let eps = pods(c)?;
+    assert_full_matrix(&eps)
+}
+
+/// `ip …` inside a node's namespace.
+fn node_ip(c: &Cluster, node: &str, args: &str) -> Result<String> {
+    let ns = c.cfg.node_ns(node);
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns, "ip"])
+        .args(args.split_whitespace());
+    output(&mut cmd)
+}
+
+/// Polls (every 20 ms) until `check` holds on every node, returning how long it took.
+fn time_until(
+    c: &Cluster,
+    what: &str,
+    limit: Duration,
+    check: impl Fn(&str) -> bool,
+) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let mut all = true;
+        for node in c.cfg.node_names() {
+            all &= check(&node_ip(c, &node, "route show")?);
+        }
+        if all {
+            return Ok(start.elapsed());
+        }
+        ensure!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn node_added_and_removed(c: &Cluster) -> Result<()> {
+    pods(c)?;
+    // A node as a flannel or weft peer announces itself: podCIDR and flannel's annotations.
+    let ghost = serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "ghost", "annotations": {
+            "flannel.alpha.coreos.com/backend-type": "vxlan",
+            "flannel.alpha.coreos.com/backend-data": "{\"VNI\":1,\"VtepMAC\":\"0a:58:0a:f4:c8:00\"}",
+            "flannel.alpha.coreos.com/kube-subnet-manager": "true",
+            "flannel.alpha.coreos.com/public-ip": format!("10.{}.0.200", c.cfg.underlay_octet),
+        }},
+        "spec": {"podCIDR": "10.244.200.0/24", "podCIDRs": ["10.244.200.0/24"],
+                 "taints": [{"key": "weft.dev/ghost", "effect": "NoSchedule"}]}
+    });
+    c.apply(ghost)?;
+    let route = "10.244.200.0/24 via 10.244.200.0 dev flannel.1 proto 87 onlink";
+    let added = time_until(c, "the ghost's route", Duration::from_secs(5), |r| {
+        r.contains(route)
+    })?;
+    let fdb = {
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &c.cfg.node_ns("node-1"),
+            "bridge",
+            "fdb",
+            "show",
+            "dev",
+            "flannel.1",
+        ]);
+        output(&mut cmd)?
+    };
+    ensure!(fdb.contains("0a:58:0a:f4:c8:00 dst 10."), "fdb: {fdb}");
+    output(
+        c.kubectl()
+            .args(["delete", "node", "ghost", "--wait=false"]),
+    )?;
+    let removed = time_until(c, "the ghost's route to go", Duration::from_secs(5), |r| {
+        !r.contains("10.244.200.0/24")
+    })?;
+    let neigh = node_ip(c, "node-1", "neigh show dev flannel.1")?;
+    ensure!(!neigh.contains("10.244.200.0"), "stale neighbour: {neigh}");
+    eprintln!("node added → routed on every node: {added:?}; deleted → removed: {removed:?}");
+    ensure!(
+        added < Duration::from_secs(1),
+        "added after {added:?} (target < 1 s)"
+    );
+    ensure!(
+        removed < Duration::from_secs(2),
+        "removed after {removed:?} (target < 2 s)"
+    );
+    Ok(())
+}
+
+/// The pids of processes named `comm` in a node's network namespace.
+fn pids_in_node(c: &Cluster, node: &str, comm: &str) -> Result<Vec<i32>> {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "pids", &c.cfg.node_ns(node)]);
+    let out = output(&mut cmd)?;
+    Ok(out
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .collect())
+}
+
+fn agent_restart_drops_nothing(c: &Cluster) -> Result<()> {
+    let eps = pods(c)?;
+    let from = &eps[0];
+    let to = eps
+        .iter()
+        .find(|e| e.id.ends_with("node-2"))
+        .context("pod on node-2")?;
+    let dst = to.ips[0].to_string();
+    // 100 pings a second for 6 s across nodes, while both ends' agents are killed and restarted.
+    let ping = Command::new("nsenter")
+        .arg(format!("--net={}", from.netns.display()))
+        .args(["ping", "-q", "-i", "0.01", "-c", "600", "-W", "1", &dst])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("ping")?;
+    std::thread::sleep(Duration::from_millis(500));
+    for node in ["node-1", "node-2"] {
+        for pid in pids_in_node(c, node, "weft-agent")? {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)?;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // A graceful restart too: the DaemonSet's pod deleted and recreated.
+    output(c.kubectl().args([
+        "delete",
+        "pod",
+        "-n",
+        "weft-system",
+        "-l",
+        "app.kubernetes.io/name=weft-agent",
+        "--field-selector",
+        "spec.nodeName=node-2",
+        "--wait=false",
+    ]))?;
+    let out = ping.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{}", text.trim());
+    ensure!(
+        text.contains(" 0% packet loss"),
+        "packets were lost: {text}"
+    );
+    wait_fabric_available(c, "default", Duration::from_secs(60))?;
+    Ok(())
+}
+
+fn host_gw_backend(c: &Cluster) -> Result<()> {
+    let eps = pods(c)?;
+    output(c.kubectl().args([
+        "patch",
+        "networkfabric",
+        "default",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"overlay":{"backend":"host-gw"}}}"#,
+    ]))?;
+    let octet = c.cfg.underlay_octet;
+    time_until(c, "host-gw routes", Duration::from_secs(60), |r| {
+        r.contains(&format!("via 10.{octet}.0.1"))
+            && r.contains("proto 87")
+            && !r.contains("flannel.1")
+    })?;
+    let links = node_ip(c, "node-1", "link show")?;
+    ensure!(
+        !links.contains("flannel.1"),
+        "the vxlan device stayed: {links}"
+    );
+    assert_full_matrix(&eps)?;
+    output(c.kubectl().args([
+        "patch",
+        "networkfabric",
+        "default",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"overlay":{"backend":"vxlan"}}}"#,
+    ]))?;
+    time_until(c, "vxlan routes again", Duration::from_secs(60), |r| {
+        r.contains("dev flannel.1 proto 87 onlink")
+    })?;
+    assert_full_matrix(&eps)
+}
