@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use support::*;
 use weft_e2e::Cluster;
 use weft_e2e::install::{WEFT_NAMESPACE, install_weft, uninstall_weft};
+use weft_e2e::kstatus::{ensure_kstatus, kstatus_verdicts};
 
 const MINIMAL: &str = r#"{"apiVersion":"weft.dev/v1alpha1","kind":"NetworkFabric","metadata":{"name":"default"},
   "spec":{"podNetwork":{"cidrs":["10.244.0.0/16"]}}}"#;
@@ -39,6 +40,10 @@ fn main() {
         (
             "a_fabric_whose_cidr_misses_the_node_cidrs_is_invalid",
             Box::new(cidr_mismatch_invalid),
+        ),
+        (
+            "kstatus_reads_in_progress_failed_and_current_truthfully",
+            Box::new(kstatus_reads_truthfully),
         ),
         (
             "a_deleted_or_edited_daemonset_is_restored",
@@ -346,6 +351,102 @@ fn cidr_mismatch_invalid(c: &Cluster) -> Result<()> {
         r#"{"spec":{"podNetwork":{"cidrs":["10.244.0.0/16"]}}}"#,
     ]))?;
     wait_available(c, "default", Duration::from_secs(120))?;
+    Ok(())
+}
+
+fn patch_fabric(c: &Cluster, patch: &str) -> Result<()> {
+    output(c.kubectl().args([
+        "patch",
+        "networkfabric",
+        "default",
+        "--type=merge",
+        "-p",
+        patch,
+    ]))?;
+    Ok(())
+}
+
+/// The verdict kstatus must give a fabric, from its conditions alone.
+fn expected_kstatus(f: &Value) -> &'static str {
+    let is = |t: &str| condition(f, t).is_some_and(|(s, _, _)| s == "True");
+    if f["status"]["observedGeneration"] != f["metadata"]["generation"] {
+        "InProgress"
+    } else if is("Degraded") {
+        "Failed"
+    } else if is("Available") && !is("Progressing") {
+        "Current"
+    } else {
+        "InProgress"
+    }
+}
+
+/// Issue 7: kstatus (sigs.k8s.io/cli-utils v0.37.2, what Flux uses) reads the fabric as InProgress
+/// while it rolls out, Failed while Degraded and Current only when Available.
+fn kstatus_reads_truthfully(c: &Cluster) -> Result<()> {
+    let kstatus = ensure_kstatus(&c.cfg.cache_dir)?;
+    // Every sample: kstatus's verdict on exactly the object read, against its conditions.
+    let mut seen: Vec<&'static str> = Vec::new();
+    let mut sample = |label: &str| -> Result<(&'static str, Value)> {
+        let f = get_json(c, &["networkfabric", "default"])?;
+        let got = kstatus_verdicts(&kstatus, &f.to_string())?;
+        let got = got.first().context("no verdict")?;
+        let want = expected_kstatus(&f);
+        ensure!(
+            got.status == want,
+            "{label}: kstatus says {} ({}), the conditions say {want}: {}",
+            got.status,
+            got.message,
+            f["status"]
+        );
+        if !seen.contains(&want) {
+            seen.push(want);
+        }
+        Ok((want, f))
+    };
+    let (first, _) = sample("before")?;
+    ensure!(first == "Current", "an Available fabric must be Current");
+
+    // Rolling out: a new MTU rolls every agent; sample until it is Available again.
+    patch_fabric(c, r#"{"spec":{"overlay":{"mtu":1380}}}"#)?;
+    let started = Instant::now();
+    let mut rolling = false;
+    loop {
+        let (verdict, f) = sample("rollout")?;
+        rolling |= verdict == "InProgress"
+            && condition(&f, "Reconciling")
+                .is_some_and(|(s, r, _)| s == "True" && r == "RollingOut");
+        if verdict == "Current" && f["status"]["mtu"] == 1380 {
+            break;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(180),
+            "the rollout did not finish: {}",
+            f["status"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        rolling,
+        "never saw the fabric InProgress with Reconciling=True/RollingOut during a rollout"
+    );
+
+    // Degraded: a spec the operator refuses (the nodes' podCIDRs lie outside it).
+    patch_fabric(c, r#"{"spec":{"podNetwork":{"cidrs":["10.250.0.0/16"]}}}"#)?;
+    eventually("kstatus Failed", Duration::from_secs(30), || {
+        let (verdict, _) = sample("invalid spec")?;
+        Ok((verdict == "Failed").then_some(()))
+    })?;
+    patch_fabric(c, r#"{"spec":{"podNetwork":{"cidrs":["10.244.0.0/16"]}}}"#)?;
+    eventually("kstatus Current again", Duration::from_secs(120), || {
+        let (verdict, _) = sample("reverted")?;
+        Ok((verdict == "Current").then_some(()))
+    })?;
+    ensure!(
+        ["Current", "InProgress", "Failed"]
+            .iter()
+            .all(|s| seen.contains(s)),
+        "every state must have been seen: {seen:?}"
+    );
     Ok(())
 }
 
