@@ -17,8 +17,10 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _, reload};
 use weft_crds::agent_config::AGENT_CONFIG_PATH;
 use weft_crds::fabric::LogLevel;
+use weft_node_agent::agent::teardown::{fabric_is_deleted, teardown_node};
 use weft_node_agent::agent::{Agent, error_chain, nodes};
 use weft_node_agent::config::{load_config, sync_config_watch};
+use weft_node_agent::nft::NftBinary;
 use weft_node_agent::observe::{Health, Metrics, bind, health_router, metrics_router, serve};
 use weft_node_agent::overlay::netlink::Netlink;
 use weft_node_agent::uplink::SYS_CLASS_NET;
@@ -166,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(args.config_poll_seconds.max(1)),
     );
     let agent = Agent {
-        nodes: nodes(client),
+        nodes: nodes(client.clone()),
         node_name: args.node_name.clone(),
         health,
         metrics,
@@ -174,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
         kernel: Netlink::connect().map_err(|e| anyhow::anyhow!(error_chain(&e)))?,
     };
     let fixed_level = args.log_level;
-    agent
+    let config = agent
         .run(
             config,
             config_changes,
@@ -187,6 +189,19 @@ async fn main() -> anyhow::Result<()> {
             shutdown_signal(),
         )
         .await;
+    // A restart or upgrade leaves the node as it is; only the fabric's deletion cleans it.
+    if fabric_is_deleted(client, &config.fabric).await {
+        info!(fabric = %config.fabric, "the fabric is being deleted: removing weft from this node");
+        let failures = teardown_node(&config, &agent.kernel, &NftBinary::default()).await;
+        for f in &failures {
+            tracing::error!(error = %f, "teardown step failed");
+        }
+        if failures.is_empty() {
+            info!("node clean");
+        }
+    } else {
+        info!("the datapath, files and node annotations stay in place");
+    }
     health_server.abort();
     metrics_server.abort();
     Ok(())

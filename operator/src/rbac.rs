@@ -34,6 +34,8 @@ fn named(mut r: PolicyRule, names: &[&str]) -> PolicyRule {
 /// - nodes patch: publish the flannel-format annotations on the own Node;
 /// - nodes/status patch: set the NetworkUnavailable=False condition and weft's own WeftAgentReady
 ///   condition (the agent's report to the operator, ADR 0105);
+/// - networkfabrics get: on SIGTERM, tell an uninstall (the fabric deleted: clean the node) from a
+///   restart or upgrade (leave everything in place);
 /// - pods, namespaces, networkpolicies list/watch: inputs of the policy engine (only with policy on);
 /// - clusternetworkpolicies / adminnetworkpolicies / baselineadminnetworkpolicies list/watch: when
 ///   those APIs are honoured;
@@ -42,6 +44,7 @@ pub fn agent_cluster_rules(spec: &NetworkFabricSpec) -> Vec<PolicyRule> {
     let mut rules = vec![
         rule(&[""], &["nodes"], &["get", "list", "watch", "patch"]),
         rule(&[""], &["nodes/status"], &["patch"]),
+        rule(&["weft.dev"], &["networkfabrics"], &["get"]),
     ];
     if spec.policy.enabled {
         rules.push(rule(&[""], &["namespaces", "pods"], &["list", "watch"]));
@@ -79,11 +82,12 @@ pub fn agent_cluster_rules(spec: &NetworkFabricSpec) -> Vec<PolicyRule> {
 /// module docs) and `bind` on exactly the agent's ClusterRole.
 pub fn operator_cluster_rules() -> Vec<PolicyRule> {
     vec![
-        // list/watch: the controller; patch: the finalizer (merge patch, no update).
+        // list/watch: the controller; patch: the finalizer (merge patch, no update); get: granted
+        // to the agent (which tells an uninstall from a restart by it), so held here too.
         rule(
             &["weft.dev"],
             &["networkfabrics"],
-            &["list", "watch", "patch"],
+            &["get", "list", "watch", "patch"],
         ),
         // Status is written with server-side apply.
         rule(&["weft.dev"], &["networkfabrics/status"], &["patch"]),

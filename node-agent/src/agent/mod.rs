@@ -45,6 +45,7 @@ use crate::uplink::read_interfaces;
 
 pub mod node;
 pub mod plan;
+pub mod teardown;
 
 pub use plan::{Gathered, Plan, node_pod_cidrs, plan};
 
@@ -447,7 +448,8 @@ impl<K: Kernel + Sync> Agent<K> {
 
     /// The event loop: syncs on every change of any Node (the own one and the peers) or of the
     /// configuration, on every resync tick and after failures (with backoff), until `shutdown`
-    /// resolves. Bursts of Node events are coalesced into one sync.
+    /// resolves, and returns the configuration last in force. Bursts of Node events are coalesced
+    /// into one sync.
     pub async fn run(
         &self,
         mut config: AgentConfig,
@@ -455,7 +457,7 @@ impl<K: Kernel + Sync> Agent<K> {
         resync: Duration,
         on_config: impl Fn(&AgentConfig),
         shutdown: impl std::future::Future<Output = ()>,
-    ) {
+    ) -> AgentConfig {
         let (store, writer) = reflector::store::<Node>();
         let mut node_events = reflector(
             writer,
@@ -480,8 +482,8 @@ impl<K: Kernel + Sync> Agent<K> {
         loop {
             tokio::select! {
                 () = &mut shutdown => {
-                    info!("shutting down; the datapath, files and node annotations stay in place");
-                    return;
+                    info!("shutting down");
+                    return config;
                 }
                 event = node_events.next() => match event {
                     Some(Ok(n)) => {
@@ -515,7 +517,7 @@ impl<K: Kernel + Sync> Agent<K> {
                     }
                     None => {
                         error!("the Node watch ended");
-                        return;
+                        return config;
                     }
                 },
                 change = config_changes.recv() => match change {
