@@ -117,10 +117,61 @@ pub fn run_demo(c: &Cluster) -> Result<()> {
     }
     let allowed = rows.iter().filter(|o| o.allowed).count();
     println!("\n{allowed} of {} pod pairs reachable", rows.len());
+    let cross = rows
+        .iter()
+        .filter(|o| node_of(&o.from) != node_of(&o.to))
+        .collect::<Vec<_>>();
+    let own_ip = |o: &probe::Outcome| {
+        eps.iter()
+            .any(|e| e.id == o.from && e.ips.iter().any(|ip| Some(ip.to_string()) == o.seen_source))
+    };
     println!(
-        "\nweft today: the agent gives every node its subnet, CNI configuration and flannel annotations, so\n\
-         pods on one node reach each other. Pods on different nodes do not yet: the VXLAN/host-gw overlay\n\
-         is the next piece, and NetworkPolicy is not enforced yet either."
+        "{} of {} pairs across nodes reachable, {} of them seen with the sender's own pod IP (no NAT)",
+        cross.iter().filter(|o| o.allowed).count(),
+        cross.len(),
+        cross.iter().filter(|o| o.allowed && own_ip(o)).count()
+    );
+
+    println!(
+        "\n== leaving the cluster: every pod to the external host {}, TCP/80",
+        c.cfg.external_ip()
+    );
+    let external = probe::Endpoint {
+        id: "external".into(),
+        netns: format!("/run/netns/{}", c.cfg.external_ns()).into(),
+        ips: vec![std::net::IpAddr::V4(c.cfg.external_ip())],
+    };
+    let out = probe::matrix(
+        &eps,
+        std::slice::from_ref(&external),
+        &parse_ports("TCP/80")?,
+        Family::V4,
+        Duration::from_secs(1),
+    )?;
+    for o in out.get("TCP/80").into_iter().flatten() {
+        match &o.seen_source {
+            Some(src) if o.allowed => println!(
+                "  {:>10} → external: reached, seen from {src} (its node: masqueraded)",
+                o.from.trim_start_matches(&format!("{DEMO_NAMESPACE}/web-"))
+            ),
+            _ => println!(
+                "  {:>10} → external: not reached ({})",
+                o.from.trim_start_matches(&format!("{DEMO_NAMESPACE}/web-")),
+                o.error.clone().unwrap_or_default()
+            ),
+        }
+    }
+    println!(
+        "\nweft today: every node gets its subnet, CNI configuration, flannel annotations and the VXLAN\n\
+         (or host-gw) overlay, so pods reach each other across nodes without NAT and leave the cluster\n\
+         with their node's address. NetworkPolicy is not enforced yet: that is the next piece."
     );
     Ok(())
+}
+
+/// The node part of a demo pod id (`weft-demo/web-node-1-2` → `node-1`).
+fn node_of(id: &str) -> &str {
+    let name = id.rsplit('/').next().unwrap_or(id);
+    let name = name.strip_prefix("web-").unwrap_or(name);
+    name.rsplit_once('-').map_or(name, |(n, _)| n)
 }

@@ -22,6 +22,10 @@ fn main() {
             Box::new(every_pod_reaches_every_pod),
         ),
         (
+            "pods_reach_the_external_host_with_their_node_address",
+            Box::new(external_host_sees_the_node),
+        ),
+        (
             "a_node_added_is_routed_within_a_second_and_removed_within_two",
             Box::new(node_added_and_removed),
         ),
@@ -99,6 +103,47 @@ fn assert_full_matrix(eps: &[Endpoint]) -> Result<()> {
 fn every_pod_reaches_every_pod(c: &Cluster) -> Result<()> {
     let eps = pods(c)?;
     assert_full_matrix(&eps)
+}
+
+fn external_host_sees_the_node(c: &Cluster) -> Result<()> {
+    let eps = pods(c)?;
+    let external = Endpoint {
+        id: "external".into(),
+        netns: format!("/run/netns/{}", c.cfg.external_ns()).into(),
+        ips: vec![std::net::IpAddr::V4(c.cfg.external_ip())],
+    };
+    let m = probe::matrix(
+        &eps,
+        std::slice::from_ref(&external),
+        &parse_ports("TCP/80,UDP/53")?,
+        Family::V4,
+        Duration::from_secs(2),
+    )?;
+    let pods_json = get_json(c, &["pods", "-n", NS])?;
+    for (port, rows) in &m {
+        ensure!(rows.len() == 3, "{port}: {} pairs", rows.len());
+        for o in rows {
+            ensure!(
+                o.allowed,
+                "{port}: {} -> external unreachable: {:?}",
+                o.from,
+                o.error
+            );
+            let name = o.from.trim_start_matches(&format!("{NS}/"));
+            let host_ip = pods_json["items"]
+                .as_array()
+                .and_then(|a| a.iter().find(|p| p["metadata"]["name"] == name))
+                .and_then(|p| p["status"]["hostIP"].as_str())
+                .context("hostIP")?;
+            ensure!(
+                o.seen_source.as_deref() == Some(host_ip),
+                "{port}: {} -> external seen from {:?}, not its node {host_ip}: not masqueraded",
+                o.from,
+                o.seen_source
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `ip …` inside a node's namespace.

@@ -174,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
         metrics,
         sys_class_net: PathBuf::from(SYS_CLASS_NET),
         kernel: Netlink::connect().map_err(|e| anyhow::anyhow!(error_chain(&e)))?,
+        nft: Arc::new(NftBinary::default()),
     };
     let fixed_level = args.log_level;
     let config = agent
@@ -192,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
     // A restart or upgrade leaves the node as it is; only the fabric's deletion cleans it.
     if fabric_is_deleted(client, &config.fabric).await {
         info!(fabric = %config.fabric, "the fabric is being deleted: removing weft from this node");
-        let failures = teardown_node(&config, &agent.kernel, &NftBinary::default()).await;
+        let failures = teardown_node(&config, &agent.kernel, &*agent.nft).await;
         for f in &failures {
             tracing::error!(error = %f, "teardown step failed");
         }

@@ -11,6 +11,7 @@ use weft_crds::{AgentConfig, NetworkFabricSpec};
 use weft_node_agent::agent::Agent;
 use weft_node_agent::flannel::{STATE_FILE_NAME, parse_vtep_state};
 use weft_node_agent::observe::{Health, Metrics};
+use weft_node_agent::nft::FakeNft;
 use weft_node_agent::overlay::fake::MemoryKernel;
 use weft_node_agent::uplink::SYS_CLASS_NET;
 
@@ -59,6 +60,7 @@ fn agent() -> Agent<MemoryKernel> {
         metrics: Arc::new(Metrics::new()),
         sys_class_net: SYS_CLASS_NET.into(),
         kernel: MemoryKernel::default(),
+        nft: Arc::new(FakeNft::default()),
     }
 }
 

@@ -36,6 +36,8 @@ use crate::files::{read_optional, sync_file};
 use crate::flannel::{
     Peer, PeerProblem, STATE_FILE_NAME, parse_peers, parse_vtep_state, plan_annotation_patch,
 };
+use crate::masquerade::{plan_masquerade, sync_masquerade};
+use crate::nft::NftApplier;
 use crate::observe::{Health, Metrics};
 use crate::overlay::diff::diff_datapath;
 use crate::overlay::netlink::{Kernel, Netlink};
@@ -125,6 +127,8 @@ pub struct Agent<K = Netlink> {
     pub sys_class_net: PathBuf,
     /// The kernel the overlay is programmed into.
     pub kernel: K,
+    /// The nftables applier (masquerade, policy).
+    pub nft: Arc<dyn NftApplier>,
 }
 
 fn random_bytes() -> Result<[[u8; 6]; 2], Error> {
@@ -276,6 +280,26 @@ impl<K: Kernel + Sync> Agent<K> {
         if self.sync_overlay(config, &plan, &peers, &problems).await? > 0 {
             changed.push("overlay");
         }
+        // Masquerade: the node's own addresses and its peers' are never masqueraded toward.
+        let node_addresses: Vec<IpAddr> = [plan.uplinks.v4.as_ref(), plan.uplinks.v6.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|u| u.addr)
+            .chain(peers.iter().flat_map(|p| [p.public.v4, p.public.v6]).flatten())
+            .collect();
+        let masquerade = plan_masquerade(
+            &plan.networks,
+            &plan.lease,
+            &config.masquerade,
+            &node_addresses,
+        )?;
+        let nft = self.nft.clone();
+        let change = tokio::task::spawn_blocking(move || sync_masquerade(&masquerade, &*nft))
+            .await
+            .map_err(|e| Error::MasqueradePlan(format!("the nftables task failed: {e}")))??;
+        if change.wrote() {
+            changed.push("masquerade");
+        }
         if sync_file(&paths.subnet_file, plan.subnet_env.as_bytes())? {
             changed.push("subnet_env");
         }
@@ -308,7 +332,7 @@ impl<K: Kernel + Sync> Agent<K> {
         for what in &changed {
             match *what {
                 "annotations" | "condition" => self.metrics.node_patched(what),
-                "overlay" => {}
+                "overlay" | "masquerade" => {}
                 file => self.metrics.file_written(file),
             }
         }
