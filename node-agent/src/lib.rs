@@ -40,6 +40,7 @@ pub mod masquerade;
 pub mod nft;
 pub mod observe;
 pub mod overlay;
+pub mod policy;
 pub mod subnet;
 pub mod uplink;
 

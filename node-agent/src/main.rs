@@ -23,6 +23,7 @@ use weft_node_agent::config::{load_config, sync_config_watch};
 use weft_node_agent::nft::NftBinary;
 use weft_node_agent::observe::{Health, Metrics, bind, health_router, metrics_router, serve};
 use weft_node_agent::overlay::netlink::Netlink;
+use weft_node_agent::policy::{PolicyEngine, PolicyStatus};
 use weft_node_agent::uplink::SYS_CLASS_NET;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -176,6 +177,26 @@ async fn main() -> anyhow::Result<()> {
         kernel: Netlink::connect().map_err(|e| anyhow::anyhow!(error_chain(&e)))?,
         nft: Arc::new(NftBinary::default()),
     };
+    // The policy engine runs beside the node loop, on the configuration the agent started with (a
+    // change of spec.policy rolls the agents through the DaemonSet, like any configuration change).
+    let policy_status = Arc::new(std::sync::Mutex::new(PolicyStatus::default()));
+    let engine = PolicyEngine {
+        client: client.clone(),
+        node_name: args.node_name.clone(),
+        nft: agent.nft.clone(),
+        metrics: agent.metrics.clone(),
+        sys_class_net: PathBuf::from(SYS_CLASS_NET),
+        status: policy_status.clone(),
+    };
+    let (stop_policy, policy_stopped) = tokio::sync::oneshot::channel::<()>();
+    let policy_config = config.clone();
+    let policy_task = tokio::spawn(async move {
+        engine
+            .run(&policy_config, async {
+                let _ = policy_stopped.await;
+            })
+            .await;
+    });
     let fixed_level = args.log_level;
     let config = agent
         .run(
@@ -190,6 +211,8 @@ async fn main() -> anyhow::Result<()> {
             shutdown_signal(),
         )
         .await;
+    let _ = stop_policy.send(());
+    let _ = policy_task.await;
     // A restart or upgrade leaves the node as it is; only the fabric's deletion cleans it.
     if fabric_is_deleted(client, &config.fabric).await {
         info!(fabric = %config.fabric, "the fabric is being deleted: removing weft from this node");

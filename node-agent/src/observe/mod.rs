@@ -83,6 +83,11 @@ pub struct Metrics {
     netlink_ops: Family<Labels, Counter>,
     netlink_errors: Family<Labels, Counter>,
     gc_removals: Family<Labels, Counter>,
+    policy_apply: Family<Labels, Histogram>,
+    policy_errors: Counter,
+    policy_problems: Gauge,
+    policy_elements: Gauge,
+    policy_pods: Gauge,
 }
 
 impl Default for Metrics {
@@ -165,7 +170,44 @@ impl Metrics {
             "Stale overlay objects removed (of nodes that are gone, or left before a restart), by kind (route, neighbour, fdb, device)",
             gc_removals.clone(),
         );
+        let policy_apply = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+        });
+        registry.register(
+            "policy_apply_seconds",
+            "From the first API event of a change to its nftables transaction committed, by kind (incremental, full)",
+            policy_apply.clone(),
+        );
+        let policy_errors = Counter::default();
+        registry.register(
+            "policy_sync_errors",
+            "Failed policy transactions (the previous ruleset stays in force; retried)",
+            policy_errors.clone(),
+        );
+        let policy_problems = Gauge::default();
+        registry.register(
+            "policy_problems",
+            "Policy objects (or parts) that cannot be honoured as written; their pods fail closed",
+            policy_problems.clone(),
+        );
+        let policy_elements = Gauge::default();
+        registry.register(
+            "policy_set_elements",
+            "Addresses in the policy ruleset's selector sets",
+            policy_elements.clone(),
+        );
+        let policy_pods = Gauge::default();
+        registry.register(
+            "policy_local_pods",
+            "Local pods with a policy profile in the kernel",
+            policy_pods.clone(),
+        );
         Metrics {
+            policy_apply,
+            policy_errors,
+            policy_problems,
+            policy_elements,
+            policy_pods,
             peers,
             peer_problems,
             netlink_ops,
@@ -181,6 +223,37 @@ impl Metrics {
             ready,
             mtu,
         }
+    }
+
+    /// Records a committed policy transaction and the ruleset it put in force.
+    pub fn policy_applied(&self, full: bool, seconds: f64, ir: &weft_policy::Ir) {
+        let kind = if full { "full" } else { "incremental" };
+        self.policy_apply
+            .get_or_create(&[("kind", kind)])
+            .observe(seconds);
+        let elements: usize = ir
+            .addr_sets
+            .values()
+            .map(|s| match &s.elems {
+                weft_policy::ir::SetElems::Addrs(a) => a.len(),
+                weft_policy::ir::SetElems::Prefixes(p) => p.len(),
+            })
+            .sum();
+        self.policy_elements
+            .set(i64::try_from(elements).unwrap_or(i64::MAX));
+        self.policy_pods
+            .set(i64::try_from(ir.pods.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Records a failed policy transaction.
+    pub fn policy_failed(&self) {
+        self.policy_errors.inc();
+    }
+
+    /// Records how many policy objects cannot be honoured as written.
+    pub fn set_policy_problems(&self, n: usize) {
+        self.policy_problems
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Records the overlay's peers: routed, and not routed because of a problem.

@@ -1,0 +1,267 @@
+//! The policy engine's loop: index updates in, one nftables transaction out per burst of changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Node;
+use kube::{Api, Client};
+use tracing::{debug, error, info, warn};
+use weft_crds::{AgentConfig, IpCidr};
+use weft_policy::{Index, Ir, NodeInput, compile_node, render_update};
+
+use super::watch::{Update, WatchKind, delete_from, watch_all};
+use crate::agent::error_chain;
+use crate::nft::{Family, NftApplier, TABLE_POLICY};
+use crate::observe::Metrics;
+use crate::uplink::read_interfaces;
+
+/// The first retry delay after a failed transaction; doubled up to [`MAX_RETRY`].
+pub const MIN_RETRY: Duration = Duration::from_millis(200);
+/// The longest retry delay.
+pub const MAX_RETRY: Duration = Duration::from_secs(30);
+/// How long the loop waits for a burst of watch events to settle before compiling.
+pub const SETTLE: Duration = Duration::from_millis(5);
+
+/// What the engine last did, shared with the HTTP server (verdict queries) and readiness.
+#[derive(Debug, Default)]
+pub struct PolicyStatus {
+    /// The compiled state the kernel holds (`None` before the first transaction).
+    pub ir: Option<Ir>,
+    /// Objects the engine refuses, with the reason.
+    pub problems: Vec<String>,
+    /// The last failure to program the kernel, if the last attempt failed.
+    pub error: Option<String>,
+}
+
+/// The engine.
+pub struct PolicyEngine {
+    /// API access.
+    pub client: Client,
+    /// This node.
+    pub node_name: String,
+    /// The nftables applier.
+    pub nft: Arc<dyn NftApplier>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// `/sys/class/net` (the node's addresses are always allowed to and from its pods).
+    pub sys_class_net: PathBuf,
+    /// Shared status.
+    pub status: Arc<Mutex<PolicyStatus>>,
+}
+
+impl PolicyEngine {
+    /// The node's pod CIDRs, waiting (with retries) until the Node has them.
+    async fn pod_cidrs(&self) -> Vec<IpCidr> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match nodes.get(&self.node_name).await {
+                Ok(n) => {
+                    let cidrs: Vec<IpCidr> = weft_crds::node::node_pod_cidrs(&n)
+                        .iter()
+                        .filter_map(|c| c.parse().ok())
+                        .collect();
+                    if !cidrs.is_empty() {
+                        return cidrs;
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %error_chain(&e), "policy engine: cannot read the own Node yet")
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn node_input(&self, pod_cidrs: &[IpCidr]) -> NodeInput {
+        let host_addrs: Vec<IpAddr> = read_interfaces(&self.sys_class_net)
+            .map(|ifs| ifs.into_iter().flat_map(|i| i.addrs).collect())
+            .unwrap_or_default();
+        NodeInput {
+            node_name: self.node_name.clone(),
+            host_addrs,
+            pod_cidrs: pod_cidrs.to_vec(),
+        }
+    }
+
+    async fn apply(&self, script: String) -> Result<(), String> {
+        let nft = self.nft.clone();
+        tokio::task::spawn_blocking(move || nft.apply(&script))
+            .await
+            .map_err(|e| format!("the nftables task failed: {e}"))?
+            .map_err(|e| error_chain(&e))
+    }
+
+    /// Enforces policy per `config` until `shutdown` resolves. With policy disabled, removes the
+    /// table and idles.
+    pub async fn run(&self, config: &AgentConfig, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        if !config.policy.enabled {
+            let nft = self.nft.clone();
+            let removed =
+                tokio::task::spawn_blocking(move || nft.delete_table(Family::Inet, TABLE_POLICY))
+                    .await;
+            if let Ok(Err(e)) = removed {
+                warn!(error = %error_chain(&e), "failed to remove the policy table");
+            }
+            info!("network policy is disabled by the fabric (spec.policy.enabled: false)");
+            shutdown.await;
+            return;
+        }
+        let pod_cidrs = tokio::select! {
+            c = self.pod_cidrs() => c,
+            () = &mut shutdown => return,
+        };
+        let (mut updates, watched, kinds) = watch_all(
+            self.client.clone(),
+            config.policy.cluster_network_policy,
+            config.policy.admin_network_policy,
+        )
+        .await;
+        info!(
+            cluster_network_policy = watched.cnp.unwrap_or("not served"),
+            admin_network_policy = watched.anp,
+            "policy engine watching"
+        );
+        let mut index = Index::new();
+        let mut keys: BTreeMap<WatchKind, BTreeSet<(String, String)>> = BTreeMap::new();
+        let mut listed: BTreeSet<WatchKind> = BTreeSet::new();
+        // What the kernel holds: unknown at start (a restart), so the first transaction replaces
+        // the table whole.
+        let mut kernel: Option<Ir> = None;
+        let mut dirty = true;
+        let mut since: Option<Instant> = None;
+        let mut retry: Option<Duration> = None;
+        let mut wake = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let mut last_problems: Vec<String> = Vec::new();
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                u = updates.next() => {
+                    let Some(u) = u else {
+                        error!("the policy watches ended");
+                        return;
+                    };
+                    let mut batch = vec![u];
+                    tokio::time::sleep(SETTLE).await;
+                    while let Some(Some(more)) = updates.next().now_or_never() {
+                        batch.push(more);
+                    }
+                    for u in batch {
+                        if handle(&mut index, &mut keys, &mut listed, u) {
+                            dirty = true;
+                            since.get_or_insert_with(Instant::now);
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(wake) => {}
+            }
+            wake = tokio::time::Instant::now() + Duration::from_secs(3600);
+            if !dirty || kinds.iter().any(|k| !listed.contains(k)) {
+                continue;
+            }
+            let next = compile_node(&index, &self.node_input(&pod_cidrs));
+            let problems: Vec<String> = index.problems().iter().map(ToString::to_string).collect();
+            for p in problems.iter().filter(|p| !last_problems.contains(p)) {
+                warn!(problem = %p, "a policy cannot be honoured as written");
+            }
+            self.metrics.set_policy_problems(problems.len());
+            last_problems.clone_from(&problems);
+            let update = match &kernel {
+                Some(prev) => render_update(prev, &next),
+                None => weft_policy::render::Update {
+                    full: true,
+                    script: weft_policy::render_ruleset(&next),
+                },
+            };
+            if update.script.is_empty() {
+                dirty = false;
+                since = None;
+                kernel = Some(next);
+                continue;
+            }
+            debug!(
+                full = update.full,
+                bytes = update.script.len(),
+                "applying policy"
+            );
+            match self.apply(update.script).await {
+                Ok(()) => {
+                    let seconds = since.take().map_or(0.0, |s| s.elapsed().as_secs_f64());
+                    self.metrics.policy_applied(update.full, seconds, &next);
+                    if kernel.is_none() {
+                        info!(
+                            pods = next.pods.len(),
+                            sets = next.addr_sets.len(),
+                            "policy ruleset in force"
+                        );
+                    }
+                    if let Ok(mut s) = self.status.lock() {
+                        s.ir = Some(next.clone());
+                        s.problems = problems;
+                        s.error = None;
+                    }
+                    kernel = Some(next);
+                    dirty = false;
+                    retry = None;
+                }
+                Err(e) => {
+                    self.metrics.policy_failed();
+                    let d = retry.map_or(MIN_RETRY, |d| (d * 2).min(MAX_RETRY));
+                    retry = Some(d);
+                    error!(error = %e, retry_in = ?d, "applying the policy ruleset failed; the previous ruleset stays in force");
+                    if let Ok(mut s) = self.status.lock() {
+                        s.error = Some(e);
+                    }
+                    // The kernel may hold anything now: replace the table whole next time.
+                    kernel = None;
+                    wake = tokio::time::Instant::now() + d;
+                }
+            }
+        }
+    }
+}
+
+/// Feeds one update into the index; returns whether the index may have changed.
+fn handle(
+    index: &mut Index,
+    keys: &mut BTreeMap<WatchKind, BTreeSet<(String, String)>>,
+    listed: &mut BTreeSet<WatchKind>,
+    u: Update,
+) -> bool {
+    match u {
+        Update::Apply(o) => {
+            keys.entry(o.kind()).or_default().insert(o.key());
+            o.apply_to(index);
+            true
+        }
+        Update::Delete(o) => {
+            keys.entry(o.kind()).or_default().remove(&o.key());
+            delete_from(index, o.kind(), &o.key());
+            true
+        }
+        Update::Relist(kind, objects) => {
+            let fresh: BTreeSet<(String, String)> = objects.iter().map(|o| o.key()).collect();
+            let old = keys.insert(kind, fresh.clone()).unwrap_or_default();
+            for gone in old.difference(&fresh) {
+                delete_from(index, kind, gone);
+            }
+            for o in &objects {
+                o.apply_to(index);
+            }
+            if listed.insert(kind) {
+                debug!(?kind, objects = objects.len(), "initial list done");
+            }
+            true
+        }
+        Update::Error(kind, e) => {
+            warn!(?kind, error = %e, "a policy watch failed; retrying");
+            false
+        }
+    }
+}

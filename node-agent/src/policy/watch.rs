@@ -1,0 +1,227 @@
+//! The watches of the policy engine, merged into one stream of index updates.
+//!
+//! Each kind's `watcher` stream is mapped to [`Update`]s; a (re-)list arrives as `Relist` with the
+//! complete set of objects of that kind, so objects deleted while the watch was down are removed
+//! from the index too. The cluster-wide policy APIs are watched only when the fabric honours them
+//! and the API server serves them (a CRD that is not installed is not an error: it is not watched).
+
+use futures::stream::{BoxStream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::ListParams;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use weft_crds::policy_api::{v1alpha1, v1alpha2, v1beta1};
+use weft_policy::Index;
+
+/// One watched object, typed.
+#[derive(Debug, Clone)]
+pub enum Object {
+    /// A Pod.
+    Pod(Box<Pod>),
+    /// A Namespace.
+    Namespace(Box<Namespace>),
+    /// A NetworkPolicy.
+    NetworkPolicy(Box<NetworkPolicy>),
+    /// A ClusterNetworkPolicy, v1beta1.
+    Cnp(Box<v1beta1::ClusterNetworkPolicy>),
+    /// A ClusterNetworkPolicy, v1alpha2.
+    CnpV1alpha2(Box<v1alpha2::ClusterNetworkPolicy>),
+    /// An AdminNetworkPolicy.
+    Anp(Box<v1alpha1::AdminNetworkPolicy>),
+    /// A BaselineAdminNetworkPolicy.
+    Banp(Box<v1alpha1::BaselineAdminNetworkPolicy>),
+}
+
+/// The kinds, as stream identities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WatchKind {
+    /// Pods.
+    Pod,
+    /// Namespaces.
+    Namespace,
+    /// NetworkPolicies.
+    NetworkPolicy,
+    /// ClusterNetworkPolicies (either version).
+    Cnp,
+    /// AdminNetworkPolicies.
+    Anp,
+    /// BaselineAdminNetworkPolicies.
+    Banp,
+}
+
+/// What a watch reports.
+#[derive(Debug)]
+pub enum Update {
+    /// An object was added or changed.
+    Apply(Object),
+    /// An object was deleted.
+    Delete(Object),
+    /// The complete set of objects of a kind (after a list or re-list).
+    Relist(WatchKind, Vec<Object>),
+    /// A watch failed (it retries with backoff).
+    Error(WatchKind, String),
+}
+
+fn key<K: Resource>(o: &K) -> (String, String) {
+    (
+        o.meta().namespace.clone().unwrap_or_default(),
+        o.meta().name.clone().unwrap_or_default(),
+    )
+}
+
+impl Object {
+    /// The object's kind.
+    pub fn kind(&self) -> WatchKind {
+        match self {
+            Object::Pod(_) => WatchKind::Pod,
+            Object::Namespace(_) => WatchKind::Namespace,
+            Object::NetworkPolicy(_) => WatchKind::NetworkPolicy,
+            Object::Cnp(_) | Object::CnpV1alpha2(_) => WatchKind::Cnp,
+            Object::Anp(_) => WatchKind::Anp,
+            Object::Banp(_) => WatchKind::Banp,
+        }
+    }
+
+    /// (namespace, name); the namespace is empty for cluster-scoped objects.
+    pub fn key(&self) -> (String, String) {
+        match self {
+            Object::Pod(o) => key(o.as_ref()),
+            Object::Namespace(o) => key(o.as_ref()),
+            Object::NetworkPolicy(o) => key(o.as_ref()),
+            Object::Cnp(o) => key(o.as_ref()),
+            Object::CnpV1alpha2(o) => key(o.as_ref()),
+            Object::Anp(o) => key(o.as_ref()),
+            Object::Banp(o) => key(o.as_ref()),
+        }
+    }
+
+    /// Feeds the object into the index.
+    pub fn apply_to(&self, index: &mut Index) {
+        match self {
+            Object::Pod(o) => index.apply_pod(o),
+            Object::Namespace(o) => index.apply_namespace(o),
+            Object::NetworkPolicy(o) => index.apply_network_policy(o),
+            Object::Cnp(o) => index.apply_cluster_network_policy(o),
+            Object::CnpV1alpha2(o) => index.apply_cluster_network_policy_v1alpha2(o),
+            Object::Anp(o) => index.apply_admin_network_policy(o),
+            Object::Banp(o) => index.apply_baseline_admin_network_policy(o),
+        }
+    }
+}
+
+/// Removes the object `kind` (namespace, name) from the index.
+pub fn delete_from(index: &mut Index, kind: WatchKind, (ns, name): &(String, String)) {
+    match kind {
+        WatchKind::Pod => index.delete_pod(ns, name),
+        WatchKind::Namespace => index.delete_namespace(name),
+        WatchKind::NetworkPolicy => index.delete_network_policy(ns, name),
+        WatchKind::Cnp => index.delete_cluster_network_policy(name),
+        WatchKind::Anp => index.delete_admin_network_policy(name),
+        WatchKind::Banp => index.delete_baseline_admin_network_policy(name),
+    }
+}
+
+fn watch<K>(api: Api<K>, kind: WatchKind, wrap: fn(K) -> Object) -> BoxStream<'static, Update>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let mut pending: Vec<Object> = Vec::new();
+    watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |e| {
+            let out = match e {
+                Ok(Event::Apply(o)) => Some(Update::Apply(wrap(o))),
+                Ok(Event::Delete(o)) => Some(Update::Delete(wrap(o))),
+                Ok(Event::Init) => {
+                    pending.clear();
+                    None
+                }
+                Ok(Event::InitApply(o)) => {
+                    pending.push(wrap(o));
+                    None
+                }
+                Ok(Event::InitDone) => Some(Update::Relist(kind, std::mem::take(&mut pending))),
+                Err(e) => Some(Update::Error(kind, e.to_string())),
+            };
+            std::future::ready(out)
+        })
+        .boxed()
+}
+
+/// Whether the API server serves `K` (a list of one object succeeds).
+async fn served<K>(api: &Api<K>) -> bool
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    api.list_metadata(&ListParams::default().limit(1))
+        .await
+        .is_ok()
+}
+
+/// Which APIs are watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Watched {
+    /// ClusterNetworkPolicy v1beta1 (preferred) or v1alpha2.
+    pub cnp: Option<&'static str>,
+    /// AdminNetworkPolicy and BaselineAdminNetworkPolicy v1alpha1.
+    pub anp: bool,
+}
+
+/// The merged stream of every watch the fabric's `policy` settings and the cluster's APIs call for.
+pub async fn watch_all(
+    client: Client,
+    cluster_network_policy: bool,
+    admin_network_policy: bool,
+) -> (BoxStream<'static, Update>, Watched, Vec<WatchKind>) {
+    let mut streams = vec![
+        watch(Api::<Pod>::all(client.clone()), WatchKind::Pod, |o| {
+            Object::Pod(Box::new(o))
+        }),
+        watch(
+            Api::<Namespace>::all(client.clone()),
+            WatchKind::Namespace,
+            |o| Object::Namespace(Box::new(o)),
+        ),
+        watch(
+            Api::<NetworkPolicy>::all(client.clone()),
+            WatchKind::NetworkPolicy,
+            |o| Object::NetworkPolicy(Box::new(o)),
+        ),
+    ];
+    let mut kinds = vec![
+        WatchKind::Pod,
+        WatchKind::Namespace,
+        WatchKind::NetworkPolicy,
+    ];
+    let mut watched = Watched::default();
+    if cluster_network_policy {
+        let beta = Api::<v1beta1::ClusterNetworkPolicy>::all(client.clone());
+        let alpha = Api::<v1alpha2::ClusterNetworkPolicy>::all(client.clone());
+        if served(&beta).await {
+            streams.push(watch(beta, WatchKind::Cnp, |o| Object::Cnp(Box::new(o))));
+            watched.cnp = Some("v1beta1");
+            kinds.push(WatchKind::Cnp);
+        } else if served(&alpha).await {
+            streams.push(watch(alpha, WatchKind::Cnp, |o| {
+                Object::CnpV1alpha2(Box::new(o))
+            }));
+            watched.cnp = Some("v1alpha2");
+            kinds.push(WatchKind::Cnp);
+        }
+    }
+    if admin_network_policy {
+        let anp = Api::<v1alpha1::AdminNetworkPolicy>::all(client.clone());
+        let banp = Api::<v1alpha1::BaselineAdminNetworkPolicy>::all(client.clone());
+        if served(&anp).await && served(&banp).await {
+            streams.push(watch(anp, WatchKind::Anp, |o| Object::Anp(Box::new(o))));
+            streams.push(watch(banp, WatchKind::Banp, |o| Object::Banp(Box::new(o))));
+            watched.anp = true;
+            kinds.push(WatchKind::Anp);
+            kinds.push(WatchKind::Banp);
+        }
+    }
+    (futures::stream::select_all(streams).boxed(), watched, kinds)
+}
