@@ -10,8 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weft_crds::{AgentConfig, NetworkFabricSpec};
 use weft_node_agent::agent::Agent;
 use weft_node_agent::flannel::{STATE_FILE_NAME, parse_vtep_state};
-use weft_node_agent::observe::{Health, Metrics};
 use weft_node_agent::nft::FakeNft;
+use weft_node_agent::observe::{Health, Metrics};
 use weft_node_agent::overlay::fake::MemoryKernel;
 use weft_node_agent::uplink::SYS_CLASS_NET;
 

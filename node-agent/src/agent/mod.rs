@@ -285,7 +285,12 @@ impl<K: Kernel + Sync> Agent<K> {
             .into_iter()
             .flatten()
             .map(|u| u.addr)
-            .chain(peers.iter().flat_map(|p| [p.public.v4, p.public.v6]).flatten())
+            .chain(
+                peers
+                    .iter()
+                    .flat_map(|p| [p.public.v4, p.public.v6])
+                    .flatten(),
+            )
             .collect();
         let masquerade = plan_masquerade(
             &plan.networks,
