@@ -23,6 +23,7 @@ use weft_node_agent::config::{load_config, sync_config_watch};
 use weft_node_agent::nft::NftBinary;
 use weft_node_agent::observe::{Health, Metrics, bind, health_router, metrics_router, serve};
 use weft_node_agent::overlay::netlink::Netlink;
+use weft_node_agent::policy::explain::verdict_router;
 use weft_node_agent::policy::{PolicyEngine, PolicyStatus};
 use weft_node_agent::uplink::SYS_CLASS_NET;
 
@@ -123,8 +124,45 @@ async fn shutdown_signal() {
     }
 }
 
+/// `weft-agent explain`: would traffic from one pod to another be allowed, and by which policy?
+/// Asks the agents of both ends (their compiled state, through the API server's node proxy).
+#[derive(Debug, Parser)]
+#[command(name = "weft-agent explain")]
+struct ExplainArgs {
+    /// The source pod, NAMESPACE/NAME.
+    #[arg(long)]
+    from: String,
+    /// The destination pod, NAMESPACE/NAME.
+    #[arg(long)]
+    to: String,
+    /// PROTO/PORT, e.g. TCP/80.
+    #[arg(long)]
+    port: String,
+    /// The agents' metrics port (the fabric's agent.metricsPort).
+    #[arg(long, default_value_t = 9641)]
+    metrics_port: u16,
+}
+
+async fn explain(args: ExplainArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("failed to configure the Kubernetes client (KUBECONFIG or in-cluster)")?;
+    let allowed = weft_node_agent::policy::explain::explain(
+        client,
+        &args.from,
+        &args.to,
+        &args.port,
+        args.metrics_port,
+    )
+    .await?;
+    std::process::exit(if allowed { 0 } else { 1 });
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("explain") {
+        return explain(ExplainArgs::parse_from(std::env::args().skip(1))).await;
+    }
     let args = Args::parse();
     let config = load_config(&args.config).map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
     let log = init_logging(args.log_format, args.log_level.unwrap_or(config.log_level));
@@ -154,7 +192,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("failed to listen on {metrics_addr} for /metrics"))?;
     let health_server = tokio::spawn(serve(health_listener, health_router(health.clone())));
-    let metrics_server = tokio::spawn(serve(metrics_listener, metrics_router(metrics.clone())));
+    let policy_status = Arc::new(std::sync::Mutex::new(PolicyStatus::default()));
+    let metrics_server = tokio::spawn(serve(
+        metrics_listener,
+        metrics_router(metrics.clone()).merge(verdict_router(policy_status.clone())),
+    ));
     info!(%health_addr, %metrics_addr, "serving /healthz, /readyz and /metrics");
 
     let kube_config = kube::Config::infer()
@@ -179,7 +221,6 @@ async fn main() -> anyhow::Result<()> {
     };
     // The policy engine runs beside the node loop, on the configuration the agent started with (a
     // change of spec.policy rolls the agents through the DaemonSet, like any configuration change).
-    let policy_status = Arc::new(std::sync::Mutex::new(PolicyStatus::default()));
     let engine = PolicyEngine {
         client: client.clone(),
         node_name: args.node_name.clone(),

@@ -21,3 +21,4 @@ pub mod engine;
 pub mod watch;
 
 pub use engine::{PolicyEngine, PolicyStatus};
+pub mod explain;
