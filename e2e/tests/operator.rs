@@ -42,6 +42,10 @@ fn main() {
             Box::new(cidr_mismatch_invalid),
         ),
         (
+            "an_agent_refusing_its_configuration_degrades_the_fabric_until_reverted",
+            Box::new(agent_refusal_degrades),
+        ),
+        (
             "kstatus_reads_in_progress_failed_and_current_truthfully",
             Box::new(kstatus_reads_truthfully),
         ),
@@ -363,6 +367,71 @@ fn patch_fabric(c: &Cluster, patch: &str) -> Result<()> {
         "-p",
         patch,
     ]))?;
+    Ok(())
+}
+
+/// Issue 7: an agent that refuses its configuration shows on the fabric within 10 s, naming the
+/// node and in the agent's words; reverting the spec heals the fabric.
+fn agent_refusal_degrades(c: &Cluster) -> Result<()> {
+    let kstatus = ensure_kstatus(&c.cfg.cache_dir)?;
+    patch_fabric(c, r#"{"spec":{"overlay":{"interface":"nosuch0"}}}"#)?;
+    // Revert whatever happened, so that the next trials find a healthy fabric.
+    let refused = expect_refusal(c, &kstatus);
+    patch_fabric(c, r#"{"spec":{"overlay":{"interface":null}}}"#)?;
+    let healed = wait_available(c, "default", Duration::from_secs(120));
+    refused?;
+    let f = healed?;
+    ensure!(
+        condition(&f, "Degraded").is_some_and(|(s, _, _)| s == "False"),
+        "reverting the spec must heal the fabric: {}",
+        f["status"]["conditions"]
+    );
+    Ok(())
+}
+
+fn expect_refusal(c: &Cluster, kstatus: &std::path::Path) -> Result<()> {
+    let patched = Instant::now();
+    let (f, msg) = eventually(
+        "Degraded=True AgentConfigInvalid naming a node",
+        Duration::from_secs(10),
+        || {
+            let f = get_json(c, &["networkfabric", "default"])?;
+            Ok(condition(&f, "Degraded")
+                .filter(|(s, r, _)| s == "True" && r == "AgentConfigInvalid")
+                .map(|(_, _, m)| (f, m)))
+        },
+    )?;
+    eprintln!(
+        "Degraded=True AgentConfigInvalid {:.1}s after the patch: {msg}",
+        patched.elapsed().as_secs_f64()
+    );
+    let nodes = c.cfg.node_names();
+    ensure!(
+        nodes
+            .iter()
+            .any(|n| msg.starts_with(&format!("{n}: ")) || msg.contains(&format!(", {n}"))),
+        "the message must name a node ({nodes:?}): {msg}"
+    );
+    ensure!(
+        msg.contains("nosuch0"),
+        "the message must carry the agent's words about the interface: {msg}"
+    );
+    // What a GitOps tool sees: kstatus calls it Failed, with the same words.
+    let verdict = kstatus_verdicts(kstatus, &f.to_string())?;
+    ensure!(
+        verdict
+            .first()
+            .is_some_and(|v| v.status == "Failed" && v.message == msg),
+        "kstatus on a degraded fabric: {verdict:?}"
+    );
+    // The rollout stays stalled: not every agent runs the refused configuration.
+    let ds = get_json(c, &["daemonset", "-n", WEFT_NAMESPACE, "weft-agent"])?;
+    ensure!(
+        ds["status"]["updatedNumberScheduled"].as_i64()
+            < ds["status"]["desiredNumberScheduled"].as_i64(),
+        "the rolling update should stop at the refusing node: {}",
+        ds["status"]
+    );
     Ok(())
 }
 
