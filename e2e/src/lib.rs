@@ -25,6 +25,7 @@ pub mod kstatus;
 pub mod netns;
 pub mod nodelet;
 pub mod pki;
+pub mod policyapi;
 pub mod probe;
 pub mod serve;
 pub mod sys;

@@ -132,8 +132,9 @@ fn main() -> Result<()> {
             weft_e2e::gobuild::ensure_images(&cache)?;
             weft_e2e::helm::ensure_helm(&cache)?;
             weft_e2e::kstatus::ensure_kstatus(&cache)?;
+            weft_e2e::policyapi::ensure_policy_crds(&cache)?;
             eprintln!(
-                "control plane, kubectl, helm, the test images (agnhost, pause) and weft-kstatus are ready in {}",
+                "control plane, kubectl, helm, the test images (agnhost, pause), weft-kstatus and the network-policy-api CRDs are ready in {}",
                 bin.display()
             );
         }
@@ -162,6 +163,12 @@ fn main() -> Result<()> {
                 "cluster {:?} is up ({} nodes) after {:.1}s",
                 c.cfg.name,
                 c.cfg.nodes,
+                started.elapsed().as_secs_f64()
+            );
+            // The cluster's own CRDs, before weft: the agent picks the policy APIs it watches at start.
+            weft_e2e::policyapi::install_policy_crds(&c, Duration::from_secs(60))?;
+            eprintln!(
+                "network-policy-api CRDs (ClusterNetworkPolicy v0.3.0, AdminNetworkPolicy and BaselineAdminNetworkPolicy v0.1.7) installed after {:.1}s",
                 started.elapsed().as_secs_f64()
             );
             if !no_weft {
