@@ -1,0 +1,1907 @@
+//! Network policy end to end (issue 9, "How this is shown", item 3): the upstream suites' model on a
+//! 3-node local cluster. Namespaces x, y and z hold pods a, b and c each, spread so that every node
+//! runs one pod of every namespace and one pod of every name; every pod serves TCP and UDP on ports
+//! 80 and 81 (container ports named `serve-<port>-<proto>`, as upstream names them).
+//!
+//! Every scenario applies policies (NetworkPolicy, ClusterNetworkPolicy v1beta1/v1alpha2,
+//! AdminNetworkPolicy and BaselineAdminNetworkPolicy v1alpha1), waits until the agents have applied
+//! them by polling the full probe matrix (81 pairs x 4 ports) until it equals the expected one or a
+//! bound passes, and on a timeout names every pair that differs. The expected verdict of each
+//! scenario is a small function written here, from the scenario's own reading of the APIs; it never
+//! asks weft-policy. Some scenarios change policies or labels while traffic runs and check the matrix
+//! after each step. After each scenario its policies and label changes are removed and the full
+//! matrix must be open again, so scenarios do not depend on each other.
+//!
+//! SCTP is not probed: this kernel has no SCTP sockets.
+
+mod support;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use support::*;
+use weft_e2e::Cluster;
+use weft_e2e::install::{install_weft, wait_fabric_available};
+use weft_e2e::policyapi::install_policy_crds;
+use weft_e2e::probe::{self, Endpoint, Family};
+use weft_e2e::serve::{PortSpec, Proto};
+
+const NAMESPACES: [&str; 3] = ["x", "y", "z"];
+const PODS: [&str; 3] = ["a", "b", "c"];
+/// A denied probe costs this long (TCP connect, or UDP's three tries).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long the agents may take to apply a change.
+const APPLIED_WITHIN: Duration = Duration::from_secs(20);
+/// Every policy the suite creates carries this label, so cleanup finds them all.
+const OWNED: &str = "e2e.weft.dev/policy-suite";
+
+const TCP80: PortSpec = PortSpec {
+    proto: Proto::Tcp,
+    port: 80,
+};
+const TCP81: PortSpec = PortSpec {
+    proto: Proto::Tcp,
+    port: 81,
+};
+const UDP80: PortSpec = PortSpec {
+    proto: Proto::Udp,
+    port: 80,
+};
+const UDP81: PortSpec = PortSpec {
+    proto: Proto::Udp,
+    port: 81,
+};
+const PORTS: [PortSpec; 4] = [TCP80, TCP81, UDP80, UDP81];
+
+type Labels = BTreeMap<String, String>;
+
+/// A pod of the model, as the expectations read it.
+#[derive(Clone, Debug)]
+struct Pod {
+    ns: &'static str,
+    name: &'static str,
+    node: String,
+    ip: Ipv4Addr,
+    labels: Labels,
+}
+
+impl Pod {
+    fn id(&self) -> String {
+        format!("{}/{}", self.ns, self.name)
+    }
+    fn is(&self, id: &str) -> bool {
+        self.id() == id
+    }
+    fn has(&self, k: &str, v: &str) -> bool {
+        self.labels.get(k).is_some_and(|x| x == v)
+    }
+    fn has_key(&self, k: &str) -> bool {
+        self.labels.contains_key(k)
+    }
+}
+
+/// The cluster as the expectations see it: pods, namespace labels, node pod CIDRs.
+#[derive(Clone, Debug)]
+struct World {
+    pods: Vec<Pod>,
+    ns_labels: BTreeMap<&'static str, Labels>,
+    node_cidrs: BTreeMap<String, String>,
+    cluster_cidr: String,
+    endpoints: Vec<Endpoint>,
+}
+
+impl World {
+    fn pod(&self, id: &str) -> &Pod {
+        self.pods
+            .iter()
+            .find(|p| p.is(id))
+            .unwrap_or_else(|| panic!("no pod {id} in the model"))
+    }
+    fn ip(&self, id: &str) -> String {
+        format!("{}/32", self.pod(id).ip)
+    }
+    fn cidr(&self, node: &str) -> String {
+        self.node_cidrs.get(node).cloned().unwrap_or_default()
+    }
+    fn ns_has(&self, ns: &str, k: &str, v: &str) -> bool {
+        self.ns_labels
+            .get(ns)
+            .and_then(|l| l.get(k))
+            .is_some_and(|x| x == v)
+    }
+}
+
+/// The labels every pod starts with.
+fn base_pod_labels(ns: &str, name: &str) -> Labels {
+    let mut l = Labels::new();
+    l.insert("pod".into(), name.into());
+    l.insert("role".into(), if name == "c" { "db" } else { "web" }.into());
+    if matches!((ns, name), ("x", "c") | ("z", "b")) {
+        l.insert("canary".into(), "true".into());
+    }
+    l
+}
+
+/// The labels every namespace starts with (besides `kubernetes.io/metadata.name`).
+fn base_ns_labels(ns: &str) -> Labels {
+    let mut l = Labels::new();
+    l.insert("ns".into(), ns.into());
+    l.insert("env".into(), if ns == "z" { "dev" } else { "prod" }.into());
+    l
+}
+
+/// The node a pod runs on: every node gets one pod of each namespace and of each name.
+fn node_of(ns_index: usize, pod_index: usize) -> String {
+    format!("node-{}", (ns_index + pod_index) % 3 + 1)
+}
+
+fn pod_doc(ns: &str, name: &str, node: &str) -> Value {
+    let ports: Vec<Value> = PORTS
+        .iter()
+        .map(|p| {
+            let proto = match p.proto {
+                Proto::Tcp => "TCP",
+                Proto::Udp => "UDP",
+                Proto::Sctp => "SCTP",
+            };
+            json!({"name": format!("serve-{}-{}", p.port, proto.to_lowercase()),
+                   "containerPort": p.port, "protocol": proto})
+        })
+        .collect();
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"namespace": ns, "name": name, "labels": base_pod_labels(ns, name)},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "app", "image": "registry.k8s.io/e2e-test-images/agnhost:2.53", "ports": ports}]}
+    })
+}
+
+static WORLD: Mutex<Option<World>> = Mutex::new(None);
+
+/// Brings the model up once per suite: CRDs, weft, namespaces, pods; returns a copy of it.
+fn world(c: &Cluster) -> Result<World> {
+    let mut guard = WORLD
+        .lock()
+        .map_err(|_| anyhow::anyhow!("world lock poisoned"))?;
+    if let Some(w) = guard.as_ref() {
+        return Ok(w.clone());
+    }
+    let started = Instant::now();
+    if get_json(c, &["namespace", "x"]).is_err() {
+        install_policy_crds(c, Duration::from_secs(60))?;
+        install_weft(c, &[])?;
+        wait_fabric_available(c, "default", Duration::from_secs(180))?;
+        let mut docs = Vec::new();
+        for ns in NAMESPACES {
+            docs.push(json!({"apiVersion": "v1", "kind": "Namespace",
+                             "metadata": {"name": ns, "labels": base_ns_labels(ns)}}));
+        }
+        for (i, ns) in NAMESPACES.iter().enumerate() {
+            for (j, name) in PODS.iter().enumerate() {
+                docs.push(pod_doc(ns, name, &node_of(i, j)));
+            }
+        }
+        c.apply(json!({"apiVersion": "v1", "kind": "List", "items": docs}))?;
+    }
+    let mut pods = Vec::new();
+    for (i, ns) in NAMESPACES.iter().enumerate() {
+        for (j, name) in PODS.iter().enumerate() {
+            let p = wait_pod_ready(c, ns, name, Duration::from_secs(90))?;
+            let ip: Ipv4Addr = p["status"]["podIP"]
+                .as_str()
+                .context("pod has no IP")?
+                .parse()?;
+            pods.push(Pod {
+                ns,
+                name,
+                node: node_of(i, j),
+                ip,
+                labels: base_pod_labels(ns, name),
+            });
+        }
+    }
+    let nodes = get_json(c, &["nodes"])?;
+    let node_cidrs: BTreeMap<String, String> = nodes["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| {
+            Some((
+                n["metadata"]["name"].as_str()?.to_string(),
+                n["spec"]["podCIDR"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    ensure!(node_cidrs.len() == 3, "node pod CIDRs: {node_cidrs:?}");
+    let endpoints: Vec<Endpoint> = c
+        .endpoints(false)?
+        .into_iter()
+        .filter(|e| {
+            NAMESPACES
+                .iter()
+                .any(|ns| e.id.starts_with(&format!("{ns}/")))
+        })
+        .collect();
+    ensure!(endpoints.len() == 9, "expected 9 pods, got {endpoints:?}");
+    let w = World {
+        pods,
+        ns_labels: NAMESPACES.iter().map(|n| (*n, base_ns_labels(n))).collect(),
+        node_cidrs,
+        cluster_cidr: c.cfg.cluster_cidrs[0].clone(),
+        endpoints,
+    };
+    expect_matrix(
+        &w,
+        "every pod reaches every pod before any policy",
+        &|_, _, _, _| true,
+    )?;
+    eprintln!(
+        "policy suite: model ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    *guard = Some(w.clone());
+    Ok(w)
+}
+
+/// The expected verdict of one probe: (model, source, destination, port) → allowed.
+type Expect<'a> = &'a dyn Fn(&World, &Pod, &Pod, PortSpec) -> bool;
+
+/// One probe whose outcome differs from the expectation.
+fn mismatches(w: &World, expect: Expect<'_>) -> Result<Vec<String>> {
+    let m = probe::matrix(
+        &w.endpoints,
+        &w.endpoints,
+        &PORTS,
+        Family::V4,
+        PROBE_TIMEOUT,
+    )?;
+    let mut out = Vec::new();
+    for port in PORTS {
+        let rows = m
+            .get(&port.to_string())
+            .with_context(|| format!("no results for {port}"))?;
+        ensure!(rows.len() == 81, "{port}: {} pairs probed", rows.len());
+        for o in rows {
+            let (s, d) = (w.pod(&o.from), w.pod(&o.to));
+            // A pod reaching itself never leaves its namespace: always allowed.
+            let want = s.is(&d.id()) || expect(w, s, d, port);
+            if want != o.allowed {
+                out.push(format!(
+                    "{} -> {} {port}: expected {}, got {}{}",
+                    o.from,
+                    o.to,
+                    if want { "allowed" } else { "denied" },
+                    if o.allowed { "allowed" } else { "denied" },
+                    o.error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Polls the matrix until it equals the expectation; on a timeout, lists the pairs that differ.
+fn expect_matrix(w: &World, what: &str, expect: Expect<'_>) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let diff = mismatches(w, expect)?;
+        if diff.is_empty() {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > APPLIED_WITHIN {
+            bail!(
+                "{what}: after {:?}, {} probes differ from the expectation:\n  {}",
+                APPLIED_WITHIN,
+                diff.len(),
+                diff.join("\n  ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One scenario's view: the model (labels change with it) and what it must undo.
+struct Ctx<'a> {
+    c: &'a Cluster,
+    w: World,
+    base: World,
+    touched_pods: Vec<(String, String)>,
+    touched_ns: Vec<(&'static str, String)>,
+}
+
+impl Ctx<'_> {
+    /// Applies policies (labelled as the suite's own).
+    fn apply(&mut self, docs: Vec<Value>) -> Result<()> {
+        let items: Vec<Value> = docs
+            .into_iter()
+            .map(|mut d| {
+                d["metadata"]["labels"][OWNED] = json!("true");
+                d
+            })
+            .collect();
+        self.c
+            .apply(json!({"apiVersion": "v1", "kind": "List", "items": items}))
+    }
+
+    /// Sets (`Some`) or removes (`None`) a label of pod `ns/name`, in the cluster and the model.
+    fn label_pod(&mut self, id: &str, key: &str, value: Option<&str>) -> Result<()> {
+        let (ns, name) = id.split_once('/').context("pod id")?;
+        let arg = match value {
+            Some(v) => format!("{key}={v}"),
+            None => format!("{key}-"),
+        };
+        output(
+            self.c
+                .kubectl()
+                .args(["label", "pod", "-n", ns, name, &arg, "--overwrite"]),
+        )?;
+        self.touched_pods.push((id.to_string(), key.to_string()));
+        let p = self
+            .w
+            .pods
+            .iter_mut()
+            .find(|p| p.is(id))
+            .context("no such pod")?;
+        match value {
+            Some(v) => p.labels.insert(key.into(), v.into()),
+            None => p.labels.remove(key),
+        };
+        Ok(())
+    }
+
+    /// Sets or removes a namespace label.
+    fn label_ns(&mut self, ns: &'static str, key: &str, value: Option<&str>) -> Result<()> {
+        let arg = match value {
+            Some(v) => format!("{key}={v}"),
+            None => format!("{key}-"),
+        };
+        output(
+            self.c
+                .kubectl()
+                .args(["label", "namespace", ns, &arg, "--overwrite"]),
+        )?;
+        self.touched_ns.push((ns, key.to_string()));
+        let l = self.w.ns_labels.entry(ns).or_default();
+        match value {
+            Some(v) => l.insert(key.into(), v.into()),
+            None => l.remove(key),
+        };
+        Ok(())
+    }
+
+    /// Deletes one of the suite's objects, e.g. `("networkpolicy", "x", "deny")`.
+    fn delete(&mut self, kind: &str, ns: &str, name: &str) -> Result<()> {
+        let mut cmd = self.c.kubectl();
+        cmd.args(["delete", kind, name, "--wait=false"]);
+        if !ns.is_empty() {
+            cmd.args(["-n", ns]);
+        }
+        output(&mut cmd).map(|_| ())
+    }
+
+    /// Waits until the matrix equals the expectation.
+    fn expect(&self, what: &str, expect: Expect<'_>) -> Result<()> {
+        let took = expect_matrix(&self.w, what, expect)?;
+        eprintln!(
+            "    {what}: matrix as expected after {:.1}s",
+            took.as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// Removes the scenario's policies and label changes; the matrix must be open again.
+    fn cleanup(&mut self) -> Result<()> {
+        let sel = format!("{OWNED}=true");
+        output(self.c.kubectl().args([
+            "delete",
+            "networkpolicies.networking.k8s.io",
+            "-A",
+            "-l",
+            &sel,
+            "--wait=false",
+        ]))?;
+        output(self.c.kubectl().args([
+            "delete",
+            "clusternetworkpolicies.policy.networking.k8s.io,adminnetworkpolicies.policy.networking.k8s.io,baselineadminnetworkpolicies.policy.networking.k8s.io",
+            "-l",
+            &sel,
+            "--wait=false",
+        ]))?;
+        let mut pods = std::mem::take(&mut self.touched_pods);
+        pods.sort();
+        pods.dedup();
+        for (id, key) in pods {
+            let v = self.base.pod(&id).labels.get(&key).cloned();
+            self.label_pod(&id, &key, v.as_deref())?;
+        }
+        let mut nss = std::mem::take(&mut self.touched_ns);
+        nss.sort();
+        nss.dedup();
+        for (ns, key) in nss {
+            let v = self
+                .base
+                .ns_labels
+                .get(ns)
+                .and_then(|l| l.get(&key))
+                .cloned();
+            self.label_ns(ns, &key, v.as_deref())?;
+        }
+        self.touched_pods.clear();
+        self.touched_ns.clear();
+        expect_matrix(
+            &self.w,
+            "policies removed: every pod reaches every pod",
+            &|_, _, _, _| true,
+        )
+        .map(|_| ())
+    }
+}
+
+type Scenario = fn(&mut Ctx) -> Result<()>;
+
+fn trial(name: &'static str, f: Scenario) -> Trial {
+    (
+        name,
+        Box::new(move |c: &Cluster| {
+            let base = world(c)?;
+            let mut ctx = Ctx {
+                c,
+                w: base.clone(),
+                base,
+                touched_pods: Vec::new(),
+                touched_ns: Vec::new(),
+            };
+            let result = f(&mut ctx);
+            let cleaned = ctx.cleanup();
+            match (result, cleaned) {
+                (Ok(()), Ok(())) => Ok(()),
+                (Err(e), Ok(())) => Err(e),
+                (Ok(()), Err(e)) => Err(e.context("cleanup after the scenario")),
+                (Err(e), Err(e2)) => Err(e.context(format!("and the cleanup failed too: {e2:#}"))),
+            }
+        }),
+    )
+}
+
+// ---- object builders ----
+
+fn labels(kv: &[(&str, &str)]) -> Value {
+    json!({ "matchLabels": kv.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>() })
+}
+fn ns_sel(ns: &str) -> Value {
+    labels(&[("ns", ns)])
+}
+fn pod_sel(name: &str) -> Value {
+    labels(&[("pod", name)])
+}
+fn all() -> Value {
+    json!({})
+}
+fn expr(key: &str, op: &str, values: &[&str]) -> Value {
+    if values.is_empty() {
+        json!({"key": key, "operator": op})
+    } else {
+        json!({"key": key, "operator": op, "values": values})
+    }
+}
+fn np(ns: &str, name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+           "metadata": {"namespace": ns, "name": name}, "spec": spec})
+}
+fn deny_all_ingress(ns: &str) -> Value {
+    np(
+        ns,
+        "deny-all-ingress",
+        json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+    )
+}
+fn cnp(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "policy.networking.k8s.io/v1beta1", "kind": "ClusterNetworkPolicy",
+           "metadata": {"name": name}, "spec": spec})
+}
+fn anp(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+           "metadata": {"name": name}, "spec": spec})
+}
+fn banp(spec: Value) -> Value {
+    json!({"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "BaselineAdminNetworkPolicy",
+           "metadata": {"name": "default"}, "spec": spec})
+}
+/// A cluster-wide subject: all pods of the namespaces a selector picks.
+fn in_ns(sel: Value) -> Value {
+    json!({"namespaces": sel})
+}
+fn pods_in(ns: Value, pods: Value) -> Value {
+    json!({"pods": {"namespaceSelector": ns, "podSelector": pods}})
+}
+fn cnp_rule(action: &str, peers: Vec<Value>) -> Value {
+    json!({"action": action, "from": peers})
+}
+fn cnp_egress(action: &str, peers: Vec<Value>) -> Value {
+    json!({"action": action, "to": peers})
+}
+
+fn main() {
+    let mut cfg = test_config("wpol", 82, 0);
+    cfg.api_port = 17493;
+    cfg.port_base = 13800;
+    let scenarios: Vec<(&'static str, Scenario)> = vec![
+        // ---- NetworkPolicy ----
+        ("np_deny_all_ingress", np_deny_all_ingress),
+        ("np_deny_all_egress", np_deny_all_egress),
+        ("np_deny_all_both_directions", np_deny_all_both),
+        ("np_empty_ingress_list_denies_all", np_empty_ingress_list),
+        ("np_allow_from_namespace_selector", np_from_namespace),
+        (
+            "np_allow_from_pod_selector_same_namespace_only",
+            np_from_pod,
+        ),
+        (
+            "np_namespace_and_pod_selector_in_one_peer_is_and",
+            np_peer_and,
+        ),
+        ("np_peers_are_ored", np_peers_or),
+        ("np_match_expressions_namespace_in", np_expr_ns_in),
+        ("np_match_expressions_pod_notin", np_expr_pod_notin),
+        ("np_match_expressions_exists", np_expr_exists),
+        ("np_match_labels_and_expressions_subject", np_expr_subject),
+        ("np_namespace_selector_by_shared_label", np_ns_by_env),
+        ("np_ipblock_with_except", np_ipblock_except),
+        ("np_ipblock_node_pod_cidr", np_ipblock_node_cidr),
+        (
+            "np_egress_to_everything_except_a_node_cidr",
+            np_egress_except_node,
+        ),
+        ("np_egress_to_one_pod_ip", np_egress_pod_ip),
+        ("np_named_port_tcp", np_named_tcp),
+        ("np_named_port_udp", np_named_udp),
+        (
+            "np_named_port_with_other_protocol_matches_nothing",
+            np_named_wrong_proto,
+        ),
+        ("np_named_port_missing_matches_nothing", np_named_missing),
+        ("np_end_port_range", np_end_port),
+        ("np_end_port_ranges_per_protocol", np_end_port_per_proto),
+        ("np_udp_only", np_udp_only),
+        ("np_port_protocol_defaults_to_tcp", np_default_tcp),
+        (
+            "np_policy_types_default_from_sections",
+            np_types_default_both,
+        ),
+        (
+            "np_policy_types_default_includes_ingress",
+            np_types_default_egress_only_rules,
+        ),
+        (
+            "np_policy_types_egress_only_leaves_ingress_open",
+            np_types_egress_only,
+        ),
+        (
+            "np_missing_from_allows_all_sources_on_ports",
+            np_missing_from,
+        ),
+        ("np_empty_rule_allows_everything", np_empty_rule),
+        (
+            "np_empty_pod_selector_peer_is_own_namespace",
+            np_empty_pod_peer,
+        ),
+        (
+            "np_empty_namespace_selector_peer_is_all_pods",
+            np_empty_ns_peer,
+        ),
+        ("np_several_policies_union", np_union),
+        ("np_deny_all_plus_allow", np_deny_plus_allow),
+        ("np_connection_needs_egress_and_ingress", np_both_sides),
+        ("np_allow_dns_style_udp_egress", np_dns_style),
+        ("np_egress_named_port", np_egress_named),
+        ("np_ingress_several_ports_one_peer", np_multi_ports),
+        ("np_policy_selects_only_its_namespace", np_own_namespace),
+        ("np_policy_updated_while_traffic_runs", np_update),
+        ("np_pod_label_added_and_removed", np_pod_label),
+        ("np_namespace_label_added", np_ns_label),
+        ("np_subject_label_added", np_subject_label),
+        ("np_pod_relabelled_into_peer", np_relabel_into_peer),
+        ("np_policy_deleted_restores_traffic", np_delete),
+        // ---- ClusterNetworkPolicy v1beta1 / v1alpha2 ----
+        ("cnp_admin_deny_ingress_from_namespace", cnp_deny_ingress),
+        ("cnp_admin_deny_egress_to_namespace", cnp_deny_egress),
+        (
+            "cnp_admin_accept_overrides_networkpolicy",
+            cnp_accept_over_np,
+        ),
+        (
+            "cnp_admin_deny_overrides_networkpolicy_allow",
+            cnp_deny_over_np,
+        ),
+        ("cnp_admin_lower_priority_first_accept", cnp_priority_accept),
+        ("cnp_admin_lower_priority_first_deny", cnp_priority_deny),
+        ("cnp_admin_rule_order_within_policy", cnp_rule_order),
+        ("cnp_admin_pass_to_networkpolicy", cnp_pass_to_np),
+        (
+            "cnp_admin_pass_without_networkpolicy_allows",
+            cnp_pass_allows,
+        ),
+        ("cnp_baseline_deny", cnp_baseline_deny),
+        (
+            "cnp_baseline_not_consulted_for_isolated_pods",
+            cnp_baseline_vs_np,
+        ),
+        (
+            "cnp_baseline_deny_beside_networkpolicy",
+            cnp_baseline_deny_np,
+        ),
+        ("cnp_admin_pass_then_baseline", cnp_pass_then_baseline),
+        ("cnp_subject_pods", cnp_subject_pods),
+        (
+            "cnp_subject_namespace_expressions_peer_pods",
+            cnp_subject_expr,
+        ),
+        ("cnp_peer_pods_by_label_any_namespace", cnp_peer_pods),
+        ("cnp_egress_deny_networks_node_cidr", cnp_networks_node),
+        (
+            "cnp_egress_accept_networks_over_networkpolicy",
+            cnp_networks_accept,
+        ),
+        ("cnp_networks_priority_accept_one_ip", cnp_networks_priority),
+        ("cnp_protocols_tcp_port", cnp_tcp_port),
+        ("cnp_protocols_udp_range", cnp_udp_range),
+        ("cnp_protocols_named_port", cnp_named_port),
+        ("cnp_protocols_several_egress", cnp_protocols_egress),
+        ("cnp_accept_some_protocols_then_deny", cnp_accept_protocols),
+        ("cnp_v1alpha2_served_beside_v1beta1", cnp_v1alpha2),
+        (
+            "cnp_priority_changed_while_traffic_runs",
+            cnp_priority_update,
+        ),
+        ("cnp_subject_namespace_label_changes", cnp_subject_label),
+        ("cnp_peer_pod_label_changes", cnp_peer_label),
+        ("cnp_baseline_egress_deny", cnp_baseline_egress),
+        (
+            "cnp_egress_accept_does_not_override_ingress_deny",
+            cnp_both_sides,
+        ),
+        // ---- AdminNetworkPolicy / BaselineAdminNetworkPolicy v1alpha1 ----
+        ("anp_deny_ingress_from_namespace", anp_deny),
+        ("anp_allow_overrides_networkpolicy", anp_allow_over_np),
+        ("anp_pass_to_networkpolicy", anp_pass),
+        ("anp_priority_order", anp_priority),
+        ("anp_port_number", anp_port_number),
+        ("anp_port_range", anp_port_range),
+        ("anp_named_port", anp_named_port),
+        ("anp_egress_networks", anp_egress_networks),
+        ("anp_egress_pods", anp_egress_pods),
+        ("banp_deny", banp_deny),
+        ("banp_yields_to_networkpolicy", banp_vs_np),
+        ("anp_pass_then_banp", anp_pass_banp),
+        ("banp_egress_deny_one_port", banp_egress_port),
+        ("anp_subject_label_changes", anp_subject_label),
+        ("anp_action_changed_while_traffic_runs", anp_update),
+    ];
+    let trials = scenarios.into_iter().map(|(n, f)| trial(n, f)).collect();
+    run_suite(cfg, trials)
+}
+
+// ---- NetworkPolicy scenarios ----
+
+fn np_deny_all_ingress(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![deny_all_ingress("x")])?;
+    t.expect("nothing enters x", &|_, _, d, _| d.ns != "x")
+}
+
+fn np_deny_all_egress(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "deny-egress",
+        json!({"podSelector": {}, "policyTypes": ["Egress"]}),
+    )])?;
+    t.expect("nothing leaves x", &|_, s, _, _| s.ns != "x")
+}
+
+fn np_deny_all_both(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "y",
+        "deny-both",
+        json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+    )])?;
+    t.expect("y is cut off", &|_, s, d, _| s.ns != "y" && d.ns != "y")
+}
+
+fn np_empty_ingress_list(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "empty",
+        json!({"podSelector": pod_sel("a"), "ingress": []}),
+    )])?;
+    t.expect("x/a isolated for ingress", &|_, _, d, _| !d.is("x/a"))
+}
+
+fn np_from_namespace(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "from-y",
+        json!({"podSelector": pod_sel("a"), "ingress": [{"from": [{"namespaceSelector": ns_sel("y")}]}]}),
+    )])?;
+    t.expect("x/a only from y; its egress untouched", &|_, s, d, _| {
+        !d.is("x/a") || s.ns == "y"
+    })
+}
+
+fn np_from_pod(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "from-b",
+        json!({"podSelector": pod_sel("a"), "ingress": [{"from": [{"podSelector": pod_sel("b")}]}]}),
+    )])?;
+    t.expect("x/a only from x/b", &|_, s, d, _| {
+        !d.is("x/a") || s.is("x/b")
+    })
+}
+
+fn np_peer_and(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "and",
+        json!({"podSelector": pod_sel("a"), "ingress": [{"from": [
+            {"namespaceSelector": ns_sel("y"), "podSelector": pod_sel("c")}]}]}),
+    )])?;
+    t.expect("x/a only from y/c", &|_, s, d, _| {
+        !d.is("x/a") || s.is("y/c")
+    })
+}
+
+fn np_peers_or(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "or",
+        json!({"podSelector": pod_sel("a"), "ingress": [{"from": [
+            {"namespaceSelector": ns_sel("y")}, {"podSelector": pod_sel("c")}]}]}),
+    )])?;
+    t.expect("x/a from y/* or x/c", &|_, s, d, _| {
+        !d.is("x/a") || s.ns == "y" || s.is("x/c")
+    })
+}
+
+fn np_expr_ns_in(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "ns-in",
+        json!({"podSelector": {}, "ingress": [{"from": [
+            {"namespaceSelector": {"matchExpressions": [expr("ns", "In", &["y", "z"])]}}]}]}),
+    )])?;
+    t.expect("x only from y and z", &|_, s, d, _| {
+        d.ns != "x" || s.ns != "x"
+    })
+}
+
+fn np_expr_pod_notin(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "notin",
+        json!({"podSelector": {}, "ingress": [{"from": [
+            {"namespaceSelector": {}, "podSelector": {"matchExpressions": [expr("pod", "NotIn", &["a"])]}}]}]}),
+    )])?;
+    t.expect("x from every pod not named a", &|_, s, d, _| {
+        d.ns != "x" || s.labels.get("pod").is_none_or(|v| v != "a")
+    })
+}
+
+fn np_expr_exists(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "exists",
+        json!({"podSelector": pod_sel("b"), "ingress": [{"from": [
+            {"namespaceSelector": {}, "podSelector": {"matchExpressions": [expr("canary", "Exists", &[])]}}]}]}),
+    )])?;
+    t.expect("x/b only from canaries", &|_, s, d, _| {
+        !d.is("x/b") || s.has_key("canary")
+    })
+}
+
+fn np_expr_subject(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "z",
+        "web-not-canary",
+        json!({"podSelector": {"matchLabels": {"role": "web"},
+                               "matchExpressions": [expr("canary", "DoesNotExist", &[])]},
+               "ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [expr("env", "NotIn", &["prod"])]}}]}]}),
+    )])?;
+    t.expect(
+        "z's non-canary web pods only from non-prod namespaces",
+        &|w, s, d, _| {
+            let subject = d.ns == "z" && d.has("role", "web") && !d.has_key("canary");
+            !subject || !w.ns_has(s.ns, "env", "prod")
+        },
+    )
+}
+
+fn np_ns_by_env(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "prod",
+        json!({"podSelector": pod_sel("c"), "ingress": [{"from": [{"namespaceSelector": labels(&[("env", "prod")])}]}]}),
+    )])?;
+    t.expect("x/c only from prod namespaces", &|w, s, d, _| {
+        !d.is("x/c") || w.ns_has(s.ns, "env", "prod")
+    })
+}
+
+fn np_ipblock_except(t: &mut Ctx) -> Result<()> {
+    let (cidr, except) = (t.w.cluster_cidr.clone(), t.w.ip("y/b"));
+    t.apply(vec![np(
+        "x",
+        "ipblock",
+        json!({"podSelector": pod_sel("a"), "ingress": [{"from": [{"ipBlock": {"cidr": cidr, "except": [except]}}]}]}),
+    )])?;
+    t.expect("x/a from the cluster CIDR but y/b", &|_, s, d, _| {
+        !d.is("x/a") || !s.is("y/b")
+    })
+}
+
+fn np_ipblock_node_cidr(t: &mut Ctx) -> Result<()> {
+    let cidr = t.w.cidr("node-2");
+    t.apply(vec![np(
+        "x",
+        "node-2",
+        json!({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": cidr}}]}]}),
+    )])?;
+    t.expect("x only from pods on node-2", &|_, s, d, _| {
+        d.ns != "x" || s.node == "node-2"
+    })
+}
+
+fn np_egress_except_node(t: &mut Ctx) -> Result<()> {
+    let cidr = t.w.cidr("node-3");
+    t.apply(vec![np(
+        "x",
+        "not-node-3",
+        json!({"podSelector": {}, "policyTypes": ["Egress"],
+               "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [cidr]}}]}]}),
+    )])?;
+    t.expect("x reaches everything but node-3's pods", &|_, s, d, _| {
+        s.ns != "x" || d.node != "node-3"
+    })
+}
+
+fn np_egress_pod_ip(t: &mut Ctx) -> Result<()> {
+    let ip = t.w.ip("y/c");
+    t.apply(vec![np(
+        "x",
+        "to-yc",
+        json!({"podSelector": pod_sel("a"), "policyTypes": ["Egress"],
+               "egress": [{"to": [{"ipBlock": {"cidr": ip}}]}]}),
+    )])?;
+    t.expect("x/a reaches only y/c", &|_, s, d, _| {
+        !s.is("x/a") || d.is("y/c")
+    })
+}
+
+fn np_named_tcp(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "named",
+        json!({"podSelector": {}, "ingress": [{"ports": [{"port": "serve-81-tcp"}]}]}),
+    )])?;
+    t.expect("x open on TCP/81 only", &|_, _, d, p| {
+        d.ns != "x" || p == TCP81
+    })
+}
+
+fn np_named_udp(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "y",
+        "named",
+        json!({"podSelector": {}, "ingress": [{"ports": [{"protocol": "UDP", "port": "serve-80-udp"}]}]}),
+    )])?;
+    t.expect("y open on UDP/80 only", &|_, _, d, p| {
+        d.ns != "y" || p == UDP80
+    })
+}
+
+fn np_named_wrong_proto(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "z",
+        "named",
+        json!({"podSelector": {}, "ingress": [{"ports": [{"protocol": "TCP", "port": "serve-80-udp"}]}]}),
+    )])?;
+    t.expect(
+        "a UDP port's name with TCP matches nothing",
+        &|_, _, d, _| d.ns != "z",
+    )
+}
+
+fn np_named_missing(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "missing",
+        json!({"podSelector": pod_sel("a"), "ingress": [{"ports": [{"port": "no-such-port"}]}]}),
+    )])?;
+    t.expect("x/a closed", &|_, _, d, _| !d.is("x/a"))
+}
+
+fn np_end_port(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "range",
+        json!({"podSelector": {}, "ingress": [{"ports": [{"protocol": "TCP", "port": 80, "endPort": 81}]}]}),
+    )])?;
+    t.expect("x open on TCP 80-81", &|_, _, d, p| {
+        d.ns != "x" || p.proto == Proto::Tcp
+    })
+}
+
+fn np_end_port_per_proto(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "y",
+        "ranges",
+        json!({"podSelector": {}, "ingress": [{"ports": [
+            {"protocol": "TCP", "port": 81, "endPort": 100},
+            {"protocol": "UDP", "port": 1, "endPort": 80}]}]}),
+    )])?;
+    t.expect("y open on TCP/81 and UDP/80", &|_, _, d, p| {
+        d.ns != "y" || p == TCP81 || p == UDP80
+    })
+}
+
+fn np_udp_only(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "z",
+        "udp",
+        json!({"podSelector": {}, "ingress": [{"ports": [{"protocol": "UDP", "port": 81}]}]}),
+    )])?;
+    t.expect("z open on UDP/81", &|_, _, d, p| d.ns != "z" || p == UDP81)
+}
+
+fn np_default_tcp(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "tcp",
+        json!({"podSelector": {}, "ingress": [{"ports": [{"port": 80}]}]}),
+    )])?;
+    t.expect("x open on TCP/80", &|_, _, d, p| d.ns != "x" || p == TCP80)
+}
+
+fn np_types_default_both(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "both",
+        json!({"podSelector": pod_sel("a"),
+               "ingress": [{"from": [{"namespaceSelector": ns_sel("y")}]}],
+               "egress": [{"to": [{"namespaceSelector": ns_sel("z")}]}]}),
+    )])?;
+    t.expect("x/a from y, to z", &|_, s, d, _| {
+        (!d.is("x/a") || s.ns == "y") && (!s.is("x/a") || d.ns == "z")
+    })
+}
+
+fn np_types_default_egress_only_rules(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "egress-rules",
+        json!({"podSelector": pod_sel("b"), "egress": [{"to": [{"namespaceSelector": {}}]}]}),
+    )])?;
+    t.expect(
+        "x/b isolated for ingress (default Ingress type), egress to all pods",
+        &|_, _, d, _| !d.is("x/b"),
+    )
+}
+
+fn np_types_egress_only(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "y",
+        "egress",
+        json!({"podSelector": {}, "policyTypes": ["Egress"],
+               "egress": [{"to": [{"namespaceSelector": ns_sel("x")}]}]}),
+    )])?;
+    t.expect("y reaches only x; anyone reaches y", &|_, s, d, _| {
+        s.ns != "y" || d.ns == "x"
+    })
+}
+
+fn np_missing_from(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "z",
+        "ports",
+        json!({"podSelector": {}, "ingress": [{"ports": [{"protocol": "UDP", "port": 80}, {"protocol": "TCP", "port": 81}]}]}),
+    )])?;
+    t.expect("z from everyone on UDP/80 and TCP/81", &|_, _, d, p| {
+        d.ns != "z" || p == UDP80 || p == TCP81
+    })
+}
+
+fn np_empty_rule(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        deny_all_ingress("x"),
+        np(
+            "x",
+            "open-a",
+            json!({"podSelector": pod_sel("a"), "ingress": [{}]}),
+        ),
+    ])?;
+    t.expect("x closed but x/a", &|_, _, d, _| d.ns != "x" || d.is("x/a"))
+}
+
+fn np_empty_pod_peer(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "own-ns",
+        json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}),
+    )])?;
+    t.expect("x only from x", &|_, s, d, _| d.ns != "x" || s.ns == "x")
+}
+
+fn np_empty_ns_peer(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "y",
+        "all-pods",
+        json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}}], "ports": [{"port": 81}]}]}),
+    )])?;
+    t.expect("y from every pod on TCP/81", &|_, _, d, p| {
+        d.ns != "y" || p == TCP81
+    })
+}
+
+fn np_union(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        np(
+            "x",
+            "from-y",
+            json!({"podSelector": pod_sel("a"), "ingress": [{"from": [{"namespaceSelector": ns_sel("y")}]}]}),
+        ),
+        np(
+            "x",
+            "from-z-80",
+            json!({"podSelector": {"matchExpressions": [expr("pod", "In", &["a", "b"])]},
+                   "ingress": [{"from": [{"namespaceSelector": ns_sel("z")}], "ports": [{"port": 80}]}]}),
+        ),
+    ])?;
+    t.expect(
+        "x/a from y or z on TCP/80; x/b from z on TCP/80",
+        &|_, s, d, p| {
+            if d.is("x/a") {
+                s.ns == "y" || (s.ns == "z" && p == TCP80)
+            } else if d.is("x/b") {
+                s.ns == "z" && p == TCP80
+            } else {
+                true
+            }
+        },
+    )
+}
+
+fn np_deny_plus_allow(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        deny_all_ingress("x"),
+        np(
+            "x",
+            "a-from-b",
+            json!({"podSelector": pod_sel("a"), "ingress": [{"from": [{"podSelector": pod_sel("b")}]}]}),
+        ),
+    ])?;
+    t.expect("only x/b -> x/a enters x", &|_, s, d, _| {
+        d.ns != "x" || (d.is("x/a") && s.is("x/b"))
+    })
+}
+
+fn np_both_sides(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        np(
+            "x",
+            "to-y",
+            json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": ns_sel("y")}]}]}),
+        ),
+        np(
+            "y",
+            "from-z",
+            json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": ns_sel("z")}]}]}),
+        ),
+    ])?;
+    t.expect(
+        "x may send only to y, y takes only from z: x -> y denied",
+        &|_, s, d, _| (s.ns != "x" || d.ns == "y") && (d.ns != "y" || s.ns == "z"),
+    )
+}
+
+fn np_dns_style(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "dns",
+        json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{
+            "to": [{"namespaceSelector": ns_sel("z"), "podSelector": pod_sel("c")}],
+            "ports": [{"protocol": "UDP", "port": 80}]}]}),
+    )])?;
+    t.expect("x reaches only z/c on UDP/80", &|_, s, d, p| {
+        s.ns != "x" || (d.is("z/c") && p == UDP80)
+    })
+}
+
+fn np_egress_named(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "y",
+        "named-egress",
+        json!({"podSelector": {}, "policyTypes": ["Egress"],
+               "egress": [{"ports": [{"protocol": "UDP", "port": "serve-81-udp"}]}]}),
+    )])?;
+    t.expect("y sends only to UDP/81", &|_, s, _, p| {
+        s.ns != "y" || p == UDP81
+    })
+}
+
+fn np_multi_ports(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "ports",
+        json!({"podSelector": pod_sel("b"), "ingress": [{"from": [{"namespaceSelector": ns_sel("z")}],
+               "ports": [{"protocol": "TCP", "port": 80}, {"protocol": "UDP", "port": 81}]}]}),
+    )])?;
+    t.expect("x/b from z on TCP/80 and UDP/81", &|_, s, d, p| {
+        !d.is("x/b") || (s.ns == "z" && (p == TCP80 || p == UDP81))
+    })
+}
+
+fn np_own_namespace(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "z",
+        "a",
+        json!({"podSelector": pod_sel("a"), "policyTypes": ["Ingress"]}),
+    )])?;
+    t.expect("only z/a is isolated, not x/a or y/a", &|_, _, d, _| {
+        !d.is("z/a")
+    })
+}
+
+fn np_update(t: &mut Ctx) -> Result<()> {
+    let with_from = |ns: &str| {
+        np(
+            "x",
+            "changing",
+            json!({"podSelector": pod_sel("a"), "ingress": [{"from": [{"namespaceSelector": ns_sel(ns)}]}]}),
+        )
+    };
+    t.apply(vec![with_from("y")])?;
+    t.expect("x/a from y", &|_, s, d, _| !d.is("x/a") || s.ns == "y")?;
+    t.apply(vec![with_from("z")])?;
+    t.expect("updated: x/a from z", &|_, s, d, _| {
+        !d.is("x/a") || s.ns == "z"
+    })
+}
+
+fn np_pod_label(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "granted",
+        json!({"podSelector": pod_sel("a"), "ingress": [{"from": [
+            {"namespaceSelector": {}, "podSelector": labels(&[("access", "granted")])}]}]}),
+    )])?;
+    let e = |_: &World, s: &Pod, d: &Pod, _: PortSpec| !d.is("x/a") || s.has("access", "granted");
+    t.expect("x/a closed: nobody has access", &e)?;
+    t.label_pod("y/b", "access", Some("granted"))?;
+    t.expect("y/b labelled: y/b reaches x/a", &e)?;
+    t.label_pod("y/b", "access", None)?;
+    t.expect("label removed: x/a closed again", &e)
+}
+
+fn np_ns_label(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "team",
+        json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": labels(&[("team", "blue")])}]}]}),
+    )])?;
+    let e =
+        |w: &World, s: &Pod, d: &Pod, _: PortSpec| d.ns != "x" || w.ns_has(s.ns, "team", "blue");
+    t.expect("x closed: no namespace is blue", &e)?;
+    t.label_ns("z", "team", Some("blue"))?;
+    t.expect("z labelled blue: z reaches x", &e)
+}
+
+fn np_subject_label(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "locked",
+        json!({"podSelector": labels(&[("locked", "yes")]), "policyTypes": ["Ingress"]}),
+    )])?;
+    let e = |_: &World, _: &Pod, d: &Pod, _: PortSpec| !d.has("locked", "yes");
+    t.expect("no pod is locked", &e)?;
+    t.label_pod("x/b", "locked", Some("yes"))?;
+    t.expect("x/b locked", &e)?;
+    t.label_pod("x/b", "locked", None)?;
+    t.expect("x/b unlocked", &e)
+}
+
+fn np_relabel_into_peer(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "from-b",
+        json!({"podSelector": pod_sel("a"), "ingress": [{"from": [{"podSelector": pod_sel("b")}]}]}),
+    )])?;
+    let e = |_: &World, s: &Pod, d: &Pod, _: PortSpec| {
+        !d.is("x/a") || (s.ns == "x" && s.has("pod", "b"))
+    };
+    t.expect("x/a from x/b", &e)?;
+    t.label_pod("x/c", "pod", Some("b"))?;
+    t.expect("x/c relabelled pod=b: x/c reaches x/a too", &e)
+}
+
+fn np_delete(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![deny_all_ingress("z")])?;
+    t.expect("z closed", &|_, _, d, _| d.ns != "z")?;
+    t.delete("networkpolicy", "z", "deny-all-ingress")?;
+    t.expect("deleted: z open", &|_, _, _, _| true)
+}
+
+// ---- ClusterNetworkPolicy scenarios ----
+
+fn cnp_deny_ingress(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![cnp(
+        "deny-y-to-x",
+        json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("x")),
+               "ingress": [cnp_rule("Deny", vec![in_ns(ns_sel("y"))])]}),
+    )])?;
+    t.expect("y -> x denied", &|_, s, d, _| !(d.ns == "x" && s.ns == "y"))
+}
+
+fn cnp_deny_egress(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![cnp(
+        "deny-y-to-z",
+        json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("y")),
+               "egress": [cnp_egress("Deny", vec![in_ns(ns_sel("z"))])]}),
+    )])?;
+    t.expect("y -> z denied", &|_, s, d, _| !(s.ns == "y" && d.ns == "z"))
+}
+
+fn cnp_accept_over_np(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        deny_all_ingress("x"),
+        cnp(
+            "accept-y",
+            json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Accept", vec![in_ns(ns_sel("y"))])]}),
+        ),
+    ])?;
+    t.expect("x closed by NetworkPolicy but y accepted", &|_, s, d, _| {
+        d.ns != "x" || s.ns == "y"
+    })
+}
+
+fn cnp_deny_over_np(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        np("x", "open", json!({"podSelector": {}, "ingress": [{}]})),
+        cnp(
+            "deny-z",
+            json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Deny", vec![in_ns(ns_sel("z"))])]}),
+        ),
+    ])?;
+    t.expect("z -> x denied despite the NetworkPolicy", &|_, s, d, _| {
+        !(d.ns == "x" && s.ns == "z")
+    })
+}
+
+fn cnp_priority_accept(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        cnp(
+            "p5-accept-y",
+            json!({"tier": "Admin", "priority": 5, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Accept", vec![in_ns(ns_sel("y"))])]}),
+        ),
+        cnp(
+            "p10-deny-all",
+            json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Deny", vec![in_ns(all())])]}),
+        ),
+    ])?;
+    t.expect("x only from y", &|_, s, d, _| d.ns != "x" || s.ns == "y")
+}
+
+fn cnp_priority_deny(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        deny_all_ingress("x"),
+        cnp(
+            "p5-deny-y",
+            json!({"tier": "Admin", "priority": 5, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Deny", vec![in_ns(ns_sel("y"))])]}),
+        ),
+        cnp(
+            "p10-accept-yz",
+            json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Accept", vec![in_ns(json!({"matchExpressions": [expr("ns", "In", &["y", "z"])]}))])]}),
+        ),
+    ])?;
+    t.expect(
+        "x: y denied first, z accepted over the NetworkPolicy, x closed by it",
+        &|_, s, d, _| d.ns != "x" || s.ns == "z",
+    )
+}
+
+fn cnp_rule_order(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![cnp(
+        "order",
+        json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("x")),
+               "ingress": [cnp_rule("Accept", vec![pods_in(ns_sel("y"), pod_sel("a"))]),
+                           cnp_rule("Deny", vec![in_ns(ns_sel("y"))])]}),
+    )])?;
+    t.expect(
+        "y/a accepted by the first rule, y/b and y/c denied",
+        &|_, s, d, _| !(d.ns == "x" && s.ns == "y" && s.name != "a"),
+    )
+}
+
+fn cnp_pass_to_np(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        cnp(
+            "p10-pass-y",
+            json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Pass", vec![in_ns(ns_sel("y"))])]}),
+        ),
+        cnp(
+            "p20-deny-all",
+            json!({"tier": "Admin", "priority": 20, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Deny", vec![in_ns(all())])]}),
+        ),
+        np(
+            "x",
+            "from-yc",
+            json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": ns_sel("y"), "podSelector": pod_sel("c")}]}]}),
+        ),
+    ])?;
+    t.expect(
+        "y passed to the NetworkPolicy (which allows y/c), the rest denied",
+        &|_, s, d, _| d.ns != "x" || s.is("y/c"),
+    )
+}
+
+fn cnp_pass_allows(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        cnp(
+            "p10-pass-y",
+            json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Pass", vec![in_ns(ns_sel("y"))])]}),
+        ),
+        cnp(
+            "p20-deny-all",
+            json!({"tier": "Admin", "priority": 20, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Deny", vec![in_ns(all())])]}),
+        ),
+    ])?;
+    t.expect(
+        "y passed (nothing else decides: allowed), the rest denied",
+        &|_, s, d, _| d.ns != "x" || s.ns == "y",
+    )
+}
+
+fn cnp_baseline_deny(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![cnp(
+        "baseline-deny-z",
+        json!({"tier": "Baseline", "priority": 10, "subject": in_ns(ns_sel("x")),
+               "ingress": [cnp_rule("Deny", vec![in_ns(ns_sel("z"))])]}),
+    )])?;
+    t.expect("z -> x denied by the baseline", &|_, s, d, _| {
+        !(d.ns == "x" && s.ns == "z")
+    })
+}
+
+fn cnp_baseline_vs_np(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        cnp(
+            "baseline-accept-z",
+            json!({"tier": "Baseline", "priority": 10, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Accept", vec![in_ns(ns_sel("z"))])]}),
+        ),
+        np(
+            "x",
+            "from-y",
+            json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": ns_sel("y")}]}]}),
+        ),
+    ])?;
+    t.expect(
+        "x isolated by the NetworkPolicy: only y, the baseline's accept of z is not reached",
+        &|_, s, d, _| d.ns != "x" || s.ns == "y",
+    )
+}
+
+fn cnp_baseline_deny_np(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        cnp(
+            "baseline-deny-all",
+            json!({"tier": "Baseline", "priority": 10, "subject": in_ns(ns_sel("y")),
+                   "ingress": [cnp_rule("Deny", vec![in_ns(all())])]}),
+        ),
+        np(
+            "y",
+            "a-from-x",
+            json!({"podSelector": pod_sel("a"), "ingress": [{"from": [{"namespaceSelector": ns_sel("x")}]}]}),
+        ),
+    ])?;
+    t.expect(
+        "y/a from x (NetworkPolicy), y/b and y/c closed by the baseline",
+        &|_, s, d, _| d.ns != "y" || (d.name == "a" && s.ns == "x"),
+    )
+}
+
+fn cnp_pass_then_baseline(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        cnp(
+            "p1-pass-z",
+            json!({"tier": "Admin", "priority": 1, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Pass", vec![in_ns(ns_sel("z"))])]}),
+        ),
+        cnp(
+            "p2-accept-y",
+            json!({"tier": "Admin", "priority": 2, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Accept", vec![in_ns(ns_sel("y"))])]}),
+        ),
+        cnp(
+            "baseline-deny-yz",
+            json!({"tier": "Baseline", "priority": 1, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Deny", vec![in_ns(json!({"matchExpressions": [expr("ns", "In", &["y", "z"])]}))])]}),
+        ),
+    ])?;
+    t.expect(
+        "z passed down to the baseline's deny; y accepted before it",
+        &|_, s, d, _| !(d.ns == "x" && s.ns == "z"),
+    )
+}
+
+fn cnp_subject_pods(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![cnp(
+        "isolate-xa",
+        json!({"tier": "Admin", "priority": 10, "subject": pods_in(ns_sel("x"), pod_sel("a")),
+               "ingress": [cnp_rule("Deny", vec![in_ns(all())])]}),
+    )])?;
+    t.expect("x/a closed", &|_, _, d, _| !d.is("x/a"))
+}
+
+fn cnp_subject_expr(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![cnp(
+        "prod-not-to-zb",
+        json!({"tier": "Admin", "priority": 10,
+               "subject": in_ns(json!({"matchExpressions": [expr("env", "In", &["prod"])]})),
+               "egress": [cnp_egress("Deny", vec![pods_in(ns_sel("z"), pod_sel("b"))])]}),
+    )])?;
+    t.expect("prod namespaces (x, y) cannot reach z/b", &|w, s, d, _| {
+        !(w.ns_has(s.ns, "env", "prod") && d.is("z/b"))
+    })
+}
+
+fn cnp_peer_pods(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![cnp(
+        "no-db-into-z",
+        json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("z")),
+               "ingress": [cnp_rule("Deny", vec![pods_in(all(), labels(&[("role", "db")]))])]}),
+    )])?;
+    t.expect("db pods (c) cannot reach z", &|_, s, d, _| {
+        !(d.ns == "z" && s.has("role", "db"))
+    })
+}
+
+fn cnp_networks_node(t: &mut Ctx) -> Result<()> {
+    let cidr = t.w.cidr("node-3");
+    t.apply(vec![cnp(
+        "x-not-node-3",
+        json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("x")),
+               "egress": [cnp_egress("Deny", vec![json!({"networks": [cidr]})])]}),
+    )])?;
+    t.expect("x cannot reach node-3's pods", &|_, s, d, _| {
+        !(s.ns == "x" && d.node == "node-3")
+    })
+}
+
+fn cnp_networks_accept(t: &mut Ctx) -> Result<()> {
+    let ip = t.w.ip("y/a");
+    t.apply(vec![
+        np(
+            "x",
+            "deny-egress",
+            json!({"podSelector": {}, "policyTypes": ["Egress"]}),
+        ),
+        cnp(
+            "x-to-ya",
+            json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("x")),
+                   "egress": [cnp_egress("Accept", vec![json!({"networks": [ip]})])]}),
+        ),
+    ])?;
+    t.expect(
+        "x's egress closed by NetworkPolicy, y/a accepted by network",
+        &|_, s, d, _| s.ns != "x" || d.is("y/a"),
+    )
+}
+
+fn cnp_networks_priority(t: &mut Ctx) -> Result<()> {
+    let (ip, cluster) = (t.w.ip("z/c"), t.w.cluster_cidr.clone());
+    t.apply(vec![
+        cnp(
+            "p5-accept-zc",
+            json!({"tier": "Admin", "priority": 5, "subject": in_ns(ns_sel("y")),
+                   "egress": [cnp_egress("Accept", vec![json!({"networks": [ip]})])]}),
+        ),
+        cnp(
+            "p10-deny-cluster",
+            json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("y")),
+                   "egress": [cnp_egress("Deny", vec![json!({"networks": [cluster]})])]}),
+        ),
+    ])?;
+    t.expect("y reaches only z/c", &|_, s, d, _| {
+        s.ns != "y" || d.is("z/c")
+    })
+}
+
+fn cnp_tcp_port(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![cnp(
+        "deny-tcp-80",
+        json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("x")),
+               "ingress": [{"action": "Deny", "from": [in_ns(all())],
+                            "protocols": [{"tcp": {"destinationPort": {"number": 80}}}]}]}),
+    )])?;
+    t.expect("x closed on TCP/80 only", &|_, _, d, p| {
+        !(d.ns == "x" && p == TCP80)
+    })
+}
+
+fn cnp_udp_range(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![cnp(
+        "deny-udp-range",
+        json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("y")),
+               "ingress": [{"action": "Deny", "from": [in_ns(all())],
+                            "protocols": [{"udp": {"destinationPort": {"range": {"start": 80, "end": 81}}}}]}]}),
+    )])?;
+    t.expect("y closed on UDP 80-81", &|_, _, d, p| {
+        !(d.ns == "y" && p.proto == Proto::Udp)
+    })
+}
+
+fn cnp_named_port(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![cnp(
+        "deny-named",
+        json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("z")),
+               "ingress": [{"action": "Deny", "from": [in_ns(all())],
+                            "protocols": [{"destinationNamedPort": "serve-81-tcp"}]}]}),
+    )])?;
+    t.expect("z closed on its port serve-81-tcp", &|_, _, d, p| {
+        !(d.ns == "z" && p == TCP81)
+    })
+}
+
+fn cnp_protocols_egress(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![cnp(
+        "xb-egress",
+        json!({"tier": "Admin", "priority": 10, "subject": pods_in(ns_sel("x"), pod_sel("b")),
+               "egress": [{"action": "Deny", "to": [in_ns(all())],
+                           "protocols": [{"tcp": {"destinationPort": {"number": 81}}},
+                                         {"udp": {"destinationPort": {"number": 80}}}]}]}),
+    )])?;
+    t.expect("x/b cannot send to TCP/81 or UDP/80", &|_, s, _, p| {
+        !(s.is("x/b") && (p == TCP81 || p == UDP80))
+    })
+}
+
+fn cnp_accept_protocols(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        cnp(
+            "p1-accept-tcp",
+            json!({"tier": "Admin", "priority": 1, "subject": in_ns(ns_sel("x")),
+                   "ingress": [{"action": "Accept", "from": [in_ns(all())],
+                                "protocols": [{"tcp": {"destinationPort": {"range": {"start": 80, "end": 81}}}}]}]}),
+        ),
+        cnp(
+            "p2-deny-all",
+            json!({"tier": "Admin", "priority": 2, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Deny", vec![in_ns(all())])]}),
+        ),
+    ])?;
+    t.expect("x open on TCP only", &|_, _, d, p| {
+        d.ns != "x" || p.proto == Proto::Tcp
+    })
+}
+
+fn cnp_v1alpha2(t: &mut Ctx) -> Result<()> {
+    let mut o = cnp(
+        "alpha2-deny-y-to-z",
+        json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("z")),
+               "ingress": [cnp_rule("Deny", vec![in_ns(ns_sel("y"))])]}),
+    );
+    o["apiVersion"] = json!("policy.networking.k8s.io/v1alpha2");
+    t.apply(vec![o])?;
+    t.expect("y -> z denied", &|_, s, d, _| !(d.ns == "z" && s.ns == "y"))
+}
+
+fn cnp_priority_update(t: &mut Ctx) -> Result<()> {
+    let deny = |priority: i32| {
+        cnp(
+            "deny-y",
+            json!({"tier": "Admin", "priority": priority, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Deny", vec![in_ns(ns_sel("y"))])]}),
+        )
+    };
+    t.apply(vec![
+        cnp(
+            "accept-y",
+            json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Accept", vec![in_ns(ns_sel("y"))])]}),
+        ),
+        cnp(
+            "deny-z",
+            json!({"tier": "Admin", "priority": 15, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Deny", vec![in_ns(ns_sel("z"))])]}),
+        ),
+        deny(20),
+    ])?;
+    t.expect(
+        "accept y (10) before deny y (20): only z -> x denied",
+        &|_, s, d, _| !(d.ns == "x" && s.ns == "z"),
+    )?;
+    t.apply(vec![deny(5)])?;
+    t.expect("deny y moved to 5: y and z -> x denied", &|_, s, d, _| {
+        !(d.ns == "x" && s.ns != "x")
+    })
+}
+
+fn cnp_subject_label(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![cnp(
+        "quarantine",
+        json!({"tier": "Admin", "priority": 10, "subject": in_ns(labels(&[("quarantine", "yes")])),
+               "ingress": [cnp_rule("Deny", vec![in_ns(all())])]}),
+    )])?;
+    let e = |w: &World, _: &Pod, d: &Pod, _: PortSpec| !w.ns_has(d.ns, "quarantine", "yes");
+    t.expect("no namespace in quarantine", &e)?;
+    t.label_ns("y", "quarantine", Some("yes"))?;
+    t.expect("y in quarantine", &e)
+}
+
+fn cnp_peer_label(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![cnp(
+        "blocked",
+        json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("x")),
+               "ingress": [cnp_rule("Deny", vec![pods_in(all(), labels(&[("blocked", "yes")]))])]}),
+    )])?;
+    let e = |_: &World, s: &Pod, d: &Pod, _: PortSpec| !(d.ns == "x" && s.has("blocked", "yes"));
+    t.expect("nobody blocked", &e)?;
+    t.label_pod("z/a", "blocked", Some("yes"))?;
+    t.expect("z/a blocked from x", &e)?;
+    t.label_pod("z/a", "blocked", None)?;
+    t.expect("z/a unblocked", &e)
+}
+
+fn cnp_baseline_egress(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![cnp(
+        "baseline-z-not-to-x",
+        json!({"tier": "Baseline", "priority": 10, "subject": in_ns(ns_sel("z")),
+               "egress": [cnp_egress("Deny", vec![in_ns(ns_sel("x"))])]}),
+    )])?;
+    t.expect("z -> x denied by the baseline", &|_, s, d, _| {
+        !(s.ns == "z" && d.ns == "x")
+    })
+}
+
+fn cnp_both_sides(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        cnp(
+            "p1-x-egress-accept",
+            json!({"tier": "Admin", "priority": 1, "subject": in_ns(ns_sel("x")),
+                   "egress": [cnp_egress("Accept", vec![in_ns(all())])]}),
+        ),
+        cnp(
+            "p2-y-ingress-deny-x",
+            json!({"tier": "Admin", "priority": 2, "subject": in_ns(ns_sel("y")),
+                   "ingress": [cnp_rule("Deny", vec![in_ns(ns_sel("x"))])]}),
+        ),
+    ])?;
+    t.expect(
+        "x's egress accept does not open y's ingress deny",
+        &|_, s, d, _| !(s.ns == "x" && d.ns == "y"),
+    )
+}
+
+// ---- AdminNetworkPolicy / BaselineAdminNetworkPolicy scenarios ----
+
+fn anp_deny(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![anp(
+        "deny-x-to-y",
+        json!({"priority": 10, "subject": in_ns(ns_sel("y")),
+               "ingress": [{"name": "deny-x", "action": "Deny", "from": [in_ns(ns_sel("x"))]}]}),
+    )])?;
+    t.expect("x -> y denied", &|_, s, d, _| !(d.ns == "y" && s.ns == "x"))
+}
+
+fn anp_allow_over_np(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        deny_all_ingress("z"),
+        anp(
+            "allow-x",
+            json!({"priority": 10, "subject": in_ns(ns_sel("z")),
+                   "ingress": [{"action": "Allow", "from": [in_ns(ns_sel("x"))]}]}),
+        ),
+    ])?;
+    t.expect(
+        "z closed by NetworkPolicy, x allowed by the ANP",
+        &|_, s, d, _| d.ns != "z" || s.ns == "x",
+    )
+}
+
+fn anp_pass(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        anp(
+            "p10-pass-y",
+            json!({"priority": 10, "subject": in_ns(ns_sel("x")),
+                   "ingress": [{"action": "Pass", "from": [in_ns(ns_sel("y"))]}]}),
+        ),
+        anp(
+            "p20-deny-all",
+            json!({"priority": 20, "subject": in_ns(ns_sel("x")),
+                   "ingress": [{"action": "Deny", "from": [in_ns(all())]}]}),
+        ),
+        np(
+            "x",
+            "from-yb",
+            json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": ns_sel("y"), "podSelector": pod_sel("b")}]}]}),
+        ),
+    ])?;
+    t.expect("y passed to the NetworkPolicy (y/b only)", &|_, s, d, _| {
+        d.ns != "x" || s.is("y/b")
+    })
+}
+
+fn anp_priority(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        deny_all_ingress("x"),
+        anp(
+            "p3-deny-z",
+            json!({"priority": 3, "subject": in_ns(ns_sel("x")),
+                   "ingress": [{"action": "Deny", "from": [in_ns(ns_sel("z"))]}]}),
+        ),
+        anp(
+            "p7-allow-all",
+            json!({"priority": 7, "subject": in_ns(ns_sel("x")),
+                   "ingress": [{"action": "Allow", "from": [in_ns(all())]}]}),
+        ),
+    ])?;
+    t.expect(
+        "x: z denied at 3, everyone else allowed at 7",
+        &|_, s, d, _| d.ns != "x" || s.ns != "z",
+    )
+}
+
+fn anp_port_number(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![anp(
+        "deny-udp-81",
+        json!({"priority": 10, "subject": in_ns(ns_sel("x")),
+               "ingress": [{"action": "Deny", "from": [in_ns(all())],
+                            "ports": [{"portNumber": {"protocol": "UDP", "port": 81}}]}]}),
+    )])?;
+    t.expect("x closed on UDP/81", &|_, _, d, p| {
+        !(d.ns == "x" && p == UDP81)
+    })
+}
+
+fn anp_port_range(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![anp(
+        "deny-tcp-range",
+        json!({"priority": 10, "subject": in_ns(ns_sel("y")),
+               "ingress": [{"action": "Deny", "from": [in_ns(all())],
+                            "ports": [{"portRange": {"protocol": "TCP", "start": 80, "end": 81}}]}]}),
+    )])?;
+    t.expect("y closed on TCP 80-81", &|_, _, d, p| {
+        !(d.ns == "y" && p.proto == Proto::Tcp)
+    })
+}
+
+fn anp_named_port(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![anp(
+        "deny-named",
+        json!({"priority": 10, "subject": in_ns(ns_sel("z")),
+               "ingress": [{"action": "Deny", "from": [in_ns(all())],
+                            "ports": [{"namedPort": "serve-80-udp"}]}]}),
+    )])?;
+    t.expect("z closed on serve-80-udp", &|_, _, d, p| {
+        !(d.ns == "z" && p == UDP80)
+    })
+}
+
+fn anp_egress_networks(t: &mut Ctx) -> Result<()> {
+    let cidr = t.w.cidr("node-1");
+    t.apply(vec![anp(
+        "xc-not-node-1",
+        json!({"priority": 10, "subject": pods_in(ns_sel("x"), pod_sel("c")),
+               "egress": [{"action": "Deny", "to": [{"networks": [cidr]}]}]}),
+    )])?;
+    t.expect("x/c cannot reach node-1's pods", &|_, s, d, _| {
+        !(s.is("x/c") && d.node == "node-1")
+    })
+}
+
+fn anp_egress_pods(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![anp(
+        "z-not-to-ya",
+        json!({"priority": 10, "subject": in_ns(ns_sel("z")),
+               "egress": [{"action": "Deny", "to": [pods_in(ns_sel("y"), pod_sel("a"))]}]}),
+    )])?;
+    t.expect("z cannot reach y/a", &|_, s, d, _| {
+        !(s.ns == "z" && d.is("y/a"))
+    })
+}
+
+fn banp_deny(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![banp(json!({"subject": in_ns(ns_sel("x")),
+               "ingress": [{"action": "Deny", "from": [in_ns(ns_sel("y"))]}]}))])?;
+    t.expect("y -> x denied by the baseline", &|_, s, d, _| {
+        !(d.ns == "x" && s.ns == "y")
+    })
+}
+
+fn banp_vs_np(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        banp(json!({"subject": in_ns(ns_sel("x")),
+                    "ingress": [{"action": "Deny", "from": [in_ns(all())]}]})),
+        np(
+            "x",
+            "a-from-z",
+            json!({"podSelector": pod_sel("a"), "ingress": [{"from": [{"namespaceSelector": ns_sel("z")}]}]}),
+        ),
+    ])?;
+    t.expect(
+        "x/a from z (NetworkPolicy), x/b and x/c closed by the baseline",
+        &|_, s, d, _| d.ns != "x" || (d.is("x/a") && s.ns == "z"),
+    )
+}
+
+fn anp_pass_banp(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        anp(
+            "pass-y",
+            json!({"priority": 10, "subject": in_ns(ns_sel("x")),
+                   "ingress": [{"action": "Pass", "from": [in_ns(ns_sel("y"))]}]}),
+        ),
+        banp(json!({"subject": in_ns(ns_sel("x")),
+                    "ingress": [{"action": "Allow", "from": [in_ns(ns_sel("z"))]},
+                                {"action": "Deny", "from": [in_ns(all())]}]})),
+    ])?;
+    t.expect(
+        "y passed to the baseline and denied there; z allowed by it",
+        &|_, s, d, _| d.ns != "x" || s.ns == "z",
+    )
+}
+
+fn banp_egress_port(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![banp(json!({"subject": in_ns(ns_sel("z")),
+        "egress": [{"action": "Deny", "to": [in_ns(ns_sel("y"))],
+                    "ports": [{"portNumber": {"protocol": "TCP", "port": 81}}]}]}))])?;
+    t.expect("z -> y TCP/81 denied", &|_, s, d, p| {
+        !(s.ns == "z" && d.ns == "y" && p == TCP81)
+    })
+}
+
+fn anp_subject_label(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![anp(
+        "isolated",
+        json!({"priority": 10, "subject": pods_in(all(), labels(&[("isolated", "true")])),
+               "ingress": [{"action": "Deny", "from": [in_ns(all())]}]}),
+    )])?;
+    let e = |_: &World, _: &Pod, d: &Pod, _: PortSpec| !d.has("isolated", "true");
+    t.expect("nobody isolated", &e)?;
+    t.label_pod("y/c", "isolated", Some("true"))?;
+    t.expect("y/c isolated", &e)?;
+    t.label_pod("y/c", "isolated", None)?;
+    t.expect("y/c released", &e)
+}
+
+fn anp_update(t: &mut Ctx) -> Result<()> {
+    let with = |action: &str| {
+        anp(
+            "changing",
+            json!({"priority": 10, "subject": in_ns(ns_sel("z")),
+                   "ingress": [{"action": action, "from": [in_ns(ns_sel("x"))]}]}),
+        )
+    };
+    t.apply(vec![deny_all_ingress("y"), with("Deny")])?;
+    t.expect("x -> z denied", &|_, s, d, _| {
+        d.ns != "y" && !(d.ns == "z" && s.ns == "x")
+    })?;
+    t.apply(vec![with("Pass")])?;
+    t.expect("Deny changed to Pass: x -> z allowed", &|_, _, d, _| {
+        d.ns != "y"
+    })
+}
