@@ -8,5 +8,7 @@ cargo fmt --all -- --check
 cargo build --workspace --bins --tests
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+# The Go helper behind the nodes' kubelet API (logs, exec; exec needs root for nsenter).
+(cd e2e/kubeletapi && go vet ./... && go test ./...)
 # The chart lifecycle on its own local cluster (needs root, ~70 s).
 cargo test -p weft-e2e --test chart -- --ignored

@@ -5,5 +5,6 @@
 package tools
 
 import (
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 	_ "k8s.io/kubernetes/test/images/agnhost"
 )

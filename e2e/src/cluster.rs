@@ -19,6 +19,9 @@ use std::time::Duration;
 /// Host directories the nodes see privately; created on the host when missing, removed again by down.
 pub const HOST_MOUNT_POINTS: &[&str] = &["/etc/cni/net.d", "/opt/cni/bin", "/var/lib/cni"];
 
+/// The port of each node's kubelet API (`weft-kubelet-api`), as a kubelet's.
+pub const KUBELET_PORT: u16 = 10250;
+
 /// Ports the external host serves, for traffic that leaves the cluster.
 pub const EXTERNAL_PORTS: &str = "TCP/80,UDP/53,TCP/8080";
 
@@ -87,8 +90,13 @@ fn daemon_running(cfg: &ClusterConfig, name: &str) -> bool {
 
 /// Names of every daemon of the cluster besides the control plane.
 fn support_daemons(cfg: &ClusterConfig) -> Vec<String> {
-    let mut d = vec!["forwarder".to_string(), "external-server".to_string()];
+    let mut d = vec![
+        "forwarder".to_string(),
+        "external-server".to_string(),
+        "egress".to_string(),
+    ];
     d.extend(cfg.node_names().iter().map(|n| format!("nodelet-{n}")));
+    d.extend(cfg.node_names().iter().map(|n| format!("kubelet-api-{n}")));
     d
 }
 
@@ -144,6 +152,7 @@ impl Cluster {
         let _lock = Lock::take(&cfg.name)?;
         let cp_bin = ensure_control_plane(&cfg.cache_dir)?;
         crate::gobuild::ensure_images(&cfg.cache_dir)?;
+        crate::gobuild::ensure_kubelet_api(&cfg.cache_dir)?;
         if Self::is_running(&cfg) {
             return Ok(Self { cfg, cp_bin });
         }
@@ -238,6 +247,41 @@ impl Cluster {
             &cfg.log_dir().join("external-server.log"),
             &pidfile(cfg, "external-server"),
         )?;
+        spawn_daemon(
+            Command::new(&me)
+                .arg("egress")
+                .arg("--uds")
+                .arg(controlplane::egress_socket(cfg))
+                .args(["--netns", &ns_path(&cfg.underlay_ns())])
+                .args(["--subnet", &cfg.gateway_ip().to_string()]),
+            &cfg.log_dir().join("egress.log"),
+            &pidfile(cfg, "egress"),
+        )?;
+        let pki = cfg.pki_dir();
+        for (i, node) in cfg.node_names().iter().enumerate() {
+            let stem = controlplane::kubelet_serving_stem(node);
+            spawn_daemon(
+                Command::new("ip")
+                    .args(["netns", "exec", &cfg.node_ns(node)])
+                    .arg(self.cp_bin.join(crate::gobuild::KUBELET_API))
+                    .arg(format!("--listen={}:{KUBELET_PORT}", cfg.node_ip(i + 1)))
+                    .arg(format!(
+                        "--tls-cert-file={}",
+                        pki.join(format!("{stem}.crt")).display()
+                    ))
+                    .arg(format!(
+                        "--tls-private-key-file={}",
+                        pki.join(format!("{stem}.key")).display()
+                    ))
+                    .arg(format!("--client-ca-file={}", pki.join("ca.crt").display()))
+                    .arg(format!(
+                        "--pods-dir={}",
+                        cfg.node_dir(node).join("pods").display()
+                    )),
+                &cfg.log_dir().join(format!("kubelet-api-{node}.log")),
+                &pidfile(cfg, &format!("kubelet-api-{node}")),
+            )?;
+        }
         for (i, node) in cfg.node_names().iter().enumerate() {
             let kc = controlplane::kubeconfig_of(cfg, node);
             let mut cmd = Command::new(&nodelet);
@@ -300,6 +344,9 @@ impl Cluster {
                     && text.lines().filter(|l| !l.trim().is_empty()).count() == want)
             },
         )?;
+        if cfg.kube_proxy {
+            crate::kubeproxy::install_kube_proxy(self, Duration::from_secs(120))?;
+        }
         Ok(())
     }
 
@@ -388,6 +435,58 @@ impl Cluster {
                     self.cfg.name
                 )
             })
+    }
+
+    /// A Service by `namespace/name`: its cluster IPs and the pods among its endpoints.
+    pub fn service(&self, id: &str) -> Result<crate::probe::ServiceTarget> {
+        let (ns, name) = id
+            .split_once('/')
+            .with_context(|| format!("service {id:?} is not NAMESPACE/NAME"))?;
+        let get = |args: &[&str]| -> Result<serde_json::Value> {
+            let out = crate::sys::run(self.kubectl().args(args).args(["-o", "json"]))?;
+            Ok(serde_json::from_str(&out)?)
+        };
+        let svc = get(&["-n", ns, "get", "service", name])?;
+        let mut ips: Vec<std::net::IpAddr> = svc["spec"]["clusterIPs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|ip| ip.as_str()?.parse().ok())
+            .collect();
+        ips.sort_by_key(|ip| ip.is_ipv6());
+        if ips.is_empty() {
+            bail!("service {id} has no cluster IP (headless or ExternalName)");
+        }
+        let slices = get(&[
+            "-n",
+            ns,
+            "get",
+            "endpointslices",
+            "-l",
+            &format!("kubernetes.io/service-name={name}"),
+        ])?;
+        let mut backends: Vec<String> = slices["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
+            .filter(|e| e["targetRef"]["kind"] == "Pod")
+            .filter_map(|e| {
+                let r = &e["targetRef"];
+                Some(format!(
+                    "{}/{}",
+                    r["namespace"].as_str().unwrap_or(ns),
+                    r["name"].as_str()?
+                ))
+            })
+            .collect();
+        backends.sort();
+        backends.dedup();
+        Ok(crate::probe::ServiceTarget {
+            id: id.to_string(),
+            ips,
+            backends,
+        })
     }
 
     /// Human-readable state of the cluster.

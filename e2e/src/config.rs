@@ -43,6 +43,9 @@ pub struct ClusterConfig {
     pub bin_dir: PathBuf,
     /// Cache of Go-built control-plane binaries.
     pub cache_dir: PathBuf,
+    /// Run kube-proxy (nftables mode) on every node, as kubeadm does.
+    #[serde(default)]
+    pub kube_proxy: bool,
 }
 
 impl ClusterConfig {
@@ -60,6 +63,7 @@ impl ClusterConfig {
             node_mask_v6: 64,
             bin_dir,
             cache_dir: default_cache_dir(),
+            kube_proxy: false,
         }
     }
 

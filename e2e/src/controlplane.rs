@@ -3,7 +3,7 @@
 //! allocation, garbage collector, DaemonSet/Deployment/namespace controllers) and kube-scheduler.
 
 use crate::config::ClusterConfig;
-use crate::pki::{ClientIdentity, generate, write_kubeconfig};
+use crate::pki::{ClientIdentity, ServerIdentity, generate, write_kubeconfig};
 use crate::sys::{pid_alive, read_pid, spawn_daemon, wait_until};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -57,6 +57,12 @@ pub fn write_credentials(cfg: &ClusterConfig) -> Result<()> {
             user: "system:kube-scheduler",
             groups: &[],
         },
+        // How the API server authenticates to the nodes' kubelet API.
+        ClientIdentity {
+            stem: KUBELET_CLIENT,
+            user: "kube-apiserver-kubelet-client",
+            groups: &[],
+        },
     ];
     for (stem, user) in &node_users {
         clients.push(ClientIdentity {
@@ -65,7 +71,33 @@ pub fn write_credentials(cfg: &ClusterConfig) -> Result<()> {
             groups: &["system:nodes"],
         });
     }
-    generate(&pki, &sans, &clients)?;
+    let stems: Vec<String> = cfg
+        .node_names()
+        .iter()
+        .map(|n| kubelet_serving_stem(n))
+        .collect();
+    let servers: Vec<ServerIdentity<'_>> = cfg
+        .node_names()
+        .iter()
+        .enumerate()
+        .zip(&stems)
+        .map(|((i, n), stem)| {
+            let mut sans = vec![cfg.node_ip(i + 1).to_string(), n.clone()];
+            if cfg.is_dual_stack() {
+                sans.push(cfg.node_ip6(i + 1));
+            }
+            ServerIdentity {
+                stem,
+                common_name: "weft-kubelet-api",
+                sans,
+            }
+        })
+        .collect();
+    generate(&pki, &sans, &clients, &servers)?;
+    std::fs::write(
+        egress_config_path(cfg),
+        crate::egress::render_egress_config(&egress_socket(cfg)),
+    )?;
     write_kubeconfig(&cfg.kubeconfig(), &cfg.api_url_local(), &pki, "admin")?;
     for c in ["kube-controller-manager", "kube-scheduler"] {
         write_kubeconfig(&kubeconfig_of(cfg, c), &cfg.api_url_local(), &pki, c)?;
@@ -92,6 +124,23 @@ fn first_service_ips(cfg: &ClusterConfig) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// File stem of the API server's client certificate for the kubelet API.
+pub const KUBELET_CLIENT: &str = "apiserver-kubelet-client";
+
+/// File stem of a node's kubelet-API serving certificate.
+pub fn kubelet_serving_stem(node: &str) -> String {
+    format!("kubelet-{node}")
+}
+
+/// The Unix socket of the egress proxy through which the API server reaches the nodes.
+pub fn egress_socket(cfg: &ClusterConfig) -> PathBuf {
+    cfg.state_dir().join("egress.sock")
+}
+
+fn egress_config_path(cfg: &ClusterConfig) -> PathBuf {
+    cfg.state_dir().join("egress-selector.yaml")
 }
 
 /// The kubeconfig of a component or node.
@@ -155,6 +204,22 @@ pub fn start(cfg: &ClusterConfig, bin: &Path) -> Result<()> {
                     "--enable-admission-plugins=NodeRestriction".to_string(),
                     format!("--service-cluster-ip-range={services}"),
                     "--allow-privileged=true".to_string(),
+                    // The nodes' kubelet API (logs, exec, port-forward): by address, through the
+                    // egress proxy into the underlay, verified against the cluster's CA.
+                    format!(
+                        "--egress-selector-config-file={}",
+                        egress_config_path(cfg).display()
+                    ),
+                    "--kubelet-preferred-address-types=InternalIP".to_string(),
+                    format!("--kubelet-certificate-authority={}", p("ca.crt")),
+                    format!(
+                        "--kubelet-client-certificate={}",
+                        p(&format!("{KUBELET_CLIENT}.crt"))
+                    ),
+                    format!(
+                        "--kubelet-client-key={}",
+                        p(&format!("{KUBELET_CLIENT}.key"))
+                    ),
                     "--profiling=false".to_string(),
                     "--v=1".to_string(),
                 ]);

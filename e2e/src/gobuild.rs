@@ -125,10 +125,13 @@ pub fn ensure_control_plane(cache_dir: &Path) -> Result<PathBuf> {
     )
 }
 
-/// The upstream e2e test images the nodelet can run, by binary name (an image maps to the binary
+/// The upstream images the nodelet can run (the e2e test images and kube-proxy), by binary name (an image maps to the binary
 /// named like its last path segment): built from the same k8s.io/kubernetes module as the control
 /// plane, as upstream builds them (static, `CGO_ENABLED=0`).
-pub const IMAGES: &[(&str, &str)] = &[("agnhost", "k8s.io/kubernetes/test/images/agnhost")];
+pub const IMAGES: &[(&str, &str)] = &[
+    ("agnhost", "k8s.io/kubernetes/test/images/agnhost"),
+    ("kube-proxy", "k8s.io/kubernetes/cmd/kube-proxy"),
+];
 
 /// The directory of the pinned test-images Go module.
 pub fn images_module() -> PathBuf {
@@ -143,12 +146,28 @@ pub fn ensure_images(cache_dir: &Path) -> Result<PathBuf> {
         IMAGES,
         "images",
         &["tools.go"],
-        "-s -w",
+        &format!("-s -w {}", kube_version_ldflags()),
         &[("CGO_ENABLED", "0")],
         cache_dir,
     )?;
     ensure_pause(&bin, cache_dir)?;
     Ok(bin)
+}
+
+/// The binary of weft's kubelet-API helper (`e2e/kubeletapi`, see ADR 0004).
+pub const KUBELET_API: &str = "weft-kubelet-api";
+
+/// Builds the kubelet-API helper into the cache; returns the bin directory.
+pub fn ensure_kubelet_api(cache_dir: &Path) -> Result<PathBuf> {
+    ensure_go_binaries(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("kubeletapi"),
+        &[(KUBELET_API, ".")],
+        "kubeletapi",
+        &["main.go"],
+        "-s -w",
+        &[("CGO_ENABLED", "0")],
+        cache_dir,
+    )
 }
 
 /// `registry.k8s.io/pause`: the C program of the pinned module (`build/pause/linux/pause.c`), linked

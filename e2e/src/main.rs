@@ -35,6 +35,9 @@ enum Cmd {
         /// Bring up the bare cluster without installing weft.
         #[arg(long)]
         no_weft: bool,
+        /// Do not run kube-proxy (nftables mode, a DaemonSet of host-network pods).
+        #[arg(long)]
+        no_kube_proxy: bool,
         /// Port of the API server on 127.0.0.1 (change it to run a second cluster beside the first).
         #[arg(long, default_value_t = 16443)]
         api_port: u16,
@@ -62,8 +65,11 @@ enum Cmd {
         #[arg(long, required_unless_present = "all")]
         from: Option<String>,
         /// Destination pod, NAMESPACE/NAME.
-        #[arg(long, required_unless_present = "all")]
+        #[arg(long, required_unless_present_any = ["all", "to_service"])]
         to: Option<String>,
+        /// Destination Service, NAMESPACE/NAME: its cluster IP, answered by any of its pods.
+        #[arg(long, conflicts_with_all = ["to", "all"])]
+        to_service: Option<String>,
         /// PROTO/PORT for a single probe.
         #[arg(long, required_unless_present = "all")]
         port: Option<PortSpec>,
@@ -92,6 +98,17 @@ enum Cmd {
         listen: std::net::SocketAddr,
         #[arg(long)]
         to: std::net::SocketAddr,
+    },
+    /// The API server's egress proxy into the underlay (used by `up`).
+    #[command(hide = true)]
+    Egress {
+        #[arg(long)]
+        uds: PathBuf,
+        #[arg(long)]
+        netns: PathBuf,
+        /// Any address of the underlay /24: only its addresses are dialled.
+        #[arg(long)]
+        subnet: std::net::Ipv4Addr,
     },
     /// Serve ports with an identity inside a network namespace (used by `up` for the external host).
     #[command(hide = true)]
@@ -130,6 +147,7 @@ fn main() -> Result<()> {
             let cache = weft_e2e::config::default_cache_dir();
             let bin = weft_e2e::gobuild::ensure_control_plane(&cache)?;
             weft_e2e::gobuild::ensure_images(&cache)?;
+            weft_e2e::gobuild::ensure_kubelet_api(&cache)?;
             weft_e2e::helm::ensure_helm(&cache)?;
             weft_e2e::kstatus::ensure_kstatus(&cache)?;
             weft_e2e::policyapi::ensure_policy_crds(&cache)?;
@@ -143,6 +161,7 @@ fn main() -> Result<()> {
             nodes,
             dual_stack,
             no_weft,
+            no_kube_proxy,
             api_port,
             port_base,
             underlay_octet,
@@ -154,6 +173,7 @@ fn main() -> Result<()> {
             cfg.api_port = api_port;
             cfg.port_base = port_base;
             cfg.underlay_octet = underlay_octet;
+            cfg.kube_proxy = !no_kube_proxy;
             if dual_stack {
                 cfg = cfg.dual_stack();
             }
@@ -211,6 +231,7 @@ fn main() -> Result<()> {
         Cmd::Probe {
             from,
             to,
+            to_service,
             port,
             all,
             ports,
@@ -261,6 +282,32 @@ fn main() -> Result<()> {
                         }
                     }
                 }
+            } else if let Some(svc) = to_service {
+                let from = from.unwrap_or_default();
+                let port = port.context("--port is required")?;
+                let o = probe::to_service(
+                    &c.endpoint(&from)?,
+                    &c.service(&svc)?,
+                    port,
+                    family,
+                    timeout,
+                )?;
+                if json {
+                    println!("{}", serde_json::to_string(&o)?);
+                } else if o.allowed {
+                    println!(
+                        "{from} -> service/{svc} {port}: allowed (source seen as {})",
+                        o.seen_source.unwrap_or_default()
+                    );
+                } else {
+                    println!(
+                        "{from} -> service/{svc} {port}: denied ({})",
+                        o.error.unwrap_or_default()
+                    );
+                }
+                if !o.allowed {
+                    std::process::exit(1);
+                }
             } else {
                 let (from, to, port) = (
                     from.unwrap_or_default(),
@@ -298,6 +345,13 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(weft_e2e::forward::run(&netns, listen, to))?;
+        }
+        Cmd::Egress { uds, netns, subnet } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(weft_e2e::egress::run(&uds, &netns, subnet))?;
         }
         Cmd::Serve {
             netns,

@@ -17,9 +17,22 @@ pub struct ClientIdentity<'a> {
     pub groups: &'a [&'a str],
 }
 
-/// Writes a fresh PKI into `dir`: ca.{crt,key}, apiserver.{crt,key}, sa.key and one client pair per
-/// identity.
-pub fn generate(dir: &Path, server_sans: &[String], clients: &[ClientIdentity<'_>]) -> Result<()> {
+/// A serving identity to issue besides the API server's: file stem, common name, subject alternative
+/// names (the kubelet API of each node: its address).
+pub struct ServerIdentity<'a> {
+    pub stem: &'a str,
+    pub common_name: &'a str,
+    pub sans: Vec<String>,
+}
+
+/// Writes a fresh PKI into `dir`: ca.{crt,key}, apiserver.{crt,key}, sa.key, one client pair per
+/// client identity and one serving pair per server identity.
+pub fn generate(
+    dir: &Path,
+    server_sans: &[String],
+    clients: &[ClientIdentity<'_>],
+    servers: &[ServerIdentity<'_>],
+) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
@@ -49,6 +62,20 @@ pub fn generate(dir: &Path, server_sans: &[String], clients: &[ClientIdentity<'_
     let server = sp.signed_by(&server_key, &issuer)?;
     write(dir, "apiserver.crt", &server.pem())?;
     write(dir, "apiserver.key", &server_key.serialize_pem())?;
+
+    for s in servers {
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(s.sans.clone())?;
+        p.distinguished_name.push(DnType::CommonName, s.common_name);
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = p.signed_by(&key, &issuer)?;
+        write(dir, &format!("{}.crt", s.stem), &cert.pem())?;
+        write(dir, &format!("{}.key", s.stem), &key.serialize_pem())?;
+    }
 
     let sa_key = KeyPair::generate()?;
     write(dir, "sa.key", &sa_key.serialize_pem())?;

@@ -216,3 +216,90 @@ pub fn single(
         .map(|(_, o)| o)
         .context("probe produced no result")
 }
+
+/// A Service as the probe sees it: its cluster IPs and the pods behind it.
+#[derive(Clone, Debug)]
+pub struct ServiceTarget {
+    /// `namespace/name`.
+    pub id: String,
+    /// The Service's cluster IPs, IPv4 first.
+    pub ips: Vec<IpAddr>,
+    /// `namespace/name` of every pod among its endpoints.
+    pub backends: Vec<String>,
+}
+
+/// Judges a reply through a Service: allowed when one of its backends answered.
+pub fn judge_service(from: &str, to: &ServiceTarget, result: Result<String>) -> Outcome {
+    let (allowed, error, seen_source) = match result {
+        Ok(reply) => {
+            let mut words = reply.split_whitespace();
+            let who = words.next().unwrap_or_default().to_string();
+            if to.backends.contains(&who) {
+                (
+                    true,
+                    None,
+                    Some(format!(
+                        "{} (answered by {who})",
+                        words.next().unwrap_or_default()
+                    )),
+                )
+            } else {
+                (
+                    false,
+                    Some(format!("answered by {who:?}, not a backend of {}", to.id)),
+                    None,
+                )
+            }
+        }
+        Err(e) => (false, Some(format!("{e:#}")), None),
+    };
+    Outcome {
+        from: from.into(),
+        to: format!("service/{}", to.id),
+        allowed,
+        error,
+        seen_source,
+    }
+}
+
+/// Probes a Service's cluster IP on `port` from inside `from`'s namespace.
+pub fn to_service(
+    from: &Endpoint,
+    to: &ServiceTarget,
+    port: PortSpec,
+    family: Family,
+    timeout: Duration,
+) -> Result<Outcome> {
+    let ip = pick_ip(&to.ips, family)
+        .with_context(|| format!("service {} has no cluster IP of that family", to.id))?;
+    let (netns, id, target) = (from.netns.clone(), from.id.clone(), to.clone());
+    crate::netns::in_netns(&netns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let reply = rt.block_on(request(SocketAddr::new(ip, port.port), port.proto, timeout));
+        Ok(judge_service(&id, &target, reply))
+    })
+}
+
+#[cfg(test)]
+mod service_tests {
+    use super::*;
+
+    #[test]
+    fn a_service_probe_is_allowed_only_when_a_backend_answers() {
+        let svc = ServiceTarget {
+            id: "ns/web".into(),
+            ips: vec!["10.96.0.10".parse().unwrap()],
+            backends: vec!["ns/web-1".into(), "ns/web-2".into()],
+        };
+        let ok = judge_service("ns/client", &svc, Ok("ns/web-2 10.244.0.5\n".into()));
+        assert!(ok.allowed);
+        assert_eq!(ok.to, "service/ns/web");
+        assert!(ok.seen_source.unwrap().contains("ns/web-2"));
+        let other = judge_service("ns/client", &svc, Ok("ns/intruder 10.244.0.5\n".into()));
+        assert!(!other.allowed);
+        let err = judge_service("ns/client", &svc, Err(anyhow::anyhow!("timed out")));
+        assert_eq!(err.error.as_deref(), Some("timed out"));
+    }
+}

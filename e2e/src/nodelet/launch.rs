@@ -414,12 +414,26 @@ mod tests {
         root
     }
 
+    /// `spawn`, retried while the binary a test just copied is still open for writing in a child
+    /// that another test forked meanwhile (ETXTBSY).
+    fn spawn_in_test(l: &Launch<'_>) -> Result<tokio::process::Child> {
+        for _ in 0..20 {
+            match spawn(l) {
+                Err(e) if format!("{e:#}").contains("Text file busy") => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                other => return other,
+            }
+        }
+        spawn(l)
+    }
+
     fn run(l: &Launch<'_>) -> Option<i32> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async { spawn(l).unwrap().wait().await.unwrap().code() })
+        rt.block_on(async { spawn_in_test(l).unwrap().wait().await.unwrap().code() })
     }
 
     #[test]
@@ -580,7 +594,7 @@ mod tests {
         let bin = open_image_binary(&dirs, "agnhost").unwrap();
         let env = BTreeMap::new();
         let exec = Exec::Search(vec!["/nonexistent/prog".into()]);
-        let err = spawn(&Launch {
+        let err = spawn_in_test(&Launch {
             binary: &bin,
             exec: &exec,
             argv: &["prog".into()],

@@ -10,8 +10,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use weft_e2e::{Cluster, ClusterConfig};
 
-/// The directory with weft-e2e, weft-nodelet and the weft binaries of this build.
+/// The directory with weft-e2e, weft-nodelet and the weft binaries of this build, or
+/// `$WEFT_E2E_BIN_DIR` (a copy of them: a target dir shared by several checkouts can be relinked by
+/// another checkout's build while a suite runs).
 pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("WEFT_E2E_BIN_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
     PathBuf::from(env!("CARGO_BIN_EXE_weft-e2e"))
         .parent()
         .expect("bin dir")
