@@ -29,7 +29,7 @@ pub const AGENT_CONFIG_DIR: &str = "/etc/weft";
 /// effective MTU.
 pub const POD_MTU_ANNOTATION: &str = "weft.dev/pod-mtu";
 /// Node condition in which each agent reports whether it has programmed its node with the current
-/// configuration (ADR 0302). `True` with reason [`AGENT_REASON_READY`]; `False` with one of the
+/// configuration (ADR 0105). `True` with reason [`AGENT_REASON_READY`]; `False` with one of the
 /// other `AGENT_REASON_*` reasons and, as message, the agent's own words naming what to fix, e.g.
 /// `interface "nosuch0" not found (spec.overlay.interface)`. The operator reads it from every Node
 /// and reports the refusals on the fabric's `Degraded` condition, naming the nodes.
