@@ -424,6 +424,15 @@ fn expect_refusal(c: &Cluster, kstatus: &std::path::Path) -> Result<()> {
             .is_some_and(|v| v.status == "Failed" && v.message == msg),
         "kstatus on a degraded fabric: {verdict:?}"
     );
+    // `kubectl get` shows it too (the printer columns read the Ready condition).
+    let table = output(c.kubectl().args(["get", "networkfabric", "default"]))?;
+    ensure!(
+        table.lines().nth(1).is_some_and(|row| {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            cols.contains(&"False") && cols.contains(&"AgentConfigInvalid")
+        }),
+        "kubectl get networkfabric must show Ready False AgentConfigInvalid:\n{table}"
+    );
     // The rollout stays stalled: not every agent runs the refused configuration.
     let ds = get_json(c, &["daemonset", "-n", WEFT_NAMESPACE, "weft-agent"])?;
     ensure!(
