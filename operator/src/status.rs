@@ -266,7 +266,8 @@ fn refusal_reason(agent_reason: &str, settled: bool) -> Option<(&'static str, u8
 ///
 /// Only nodes that run an agent pod of `fabric` count: a condition left behind by another fabric's
 /// agent, or on a node the agents no longer select, says nothing about this fabric. Nodes with the
-/// same words share one entry; entries are sorted by their first node, and the message is bounded
+/// same words share one entry; entries are sorted by severity, then by their first node, and the
+/// message is bounded
 /// ([`MAX_REFUSALS_SHOWN`], [`MAX_NODES_NAMED`], [`MAX_AGENT_MESSAGE`]) however many nodes fail.
 pub fn agent_refusals(
     fabric: &str,
@@ -313,11 +314,12 @@ pub fn agent_refusals(
         .values()
         .map(|(rank, reason, _)| (*rank, *reason))
         .min()?;
-    let mut entries: Vec<(Vec<&str>, String)> = by_words
+    // The most severe first (so the reason's own entry is never cut off), then by node.
+    let mut entries: Vec<(u8, Vec<&str>, String)> = by_words
         .into_iter()
-        .map(|(words, (_, _, mut names))| {
+        .map(|(words, (rank, _, mut names))| {
             names.sort_unstable();
-            (names, words)
+            (rank, names, words)
         })
         .collect();
     entries.sort();
@@ -325,7 +327,7 @@ pub fn agent_refusals(
     let mut parts: Vec<String> = entries
         .into_iter()
         .take(MAX_REFUSALS_SHOWN)
-        .map(|(names, words)| {
+        .map(|(_, names, words)| {
             let shown = names[..names.len().min(MAX_NODES_NAMED)].join(", ");
             match names.len().saturating_sub(MAX_NODES_NAMED) {
                 0 => format!("{shown}: {words}"),
@@ -1114,7 +1116,7 @@ mod tests {
                 )),
             ),
             (
-                "a configuration refusal outranks a datapath failure; entries by node",
+                "a configuration refusal outranks a datapath failure and comes first",
                 vec![
                     (
                         "node-2",
@@ -1128,7 +1130,7 @@ mod tests {
                 vec!["node-1", "node-2"],
                 Some((
                     "AgentConfigInvalid",
-                    "node-1: nftables: transaction refused; node-2: pod CIDR 10.250.1.0/24 is outside the fabric (spec.podNetwork.cidrs)".into(),
+                    "node-2: pod CIDR 10.250.1.0/24 is outside the fabric (spec.podNetwork.cidrs); node-1: nftables: transaction refused".into(),
                 )),
             ),
             (
@@ -1222,6 +1224,22 @@ mod tests {
                 Some((
                     "AgentConfigInvalid",
                     format!("node-1: {}…", "x".repeat(MAX_AGENT_MESSAGE)),
+                )),
+            ),
+            (
+                "the most severe refusal is never cut off",
+                vec![
+                    ("n1", Some(("False", "DatapathFailed", "d1", 0))),
+                    ("n2", Some(("False", "DatapathFailed", "d2", 0))),
+                    ("n3", Some(("False", "DatapathFailed", "d3", 0))),
+                    ("n4", Some(("False", "DatapathFailed", "d4", 0))),
+                    ("n5", Some(("False", "DatapathFailed", "d5", 0))),
+                    ("n9", invalid(NOSUCH)),
+                ],
+                vec!["n1", "n2", "n3", "n4", "n5", "n9"],
+                Some((
+                    "AgentConfigInvalid",
+                    format!("n9: {NOSUCH}; n1: d1; n2: d2; n3: d3; n4: d4; and 1 more (see the nodes' WeftAgentReady condition)"),
                 )),
             ),
             (
