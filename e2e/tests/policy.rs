@@ -1,7 +1,9 @@
 //! Network policy end to end (issue 9, "How this is shown", item 3): the upstream suites' model on a
 //! 3-node local cluster. Namespaces x, y and z hold pods a, b and c each, spread so that every node
 //! runs one pod of every namespace and one pod of every name; every pod serves TCP and UDP on ports
-//! 80 and 81 (container ports named `serve-<port>-<proto>`, as upstream names them).
+//! 80 and 81 (container ports named `serve-<port>-<proto>`, as upstream names them, except that the
+//! pods named c swap the names of their two TCP ports: a named port must be resolved on each
+//! destination pod, not once per policy).
 //!
 //! Every scenario applies policies (NetworkPolicy, ClusterNetworkPolicy v1beta1/v1alpha2,
 //! AdminNetworkPolicy and BaselineAdminNetworkPolicy v1alpha1), waits until the agents have applied
@@ -20,7 +22,8 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
 use weft_e2e::Cluster;
@@ -35,6 +38,8 @@ const PODS: [&str; 3] = ["a", "b", "c"];
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long the agents may take to apply a change.
 const APPLIED_WITHIN: Duration = Duration::from_secs(20);
+/// How long after a change the first matrix is probed.
+const SETTLE: Duration = Duration::from_millis(300);
 /// Every policy the suite creates carries this label, so cleanup finds them all.
 const OWNED: &str = "e2e.weft.dev/policy-suite";
 
@@ -80,6 +85,10 @@ impl Pod {
     }
     fn has_key(&self, k: &str) -> bool {
         self.labels.contains_key(k)
+    }
+    /// Whether `p` is this pod's container port named `name`.
+    fn named(&self, p: PortSpec, name: &str) -> bool {
+        port_name(self.name, p) == name
     }
 }
 
@@ -138,18 +147,29 @@ fn node_of(ns_index: usize, pod_index: usize) -> String {
     format!("node-{}", (ns_index + pod_index) % 3 + 1)
 }
 
+fn proto_name(p: Proto) -> &'static str {
+    match p {
+        Proto::Tcp => "TCP",
+        Proto::Udp => "UDP",
+        Proto::Sctp => "SCTP",
+    }
+}
+
+/// The name of a pod's container port: `serve-<port>-<proto>`, but pods named c swap the names of
+/// their TCP ports.
+fn port_name(pod: &str, p: PortSpec) -> String {
+    let number = match (pod, p.proto, p.port) {
+        ("c", Proto::Tcp, 80) => 81,
+        ("c", Proto::Tcp, 81) => 80,
+        (_, _, n) => n,
+    };
+    format!("serve-{number}-{}", proto_name(p.proto).to_lowercase())
+}
+
 fn pod_doc(ns: &str, name: &str, node: &str) -> Value {
     let ports: Vec<Value> = PORTS
         .iter()
-        .map(|p| {
-            let proto = match p.proto {
-                Proto::Tcp => "TCP",
-                Proto::Udp => "UDP",
-                Proto::Sctp => "SCTP",
-            };
-            json!({"name": format!("serve-{}-{}", p.port, proto.to_lowercase()),
-                   "containerPort": p.port, "protocol": proto})
-        })
+        .map(|p| json!({"name": port_name(name, *p), "containerPort": p.port, "protocol": proto_name(p.proto)}))
         .collect();
     json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -289,6 +309,8 @@ fn mismatches(w: &World, expect: Expect<'_>) -> Result<Vec<String>> {
 /// Polls the matrix until it equals the expectation; on a timeout, lists the pairs that differ.
 fn expect_matrix(w: &World, what: &str, expect: Expect<'_>) -> Result<Duration> {
     let start = Instant::now();
+    // The agents usually apply a change within this; probing earlier mostly measures the old state.
+    std::thread::sleep(SETTLE);
     loop {
         let diff = mismatches(w, expect)?;
         if diff.is_empty() {
@@ -400,15 +422,9 @@ impl Ctx<'_> {
         let sel = format!("{OWNED}=true");
         output(self.c.kubectl().args([
             "delete",
-            "networkpolicies.networking.k8s.io",
+            "networkpolicies.networking.k8s.io,clusternetworkpolicies.policy.networking.k8s.io,\
+             adminnetworkpolicies.policy.networking.k8s.io,baselineadminnetworkpolicies.policy.networking.k8s.io",
             "-A",
-            "-l",
-            &sel,
-            "--wait=false",
-        ]))?;
-        output(self.c.kubectl().args([
-            "delete",
-            "clusternetworkpolicies.policy.networking.k8s.io,adminnetworkpolicies.policy.networking.k8s.io,baselineadminnetworkpolicies.policy.networking.k8s.io",
             "-l",
             &sel,
             "--wait=false",
@@ -440,6 +456,75 @@ impl Ctx<'_> {
             &|_, _, _, _| true,
         )
         .map(|_| ())
+    }
+}
+
+/// Probes one pair over and over (every 20 ms) on a thread of its own until stopped: traffic that
+/// runs while policies and labels change.
+struct Traffic {
+    what: String,
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Traffic {
+    fn start(w: &World, from: &str, to: &str, port: PortSpec) -> Result<Self> {
+        let find = |id: &str| {
+            w.endpoints
+                .iter()
+                .find(|e| e.id == id)
+                .cloned()
+                .with_context(|| format!("no endpoint {id}"))
+        };
+        let (src, dst) = (find(from)?, find(to)?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let (mut sent, mut failed) = (0, Vec::new());
+            let start = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                sent += 1;
+                match probe::single(&src, &dst, port, Family::V4, PROBE_TIMEOUT) {
+                    Ok(o) if o.allowed => {}
+                    Ok(o) => failed.push(format!(
+                        "at {:.2}s: {}",
+                        start.elapsed().as_secs_f64(),
+                        o.error.unwrap_or_default()
+                    )),
+                    Err(e) => failed.push(format!("{e:#}")),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (sent, failed)
+        });
+        Ok(Self {
+            what: format!("{from} -> {to} {port}"),
+            stop,
+            handle,
+        })
+    }
+
+    /// Stops the traffic; fails unless every probe got through.
+    fn finish(self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        let (sent, failed) = self
+            .handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("traffic thread panicked"))?;
+        eprintln!(
+            "    {}: {sent} probes while the policies changed, {} failed",
+            self.what,
+            failed.len()
+        );
+        ensure!(sent >= 20, "{}: only {sent} probes ran", self.what);
+        ensure!(
+            failed.is_empty(),
+            "{}: allowed traffic was interrupted while the policies changed ({} of {sent} probes failed):\n  {}",
+            self.what,
+            failed.len(),
+            failed.join("\n  ")
+        );
+        Ok(())
     }
 }
 
@@ -608,6 +693,10 @@ fn main() {
         ("np_subject_label_added", np_subject_label),
         ("np_pod_relabelled_into_peer", np_relabel_into_peer),
         ("np_policy_deleted_restores_traffic", np_delete),
+        (
+            "np_changes_never_interrupt_allowed_traffic",
+            np_changes_keep_traffic,
+        ),
         // ---- ClusterNetworkPolicy v1beta1 / v1alpha2 ----
         ("cnp_admin_deny_ingress_from_namespace", cnp_deny_ingress),
         ("cnp_admin_deny_egress_to_namespace", cnp_deny_egress),
@@ -665,6 +754,10 @@ fn main() {
         (
             "cnp_egress_accept_does_not_override_ingress_deny",
             cnp_both_sides,
+        ),
+        (
+            "cnp_changes_never_interrupt_accepted_traffic",
+            cnp_changes_keep_traffic,
         ),
         // ---- AdminNetworkPolicy / BaselineAdminNetworkPolicy v1alpha1 ----
         ("anp_deny_ingress_from_namespace", anp_deny),
@@ -887,9 +980,10 @@ fn np_named_tcp(t: &mut Ctx) -> Result<()> {
         "named",
         json!({"podSelector": {}, "ingress": [{"ports": [{"port": "serve-81-tcp"}]}]}),
     )])?;
-    t.expect("x open on TCP/81 only", &|_, _, d, p| {
-        d.ns != "x" || p == TCP81
-    })
+    t.expect(
+        "x open on serve-81-tcp only (TCP/81; TCP/80 on the c pods)",
+        &|_, _, d, p| d.ns != "x" || d.named(p, "serve-81-tcp"),
+    )
 }
 
 fn np_named_udp(t: &mut Ctx) -> Result<()> {
@@ -1125,11 +1219,12 @@ fn np_egress_named(t: &mut Ctx) -> Result<()> {
         "y",
         "named-egress",
         json!({"podSelector": {}, "policyTypes": ["Egress"],
-               "egress": [{"ports": [{"protocol": "UDP", "port": "serve-81-udp"}]}]}),
+               "egress": [{"ports": [{"protocol": "TCP", "port": "serve-80-tcp"}]}]}),
     )])?;
-    t.expect("y sends only to UDP/81", &|_, s, _, p| {
-        s.ns != "y" || p == UDP81
-    })
+    t.expect(
+        "y sends only to each destination's serve-80-tcp",
+        &|_, s, d, p| s.ns != "y" || d.named(p, "serve-80-tcp"),
+    )
 }
 
 fn np_multi_ports(t: &mut Ctx) -> Result<()> {
@@ -1232,6 +1327,42 @@ fn np_delete(t: &mut Ctx) -> Result<()> {
     t.expect("z closed", &|_, _, d, _| d.ns != "z")?;
     t.delete("networkpolicy", "z", "deny-all-ingress")?;
     t.expect("deleted: z open", &|_, _, _, _| true)
+}
+
+fn np_changes_keep_traffic(t: &mut Ctx) -> Result<()> {
+    let from = |peers: Value| {
+        np(
+            "x",
+            "changing",
+            json!({"podSelector": pod_sel("a"), "ingress": [{"from": peers}]}),
+        )
+    };
+    t.apply(vec![from(json!([{"namespaceSelector": ns_sel("y")}]))])?;
+    t.expect("x/a from y", &|_, s, d, _| !d.is("x/a") || s.ns == "y")?;
+    let tcp = Traffic::start(&t.w, "y/b", "x/a", TCP80)?;
+    let udp = Traffic::start(&t.w, "y/c", "x/a", UDP81)?;
+    t.apply(vec![from(
+        json!([{"namespaceSelector": ns_sel("y")}, {"namespaceSelector": ns_sel("z"), "podSelector": pod_sel("a")}]),
+    )])?;
+    t.expect("x/a from y and z/a", &|_, s, d, _| {
+        !d.is("x/a") || s.ns == "y" || s.is("z/a")
+    })?;
+    t.apply(vec![np(
+        "x",
+        "second",
+        json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}),
+    )])?;
+    t.label_pod("y/a", "extra", Some("1"))?;
+    t.expect("x also from x; x/b, x/c only from x", &|_, s, d, _| {
+        d.ns != "x" || s.ns == "x" || (d.is("x/a") && (s.ns == "y" || s.is("z/a")))
+    })?;
+    t.apply(vec![from(json!([{"namespaceSelector": ns_sel("y")}]))])?;
+    t.delete("networkpolicy", "x", "second")?;
+    t.expect("back to x/a from y", &|_, s, d, _| {
+        !d.is("x/a") || s.ns == "y"
+    })?;
+    tcp.finish()?;
+    udp.finish()
 }
 
 // ---- ClusterNetworkPolicy scenarios ----
@@ -1562,7 +1693,7 @@ fn cnp_named_port(t: &mut Ctx) -> Result<()> {
                             "protocols": [{"destinationNamedPort": "serve-81-tcp"}]}]}),
     )])?;
     t.expect("z closed on its port serve-81-tcp", &|_, _, d, p| {
-        !(d.ns == "z" && p == TCP81)
+        !(d.ns == "z" && d.named(p, "serve-81-tcp"))
     })
 }
 
@@ -1696,6 +1827,37 @@ fn cnp_both_sides(t: &mut Ctx) -> Result<()> {
     )
 }
 
+fn cnp_changes_keep_traffic(t: &mut Ctx) -> Result<()> {
+    let deny_all = |priority: i32| {
+        cnp(
+            "deny-all",
+            json!({"tier": "Admin", "priority": priority, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Deny", vec![in_ns(all())])]}),
+        )
+    };
+    let accept = |peers: Vec<Value>| {
+        cnp(
+            "accept",
+            json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Accept", peers)]}),
+        )
+    };
+    t.apply(vec![accept(vec![in_ns(ns_sel("y"))]), deny_all(20)])?;
+    t.expect("x only from y", &|_, s, d, _| d.ns != "x" || s.ns == "y")?;
+    let tcp = Traffic::start(&t.w, "y/a", "x/b", TCP81)?;
+    let udp = Traffic::start(&t.w, "y/b", "x/c", UDP80)?;
+    t.apply(vec![deny_all(30)])?;
+    t.apply(vec![accept(vec![in_ns(ns_sel("y")), in_ns(ns_sel("z"))])])?;
+    t.expect("x from y and z", &|_, s, d, _| d.ns != "x" || s.ns != "x")?;
+    t.label_ns("y", "extra", Some("1"))?;
+    t.apply(vec![accept(vec![in_ns(ns_sel("y"))])])?;
+    t.expect("x only from y again", &|_, s, d, _| {
+        d.ns != "x" || s.ns == "y"
+    })?;
+    tcp.finish()?;
+    udp.finish()
+}
+
 // ---- AdminNetworkPolicy / BaselineAdminNetworkPolicy scenarios ----
 
 fn anp_deny(t: &mut Ctx) -> Result<()> {
@@ -1794,10 +1956,10 @@ fn anp_named_port(t: &mut Ctx) -> Result<()> {
         "deny-named",
         json!({"priority": 10, "subject": in_ns(ns_sel("z")),
                "ingress": [{"action": "Deny", "from": [in_ns(all())],
-                            "ports": [{"namedPort": "serve-80-udp"}]}]}),
+                            "ports": [{"namedPort": "serve-80-tcp"}]}]}),
     )])?;
-    t.expect("z closed on serve-80-udp", &|_, _, d, p| {
-        !(d.ns == "z" && p == UDP80)
+    t.expect("z closed on serve-80-tcp", &|_, _, d, p| {
+        !(d.ns == "z" && d.named(p, "serve-80-tcp"))
     })
 }
 
