@@ -14,11 +14,13 @@ use std::net::IpAddr;
 use sha2::{Digest, Sha256};
 use weft_crds::IpCidr;
 
-use crate::index::{Index, PodInfo, PodKey};
+use crate::index::{Index, NamedPort, PodInfo, PodKey};
 use crate::ir::{
     AddrSet, Chain, Direction, Ir, IrRule, LocalPod, NpTier, PortMatch, PortSet, Remote, SetElems,
 };
-use crate::model::{NsScope, Peer, PodSelection, Policy, PortSpec, Proto, Rule, TierKind};
+use crate::model::{
+    NsScope, ObjectRef, Peer, PodSelection, Policy, PortSpec, Proto, Rule, TierKind,
+};
 use crate::selector::Labels;
 
 /// Hex digits of the hash in set and chain names (64 bits).
@@ -132,7 +134,11 @@ impl<'a> Compiler<'a> {
             return n.clone();
         }
         let mut elems = BTreeSet::new();
-        for (_, pod) in self.index.pods() {
+        for pod in self
+            .ns_labels
+            .keys()
+            .flat_map(|ns| self.index.pods_in(ns).map(|(_, p)| p))
+        {
             if !pod.is_live() {
                 continue;
             }
@@ -245,7 +251,8 @@ impl<'a> Compiler<'a> {
         out
     }
 
-    fn chain(&mut self, key: &PodKey, pod: &PodInfo, dir: Direction) -> Chain {
+    /// The policies selecting `pod` for `dir`, per tier in evaluation order.
+    fn selecting(&self, key: &PodKey, pod: &PodInfo, dir: Direction) -> [Vec<&'a Policy>; 3] {
         let rules_of = |p: &'a Policy| match dir {
             Direction::Ingress => p.ingress.as_ref(),
             Direction::Egress => p.egress.as_ref(),
@@ -267,6 +274,17 @@ impl<'a> Compiler<'a> {
             .network_policies_in(&key.namespace)
             .filter(|p| rules_of(p).is_some() && self.selects(&p.subject, key, pod))
             .collect();
+        [admin, nps, baseline]
+    }
+
+    /// The profile chain of the policies `sel` (from [`Compiler::selecting`]) for a pod with
+    /// the named ports of `pod`.
+    fn chain(&mut self, sel: [Vec<&'a Policy>; 3], pod: &PodInfo, dir: Direction) -> Chain {
+        let rules_of = |p: &'a Policy| match dir {
+            Direction::Ingress => p.ingress.as_ref(),
+            Direction::Egress => p.egress.as_ref(),
+        };
+        let [admin, nps, baseline] = sel;
         let fail_closed: Vec<_> = admin
             .iter()
             .chain(&nps)
@@ -306,6 +324,9 @@ impl<'a> Compiler<'a> {
     }
 }
 
+/// What a profile is a function of: direction, the selecting policies per tier, the named ports.
+type ProfileKey = (Direction, Vec<Vec<ObjectRef>>, Vec<NamedPort>);
+
 /// Sorts and merges overlapping or adjacent inclusive ranges.
 fn merge_ranges(mut r: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
     r.sort();
@@ -331,26 +352,38 @@ pub fn compile_node(index: &Index, node: &NodeInput) -> Ir {
     };
     let mut chains = BTreeMap::new();
     let mut pods = BTreeMap::new();
-    let mut by_content: BTreeMap<String, String> = BTreeMap::new();
+    // A profile is a function of the selecting policies and, for ingress, of the pod's named
+    // ports: pods that agree on those share the chain without compiling it again.
+    let mut profiles: BTreeMap<ProfileKey, String> = BTreeMap::new();
     for (key, pod) in index.pods() {
         if pod.node != node.node_name || !pod.is_live() {
             continue;
         }
         let mut names = Vec::new();
         for dir in [Direction::Ingress, Direction::Egress] {
-            let chain = c.chain(&key, pod, dir);
-            let content = format!("{chain:?}");
-            let name = by_content
-                .entry(content)
-                .or_insert_with_key(|content| {
-                    let prefix = match dir {
-                        Direction::Ingress => "in",
-                        Direction::Egress => "eg",
-                    };
-                    hashed_name(prefix, content)
-                })
-                .clone();
+            let sel = c.selecting(&key, pod, dir);
+            let profile: ProfileKey = (
+                dir,
+                sel.iter()
+                    .map(|tier| tier.iter().map(|p| p.source.clone()).collect())
+                    .collect(),
+                match dir {
+                    Direction::Ingress => pod.named_ports.clone(),
+                    Direction::Egress => Vec::new(),
+                },
+            );
+            if let Some(name) = profiles.get(&profile) {
+                names.push(name.clone());
+                continue;
+            }
+            let chain = c.chain(sel, pod, dir);
+            let prefix = match dir {
+                Direction::Ingress => "in",
+                Direction::Egress => "eg",
+            };
+            let name = hashed_name(prefix, &format!("{chain:?}"));
             chains.entry(name.clone()).or_insert(chain);
+            profiles.insert(profile, name.clone());
             names.push(name);
         }
         let (ingress, egress) = (names[0].clone(), names[1].clone());

@@ -91,8 +91,11 @@ impl Index {
             name: pod.metadata.name.clone().unwrap_or_default(),
         };
         let mut bad = Vec::new();
-        let spec = pod.spec.clone().unwrap_or_default();
-        let status = pod.status.clone().unwrap_or_default();
+        let no_spec = Default::default();
+        let no_status = Default::default();
+        let spec: &k8s_openapi::api::core::v1::PodSpec = pod.spec.as_ref().unwrap_or(&no_spec);
+        let status: &k8s_openapi::api::core::v1::PodStatus =
+            pod.status.as_ref().unwrap_or(&no_status);
         let mut ip_strings: Vec<String> = status
             .pod_ips
             .iter()

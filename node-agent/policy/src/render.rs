@@ -95,102 +95,92 @@ fn set_has_family(ir: &Ir, name: &str, f: IpFamily, node: &[IpFamily]) -> bool {
     }
 }
 
-/// Element keys (and map values) of every set and map, by rendered set name.
-type Elements = BTreeMap<String, BTreeMap<String, Option<String>>>;
+/// One set's or map's elements as rendered entries (`addr`, `addr . addr`, `addr : goto chain`).
+type Entries = BTreeMap<String, Vec<String>>;
 
-fn elements(ir: &Ir) -> Elements {
+fn fmt_ip(ip: &IpAddr) -> String {
+    ip.to_string()
+}
+
+/// The node's pods as (address → (ingress profile, egress profile)), per family present on the node.
+fn pod_map<'a>(ir: &'a Ir, node: &[IpFamily]) -> BTreeMap<IpAddr, (&'a str, &'a str)> {
+    ir.pods
+        .values()
+        .flat_map(|p| {
+            p.ips
+                .iter()
+                .map(move |ip| (*ip, (p.ingress.as_str(), p.egress.as_str())))
+        })
+        .filter(|(ip, _)| node.contains(&family_of(*ip)))
+        .collect()
+}
+
+/// The elements of every set and map, by rendered set name (empty sets included: rules
+/// reference them).
+fn elements(ir: &Ir) -> Entries {
     let node = node_families(ir);
-    let mut out: Elements = BTreeMap::new();
-    fn put(out: &mut Elements, set: String, key: String, val: Option<String>) {
-        out.entry(set).or_default().insert(key, val);
-    }
+    let mut out: Entries = BTreeMap::new();
     for f in &node {
-        let (sfx, _, _) = fam(*f);
-        // Declared even when empty: the rules reference them.
-        out.entry(format!("host-{sfx}")).or_default();
-        out.entry(format!("pod-cidr-{sfx}")).or_default();
-        out.entry(format!("self-{sfx}")).or_default();
-        out.entry(format!("from-pod-{sfx}")).or_default();
-        out.entry(format!("to-pod-{sfx}")).or_default();
+        let sfx = fam(*f).0;
+        for base in ["host", "pod-cidr", "self", "from-pod", "to-pod"] {
+            out.insert(format!("{base}-{sfx}"), Vec::new());
+        }
     }
     let sfx = |ip: &IpAddr| fam(family_of(*ip)).0;
     for ip in &ir.host_addrs {
-        if node.contains(&family_of(*ip)) {
-            put(&mut out, format!("host-{}", sfx(ip)), ip.to_string(), None);
+        if let Some(v) = out.get_mut(&format!("host-{}", sfx(ip))) {
+            v.push(fmt_ip(ip));
         }
     }
     for c in &ir.pod_cidrs {
-        put(
-            &mut out,
-            format!("pod-cidr-{}", fam(c.family()).0),
-            c.to_string(),
-            None,
-        );
-    }
-    for pod in ir.pods.values() {
-        for ip in &pod.ips {
-            if !node.contains(&family_of(*ip)) {
-                continue;
-            }
-            let s = sfx(ip);
-            put(&mut out, format!("self-{s}"), format!("{ip} . {ip}"), None);
-            put(
-                &mut out,
-                format!("from-pod-{s}"),
-                ip.to_string(),
-                Some(format!("goto {}", pod.egress)),
-            );
-            put(
-                &mut out,
-                format!("to-pod-{s}"),
-                ip.to_string(),
-                Some(format!("goto {}", pod.ingress)),
-            );
+        if let Some(v) = out.get_mut(&format!("pod-cidr-{}", fam(c.family()).0)) {
+            v.push(c.to_string());
         }
+    }
+    for (ip, (ingress, egress)) in pod_map(ir, &node) {
+        let (s, a) = (sfx(&ip), fmt_ip(&ip));
+        out.entry(format!("self-{s}"))
+            .or_default()
+            .push(format!("{a} . {a}"));
+        out.entry(format!("from-pod-{s}"))
+            .or_default()
+            .push(format!("{a} : goto {egress}"));
+        out.entry(format!("to-pod-{s}"))
+            .or_default()
+            .push(format!("{a} : goto {ingress}"));
     }
     for (name, set) in &ir.addr_sets {
         for f in FAMILIES {
             if set_has_family(ir, name, f, &node) {
-                out.entry(format!("{name}-{}", fam(f).0)).or_default();
+                out.insert(format!("{name}-{}", fam(f).0), Vec::new());
             }
         }
         match &set.elems {
             SetElems::Addrs(a) => {
                 for ip in a {
-                    if node.contains(&family_of(*ip)) {
-                        put(
-                            &mut out,
-                            format!("{name}-{}", sfx(ip)),
-                            ip.to_string(),
-                            None,
-                        );
+                    if let Some(v) = out.get_mut(&format!("{name}-{}", sfx(ip))) {
+                        v.push(fmt_ip(ip));
                     }
                 }
             }
             SetElems::Prefixes(p) => {
                 for c in p {
-                    put(
-                        &mut out,
-                        format!("{name}-{}", fam(c.family()).0),
-                        c.to_string(),
-                        None,
-                    );
+                    if let Some(v) = out.get_mut(&format!("{name}-{}", fam(c.family()).0)) {
+                        v.push(c.to_string());
+                    }
                 }
             }
         }
     }
     for (name, set) in &ir.port_sets {
-        for f in &node {
-            out.entry(format!("{name}-{}", fam(*f).0)).or_default();
-        }
+        let mut per: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
         for (ip, proto, port) in &set.elems {
-            if node.contains(&family_of(*ip)) {
-                put(
-                    &mut out,
-                    format!("{name}-{}", sfx(ip)),
-                    format!("{ip} . {proto} . {port}"),
-                    None,
-                );
+            let i = usize::from(family_of(*ip) == IpFamily::V6);
+            per[i].push(format!("{} . {proto} . {port}", fmt_ip(ip)));
+        }
+        for (i, f) in FAMILIES.iter().enumerate() {
+            if node.contains(f) {
+                out.insert(format!("{name}-{}", fam(*f).0), std::mem::take(&mut per[i]));
             }
         }
     }
@@ -479,18 +469,14 @@ fn render_rule(
 
 fn element_statements(s: &mut String, verb: &str, set: &str, items: &[String]) {
     for chunk in items.chunks(ELEMENTS_PER_STATEMENT) {
-        let _ = writeln!(
-            s,
-            "{verb} element {FAMILY} {TABLE} {set} {{ {} }}",
-            chunk.join(", ")
-        );
-    }
-}
-
-fn entry(k: &str, v: &Option<String>) -> String {
-    match v {
-        Some(v) => format!("{k} : {v}"),
-        None => k.to_owned(),
+        let _ = write!(s, "{verb} element {FAMILY} {TABLE} {set} {{ ");
+        for (i, item) in chunk.iter().enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            s.push_str(item);
+        }
+        s.push_str(" }\n");
     }
 }
 
@@ -504,8 +490,7 @@ pub fn render_ruleset(ir: &Ir) -> String {
     let _ = writeln!(s, "add table {FAMILY} {TABLE}");
     let _ = writeln!(s, "delete table {FAMILY} {TABLE}");
     s.push_str(&skeleton(ir));
-    for (set, elems) in elements(ir) {
-        let items: Vec<String> = elems.iter().map(|(k, v)| entry(k, v)).collect();
+    for (set, items) in elements(ir) {
         element_statements(&mut s, "add", &set, &items);
     }
     s
@@ -514,88 +499,266 @@ pub fn render_ruleset(ir: &Ir) -> String {
 /// A script that takes the kernel from `prev` to `next`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {
-    /// True when the table is replaced (the node's families or base changed); false when the
-    /// script only adds and removes elements, sets and profile chains.
+    /// True when the table is replaced (the node's families changed, or a name would change its
+    /// meaning); false when the script only changes elements and adds or removes sets and profiles.
     pub full: bool,
     /// The `nft -f` script, one transaction (empty when nothing changes).
     pub script: String,
+}
+
+/// Deletions and additions that turn `old` into `new`, for a set (`val` None) or a map.
+fn diff<K: Ord + Copy, V: PartialEq + Copy>(
+    dels: &mut String,
+    adds: &mut String,
+    set: &str,
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+    fmt: impl Fn(K, V) -> String,
+    key: impl Fn(K) -> String,
+) {
+    let gone: Vec<String> = old
+        .iter()
+        .filter(|(k, v)| new.get(*k) != Some(*v))
+        .map(|(k, _)| key(*k))
+        .collect();
+    let added: Vec<String> = new
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .map(|(k, v)| fmt(*k, *v))
+        .collect();
+    element_statements(dels, "delete", set, &gone);
+    element_statements(adds, "add", set, &added);
+}
+
+fn by_family<T: Copy + Ord>(
+    items: impl Iterator<Item = (IpAddr, T)>,
+    f: IpFamily,
+) -> BTreeMap<T, ()> {
+    items
+        .filter(|(ip, _)| family_of(*ip) == f)
+        .map(|(_, t)| (t, ()))
+        .collect()
 }
 
 /// The update from `prev` (what the kernel holds) to `next`, without replacing the table: element
 /// deletions (including map entries that point at profiles about to go), new sets and profile
 /// chains, element additions, then the removal of profiles and sets nothing references any more.
 /// Pod churn within existing profiles is element changes only. Falls back to the full replacement
-/// when the base of the table changes or a name would change its meaning.
+/// when the node's families change or a name would change its meaning (a hash collision).
 pub fn render_update(prev: &Ir, next: &Ir) -> Update {
     let full = || Update {
         full: true,
         script: render_ruleset(next),
     };
-    if base(prev) != base(next) {
+    let node = node_families(next);
+    if node_families(prev) != node {
         return full();
     }
-    let (old_sets, new_sets) = (set_decls(prev), set_decls(next));
-    let (old_chains, new_chains) = (chain_decls(prev), chain_decls(next));
-    let clash = old_sets
-        .iter()
-        .any(|(k, v)| new_sets.get(k).is_some_and(|n| n != v))
-        || old_chains
+    let same_set = |name: &String| {
+        let (a, b) = (&prev.addr_sets[name], &next.addr_sets[name]);
+        a.what == b.what
+            && matches!(a.elems, SetElems::Addrs(_)) == matches!(b.elems, SetElems::Addrs(_))
+            && FAMILIES.iter().all(|f| {
+                set_has_family(prev, name, *f, &node) == set_has_family(next, name, *f, &node)
+            })
+    };
+    let clash = prev
+        .addr_sets
+        .keys()
+        .any(|k| next.addr_sets.contains_key(k) && !same_set(k))
+        || prev
+            .port_sets
             .iter()
-            .any(|(k, v)| new_chains.get(k).is_some_and(|n| n != v));
+            .any(|(k, v)| next.port_sets.get(k).is_some_and(|n| n.what != v.what))
+        || prev
+            .chains
+            .iter()
+            .any(|(k, v)| next.chains.get(k).is_some_and(|n| n != v));
     if clash {
         return full();
     }
-    let (old, new) = (elements(prev), elements(next));
-    let empty = BTreeMap::new();
-    let mut s = String::new();
-    for (set, o) in &old {
-        let Some(n) = new.get(set) else { continue };
-        let gone: Vec<String> = o
-            .iter()
-            .filter(|(k, v)| n.get(*k) != Some(*v))
-            .map(|(k, _)| k.clone())
-            .collect();
-        element_statements(&mut s, "delete", set, &gone);
-    }
-    let added_sets: Vec<&String> = new_sets
-        .keys()
-        .filter(|k| !old_sets.contains_key(*k))
-        .collect();
-    let added_chains: Vec<&String> = new_chains
-        .keys()
-        .filter(|k| !old_chains.contains_key(*k))
-        .collect();
-    if !added_sets.is_empty() || !added_chains.is_empty() {
-        let _ = writeln!(s, "table {FAMILY} {TABLE} {{");
-        for k in &added_sets {
-            s.push_str(&new_sets[*k]);
+    let (mut dels, mut adds) = (String::new(), String::new());
+    let (old_pods, new_pods) = (pod_map(prev, &node), pod_map(next, &node));
+    for f in &node {
+        let sfx = fam(*f).0;
+        let ip_key = |ip: IpAddr| ip.to_string();
+        let plain = |ip: IpAddr, _: ()| ip.to_string();
+        let hosts = |ir: &Ir| by_family(ir.host_addrs.iter().map(|ip| (*ip, *ip)), *f);
+        diff(
+            &mut dels,
+            &mut adds,
+            &format!("host-{sfx}"),
+            &hosts(prev),
+            &hosts(next),
+            plain,
+            ip_key,
+        );
+        let cidrs = |ir: &Ir| by_family(ir.pod_cidrs.iter().map(|c| (c.addr(), *c)), *f);
+        diff(
+            &mut dels,
+            &mut adds,
+            &format!("pod-cidr-{sfx}"),
+            &cidrs(prev),
+            &cidrs(next),
+            |c, _| c.to_string(),
+            |c| c.to_string(),
+        );
+        let keep = |m: &BTreeMap<IpAddr, (&str, &str)>, pick: usize| -> BTreeMap<IpAddr, String> {
+            m.iter()
+                .filter(|(ip, _)| family_of(**ip) == *f)
+                .map(|(ip, v)| {
+                    (
+                        *ip,
+                        if pick == 0 {
+                            v.0.to_owned()
+                        } else {
+                            v.1.to_owned()
+                        },
+                    )
+                })
+                .collect()
+        };
+        let selfs = |m: &BTreeMap<IpAddr, (&str, &str)>| -> BTreeMap<IpAddr, ()> {
+            m.keys()
+                .filter(|ip| family_of(**ip) == *f)
+                .map(|ip| (*ip, ()))
+                .collect()
+        };
+        diff(
+            &mut dels,
+            &mut adds,
+            &format!("self-{sfx}"),
+            &selfs(&old_pods),
+            &selfs(&new_pods),
+            |ip, _| format!("{ip} . {ip}"),
+            |ip| format!("{ip} . {ip}"),
+        );
+        for (map, pick) in [("from-pod", 1), ("to-pod", 0)] {
+            let (o, n) = (keep(&old_pods, pick), keep(&new_pods, pick));
+            let o: BTreeMap<IpAddr, &str> = o.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let n: BTreeMap<IpAddr, &str> = n.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            diff(
+                &mut dels,
+                &mut adds,
+                &format!("{map}-{sfx}"),
+                &o,
+                &n,
+                |ip, chain| format!("{ip} : goto {chain}"),
+                |ip| ip.to_string(),
+            );
         }
-        for k in &added_chains {
-            s.push_str(&new_chains[*k].1);
+    }
+    let mut new_decls = String::new();
+    let mut new_elems = String::new();
+    let decls = set_decls(next);
+    for (name, set) in &next.addr_sets {
+        let Some(old) = prev.addr_sets.get(name) else {
+            for f in FAMILIES {
+                if let Some(d) = decls.get(&format!("{name}-{}", fam(f).0)) {
+                    new_decls.push_str(d);
+                }
+            }
+            continue;
+        };
+        if let (SetElems::Addrs(a), SetElems::Addrs(b)) = (&old.elems, &set.elems) {
+            for f in &node {
+                let pick = |s: &BTreeSet<IpAddr>| by_family(s.iter().map(|ip| (*ip, *ip)), *f);
+                diff(
+                    &mut dels,
+                    &mut adds,
+                    &format!("{name}-{}", fam(*f).0),
+                    &pick(a),
+                    &pick(b),
+                    |ip, _| ip.to_string(),
+                    |ip| ip.to_string(),
+                );
+            }
+        }
+    }
+    for (name, set) in &next.port_sets {
+        let old = prev.port_sets.get(name);
+        if old.is_none() {
+            for f in &node {
+                if let Some(d) = decls.get(&format!("{name}-{}", fam(*f).0)) {
+                    new_decls.push_str(d);
+                }
+            }
+        }
+        for f in &node {
+            let pick =
+                |s: Option<&BTreeSet<(IpAddr, Proto, u16)>>| -> BTreeMap<(IpAddr, Proto, u16), ()> {
+                    s.into_iter()
+                        .flatten()
+                        .filter(|e| family_of(e.0) == *f)
+                        .map(|e| (*e, ()))
+                        .collect()
+                };
+            let target = if old.is_none() {
+                &mut new_elems
+            } else {
+                &mut adds
+            };
+            diff(
+                &mut dels,
+                target,
+                &format!("{name}-{}", fam(*f).0),
+                &pick(old.map(|o| &o.elems)),
+                &pick(Some(&set.elems)),
+                |(ip, p, n), _| format!("{ip} . {p} . {n}"),
+                |(ip, p, n)| format!("{ip} . {p} . {n}"),
+            );
+        }
+    }
+    // Elements of brand-new address sets.
+    if !new_decls.is_empty() {
+        let all = elements(next);
+        for name in next
+            .addr_sets
+            .keys()
+            .filter(|k| !prev.addr_sets.contains_key(*k))
+        {
+            for f in FAMILIES {
+                if let Some(items) = all.get(&format!("{name}-{}", fam(f).0)) {
+                    element_statements(
+                        &mut new_elems,
+                        "add",
+                        &format!("{name}-{}", fam(f).0),
+                        items,
+                    );
+                }
+            }
+        }
+    }
+    let mut s = dels;
+    let new_chains: Vec<(&String, &Chain)> = next
+        .chains
+        .iter()
+        .filter(|(k, _)| !prev.chains.contains_key(*k))
+        .collect();
+    if !new_decls.is_empty() || !new_chains.is_empty() {
+        let _ = writeln!(s, "table {FAMILY} {TABLE} {{");
+        s.push_str(&new_decls);
+        for (name, chain) in new_chains {
+            render_chain(&mut s, next, &node, name, chain);
         }
         let _ = writeln!(s, "}}");
     }
-    for (set, n) in &new {
-        let o = old.get(set).unwrap_or(&empty);
-        let added: Vec<String> = n
-            .iter()
-            .filter(|(k, v)| o.get(*k) != Some(*v))
-            .map(|(k, v)| entry(k, v))
-            .collect();
-        element_statements(&mut s, "add", set, &added);
-    }
-    for (k, (names, _)) in &old_chains {
-        if !new_chains.contains_key(k) {
-            for c in names {
+    s.push_str(&new_elems);
+    s.push_str(&adds);
+    for (name, chain) in &prev.chains {
+        if !next.chains.contains_key(name) {
+            let names = render_chain(&mut String::new(), prev, &node, name, chain);
+            for c in &names {
                 let _ = writeln!(s, "flush chain {FAMILY} {TABLE} {c}");
             }
-            for c in names {
+            for c in &names {
                 let _ = writeln!(s, "delete chain {FAMILY} {TABLE} {c}");
             }
         }
     }
-    for k in old_sets.keys() {
-        if !new_sets.contains_key(k) {
+    let old_decls = set_decls(prev);
+    for k in old_decls.keys() {
+        if !decls.contains_key(k) {
             let _ = writeln!(s, "delete set {FAMILY} {TABLE} {k}");
         }
     }

@@ -292,3 +292,143 @@ fn nix_is_root() -> bool {
         .map(|o| o.stdout.starts_with(b"0\n"))
         .unwrap_or(false)
 }
+
+/// Normalized `nft -j list ruleset`: objects by kind and name, handles dropped, set elements
+/// sorted, rules keyed by chain and position (their order matters).
+fn kernel_state(ns: &str) -> std::collections::BTreeMap<String, String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-j", "list", "ruleset"])
+        .output()
+        .expect("nft -j");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut state = std::collections::BTreeMap::new();
+    let mut positions: std::collections::BTreeMap<String, usize> =
+        std::collections::BTreeMap::new();
+    for item in v["nftables"].as_array().expect("array") {
+        let Some((kind, body)) = item.as_object().and_then(|o| o.iter().next()) else {
+            continue;
+        };
+        if kind == "metainfo" {
+            continue;
+        }
+        let mut body = body.clone();
+        if let Some(o) = body.as_object_mut() {
+            o.remove("handle");
+            if let Some(elems) = o.get_mut("elem").and_then(|e| e.as_array_mut()) {
+                elems.sort_by_key(|e| e.to_string());
+            }
+        }
+        let key = match kind.as_str() {
+            "rule" => {
+                let chain = body["chain"].as_str().unwrap_or("").to_owned();
+                let n = positions.entry(chain.clone()).or_default();
+                *n += 1;
+                format!("rule {chain} #{n}")
+            }
+            _ => format!("{kind} {}", body["name"].as_str().unwrap_or("")),
+        };
+        state.insert(key, body.to_string());
+    }
+    state
+}
+
+/// Applying `render_update(prev, next)` on top of `render_ruleset(prev)` leaves the kernel in the
+/// same state as loading `render_ruleset(next)`, for churn, policy removal and addition, a label
+/// change that moves a pod to another profile, and a new policy with a Pass rule.
+#[test]
+fn incremental_updates_leave_the_kernel_as_a_full_load_would() {
+    if !nix_is_root() || Command::new("nft").arg("--version").output().is_err() {
+        eprintln!("skipped: needs root and nft");
+        return;
+    }
+    let ns = format!("weft-policy-inc-{}", std::process::id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .map(|s| s.success());
+    assert_eq!(ok.ok(), Some(true), "ip netns add {ns}");
+    struct Cleanup(String, PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let dir = std::env::temp_dir().join(&ns);
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let _cleanup = Cleanup(ns.clone(), dir.clone());
+    let load = |text: &str| {
+        let f = dir.join("script.nft");
+        std::fs::write(&f, text).expect("write");
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, "nft", "-f", f.to_str().expect("utf8")])
+            .output()
+            .expect("nft");
+        assert!(
+            out.status.success(),
+            "nft rejected:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let flush = || {
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &ns, "nft", "flush", "ruleset"])
+            .status();
+        assert!(ok.map(|s| s.success()).unwrap_or(false));
+    };
+    let base = showcase();
+    let mut churn = base.clone();
+    churn.apply_pod(&replica("a2", 12));
+    let mut no_np = base.clone();
+    no_np.delete_network_policy("x", "web");
+    let mut relabel = base.clone();
+    relabel.apply_pod(&pod(
+        "y",
+        "a",
+        "n1",
+        json!({"app": "b"}),
+        &["10.244.1.20", "fd00:10:244:1::20"],
+        &[],
+    ));
+    let mut pass = base.clone();
+    pass.apply_admin_network_policy(&anp("pass-y", json!({"priority": 1, "subject": {"namespaces": {"matchLabels": {"team": "b"}}},
+        "ingress": [{"action": "Pass", "from": [{"namespaces": {}}], "ports": [{"namedPort": "http"}]}]})));
+    let cases = [
+        ("churn", &base, &churn),
+        ("churn back", &churn, &base),
+        ("policy removed", &base, &no_np),
+        ("policy added", &no_np, &base),
+        ("label change", &base, &relabel),
+        ("pass policy added", &base, &pass),
+        ("pass policy removed", &pass, &base),
+    ];
+    for (name, prev, next) in cases {
+        let (p, n) = (compile_node(prev, &node1()), compile_node(next, &node1()));
+        let update = render_update(&p, &n);
+        assert!(!update.full, "{name}: expected an incremental update");
+        flush();
+        load(&render_ruleset(&p));
+        load(&update.script);
+        let incremental = kernel_state(&ns);
+        flush();
+        load(&render_ruleset(&n));
+        let full = kernel_state(&ns);
+        for (k, v) in &full {
+            assert_eq!(incremental.get(k), Some(v), "{name}: {k} differs");
+        }
+        assert_eq!(
+            incremental.len(),
+            full.len(),
+            "{name}: extra objects {:?}",
+            incremental
+                .keys()
+                .filter(|k| !full.contains_key(*k))
+                .collect::<Vec<_>>()
+        );
+    }
+}
