@@ -8,7 +8,7 @@
 //! egress) and a name that matches nothing matches nothing. Invariant: deterministic output; set and
 //! chain names are hashes of their defining content, so equal content has equal names.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
@@ -58,6 +58,8 @@ struct Compiler<'a> {
     addr_sets: BTreeMap<String, AddrSet>,
     port_sets: BTreeMap<String, PortSet>,
     set_names: BTreeMap<String, String>,
+    /// Memo of [`Compiler::pod_set`] by selection, to skip formatting its key again.
+    pod_set_names: HashMap<PodSelection, String>,
 }
 
 impl<'a> Compiler<'a> {
@@ -75,6 +77,15 @@ impl<'a> Compiler<'a> {
 
     /// The set of addresses of the pods `sel` selects (shared by key).
     fn pod_set(&mut self, sel: &PodSelection) -> String {
+        if let Some(n) = self.pod_set_names.get(sel) {
+            return n.clone();
+        }
+        let name = self.pod_set_uncached(sel);
+        self.pod_set_names.insert(sel.clone(), name.clone());
+        name
+    }
+
+    fn pod_set_uncached(&mut self, sel: &PodSelection) -> String {
         let ns = match &sel.ns {
             NsScope::Named(n) => format!("namespace {n}"),
             NsScope::Selected(s) => format!("namespaces {s}"),
@@ -349,16 +360,27 @@ pub fn compile_node(index: &Index, node: &NodeInput) -> Ir {
         addr_sets: BTreeMap::new(),
         port_sets: BTreeMap::new(),
         set_names: BTreeMap::new(),
+        pod_set_names: HashMap::new(),
     };
     let mut chains = BTreeMap::new();
     let mut pods = BTreeMap::new();
     // A profile is a function of the selecting policies and, for ingress, of the pod's named
     // ports: pods that agree on those share the chain without compiling it again.
     let mut profiles: BTreeMap<ProfileKey, String> = BTreeMap::new();
-    for (key, pod) in index.pods() {
-        if pod.node != node.node_name || !pod.is_live() {
-            continue;
-        }
+    let local = c.ns_labels.keys().flat_map(|ns| {
+        index
+            .pods_in(ns)
+            .filter(|(_, p)| p.node == node.node_name && p.is_live())
+            .map(move |(name, p)| {
+                let key = PodKey {
+                    namespace: (*ns).to_owned(),
+                    name: name.clone(),
+                };
+                (key, p)
+            })
+    });
+    let local: Vec<(PodKey, &PodInfo)> = local.collect();
+    for (key, pod) in local {
         let mut names = Vec::new();
         for dir in [Direction::Ingress, Direction::Egress] {
             let sel = c.selecting(&key, pod, dir);

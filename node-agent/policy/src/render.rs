@@ -150,25 +150,23 @@ fn elements(ir: &Ir) -> Entries {
             .push(format!("{a} : goto {ingress}"));
     }
     for (name, set) in &ir.addr_sets {
-        for f in FAMILIES {
-            if set_has_family(ir, name, f, &node) {
-                out.insert(format!("{name}-{}", fam(f).0), Vec::new());
-            }
-        }
+        let mut per: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+        let slot = |ip: &IpAddr| usize::from(family_of(*ip) == IpFamily::V6);
         match &set.elems {
             SetElems::Addrs(a) => {
                 for ip in a {
-                    if let Some(v) = out.get_mut(&format!("{name}-{}", sfx(ip))) {
-                        v.push(fmt_ip(ip));
-                    }
+                    per[slot(ip)].push(fmt_ip(ip));
                 }
             }
             SetElems::Prefixes(p) => {
                 for c in p {
-                    if let Some(v) = out.get_mut(&format!("{name}-{}", fam(c.family()).0)) {
-                        v.push(c.to_string());
-                    }
+                    per[slot(&c.addr())].push(c.to_string());
                 }
+            }
+        }
+        for (i, f) in FAMILIES.iter().enumerate() {
+            if set_has_family(ir, name, *f, &node) {
+                out.insert(format!("{name}-{}", fam(*f).0), std::mem::take(&mut per[i]));
             }
         }
     }
