@@ -697,6 +697,17 @@ fn main() {
             "np_changes_never_interrupt_allowed_traffic",
             np_changes_keep_traffic,
         ),
+        ("np_namespace_label_changes_egress_peer", np_ns_label_egress),
+        ("np_ipblock_everything_udp_only", np_ipblock_everything),
+        ("np_ipblock_except_covering_the_cidr", np_ipblock_except_all),
+        (
+            "np_explicit_ingress_type_ignores_egress_rules",
+            np_explicit_ingress_type,
+        ),
+        (
+            "np_egress_udp_end_port_to_pod_selector",
+            np_egress_udp_range,
+        ),
         // ---- ClusterNetworkPolicy v1beta1 / v1alpha2 ----
         ("cnp_admin_deny_ingress_from_namespace", cnp_deny_ingress),
         ("cnp_admin_deny_egress_to_namespace", cnp_deny_egress),
@@ -759,6 +770,19 @@ fn main() {
             "cnp_changes_never_interrupt_accepted_traffic",
             cnp_changes_keep_traffic,
         ),
+        (
+            "cnp_baseline_ingress_applies_beside_egress_only_networkpolicy",
+            cnp_baseline_per_direction_ingress,
+        ),
+        (
+            "cnp_baseline_egress_applies_beside_ingress_only_networkpolicy",
+            cnp_baseline_per_direction_egress,
+        ),
+        ("cnp_admin_pass_egress_to_networkpolicy", cnp_pass_egress),
+        (
+            "cnp_subject_and_peer_by_one_namespace_label",
+            cnp_same_label,
+        ),
         // ---- AdminNetworkPolicy / BaselineAdminNetworkPolicy v1alpha1 ----
         ("anp_deny_ingress_from_namespace", anp_deny),
         ("anp_allow_overrides_networkpolicy", anp_allow_over_np),
@@ -775,6 +799,7 @@ fn main() {
         ("banp_egress_deny_one_port", banp_egress_port),
         ("anp_subject_label_changes", anp_subject_label),
         ("anp_action_changed_while_traffic_runs", anp_update),
+        ("anp_allow_egress_overrides_networkpolicy", anp_allow_egress),
     ];
     let trials = scenarios.into_iter().map(|(n, f)| trial(n, f)).collect();
     run_suite(cfg, trials)
@@ -1365,6 +1390,74 @@ fn np_changes_keep_traffic(t: &mut Ctx) -> Result<()> {
     udp.finish()
 }
 
+fn np_ns_label_egress(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "to-open",
+        json!({"podSelector": {}, "policyTypes": ["Egress"],
+               "egress": [{"to": [{"namespaceSelector": labels(&[("open", "yes")])}]}]}),
+    )])?;
+    let e = |w: &World, s: &Pod, d: &Pod, _: PortSpec| s.ns != "x" || w.ns_has(d.ns, "open", "yes");
+    t.expect("x reaches nothing", &e)?;
+    t.label_ns("z", "open", Some("yes"))?;
+    t.expect("z labelled open: x reaches z", &e)?;
+    t.label_ns("z", "open", None)?;
+    t.label_ns("y", "open", Some("yes"))?;
+    t.expect("label moved to y: x reaches y only", &e)
+}
+
+fn np_ipblock_everything(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "any-udp",
+        json!({"podSelector": pod_sel("b"), "ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+               "ports": [{"protocol": "UDP", "port": 80}, {"protocol": "UDP", "port": 81}]}]}),
+    )])?;
+    t.expect("x/b from anywhere on UDP", &|_, _, d, p| {
+        !d.is("x/b") || p.proto == Proto::Udp
+    })
+}
+
+fn np_ipblock_except_all(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "except-all",
+        json!({"podSelector": pod_sel("c"), "ingress": [{"from": [{"ipBlock": {
+            "cidr": "10.244.0.0/16", "except": ["10.244.0.0/17", "10.244.128.0/17"]}}]}]}),
+    )])?;
+    t.expect(
+        "x/c: the except covers the CIDR, nothing allowed",
+        &|_, _, d, _| !d.is("x/c"),
+    )
+}
+
+fn np_explicit_ingress_type(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "ingress-only",
+        json!({"podSelector": pod_sel("a"), "policyTypes": ["Ingress"],
+               "ingress": [{"from": [{"namespaceSelector": ns_sel("y")}]}],
+               "egress": [{"to": [{"namespaceSelector": ns_sel("z")}]}]}),
+    )])?;
+    t.expect(
+        "x/a from y; its egress rules are ignored (policyTypes: Ingress)",
+        &|_, s, d, _| !d.is("x/a") || s.ns == "y",
+    )
+}
+
+fn np_egress_udp_range(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![np(
+        "x",
+        "udp-db",
+        json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{
+            "to": [{"namespaceSelector": {}, "podSelector": labels(&[("role", "db")])}],
+            "ports": [{"protocol": "UDP", "port": 81, "endPort": 90}]}]}),
+    )])?;
+    t.expect("x reaches only db pods on UDP/81", &|_, s, d, p| {
+        s.ns != "x" || (d.has("role", "db") && p == UDP81)
+    })
+}
+
 // ---- ClusterNetworkPolicy scenarios ----
 
 fn cnp_deny_ingress(t: &mut Ctx) -> Result<()> {
@@ -1858,6 +1951,84 @@ fn cnp_changes_keep_traffic(t: &mut Ctx) -> Result<()> {
     udp.finish()
 }
 
+fn cnp_baseline_per_direction_ingress(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        np(
+            "x",
+            "egress-open",
+            json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}),
+        ),
+        cnp(
+            "baseline-deny-y",
+            json!({"tier": "Baseline", "priority": 10, "subject": in_ns(ns_sel("x")),
+                   "ingress": [cnp_rule("Deny", vec![in_ns(ns_sel("y"))])]}),
+        ),
+    ])?;
+    t.expect(
+        "x isolated for egress only: the baseline still denies y -> x",
+        &|_, s, d, _| !(d.ns == "x" && s.ns == "y"),
+    )
+}
+
+fn cnp_baseline_per_direction_egress(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        np(
+            "x",
+            "ingress-open",
+            json!({"podSelector": {}, "ingress": [{}]}),
+        ),
+        cnp(
+            "baseline-x-not-to-z",
+            json!({"tier": "Baseline", "priority": 10, "subject": in_ns(ns_sel("x")),
+                   "egress": [cnp_egress("Deny", vec![in_ns(ns_sel("z"))])]}),
+        ),
+    ])?;
+    t.expect(
+        "x isolated for ingress only: the baseline still denies x -> z",
+        &|_, s, d, _| !(s.ns == "x" && d.ns == "z"),
+    )
+}
+
+fn cnp_pass_egress(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        cnp(
+            "p10-pass-to-y",
+            json!({"tier": "Admin", "priority": 10, "subject": in_ns(ns_sel("x")),
+                   "egress": [cnp_egress("Pass", vec![in_ns(ns_sel("y"))])]}),
+        ),
+        cnp(
+            "p20-deny-all",
+            json!({"tier": "Admin", "priority": 20, "subject": in_ns(ns_sel("x")),
+                   "egress": [cnp_egress("Deny", vec![in_ns(all())])]}),
+        ),
+        np(
+            "x",
+            "to-ya",
+            json!({"podSelector": {}, "policyTypes": ["Egress"],
+                   "egress": [{"to": [{"namespaceSelector": ns_sel("y"), "podSelector": pod_sel("a")}]}]}),
+        ),
+    ])?;
+    t.expect(
+        "x -> y passed to the NetworkPolicy (y/a only), the rest denied",
+        &|_, s, d, _| s.ns != "x" || d.is("y/a"),
+    )
+}
+
+fn cnp_same_label(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![cnp(
+        "red-not-from-red",
+        json!({"tier": "Admin", "priority": 10, "subject": in_ns(labels(&[("team", "red")])),
+               "ingress": [cnp_rule("Deny", vec![in_ns(labels(&[("team", "red")]))])]}),
+    )])?;
+    let e = |w: &World, s: &Pod, d: &Pod, _: PortSpec| {
+        !(w.ns_has(d.ns, "team", "red") && w.ns_has(s.ns, "team", "red"))
+    };
+    t.label_ns("x", "team", Some("red"))?;
+    t.expect("x red: x's pods cannot reach each other", &e)?;
+    t.label_ns("y", "team", Some("red"))?;
+    t.expect("x and y red: no traffic among them", &e)
+}
+
 // ---- AdminNetworkPolicy / BaselineAdminNetworkPolicy scenarios ----
 
 fn anp_deny(t: &mut Ctx) -> Result<()> {
@@ -2066,4 +2237,23 @@ fn anp_update(t: &mut Ctx) -> Result<()> {
     t.expect("Deny changed to Pass: x -> z allowed", &|_, _, d, _| {
         d.ns != "y"
     })
+}
+
+fn anp_allow_egress(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        np(
+            "y",
+            "deny-egress",
+            json!({"podSelector": {}, "policyTypes": ["Egress"]}),
+        ),
+        anp(
+            "y-to-z",
+            json!({"priority": 10, "subject": in_ns(ns_sel("y")),
+                   "egress": [{"action": "Allow", "to": [in_ns(ns_sel("z"))]}]}),
+        ),
+    ])?;
+    t.expect(
+        "y's egress closed by NetworkPolicy, z allowed by the ANP",
+        &|_, s, d, _| s.ns != "y" || d.ns == "z",
+    )
 }
