@@ -89,6 +89,52 @@ impl PolicyEngine {
         }
     }
 
+    /// A Warning Event on the policy object the engine refuses (part of), from this node's agent.
+    async fn publish_refusal(&self, p: &weft_policy::Problem, cnp_version: &str) {
+        use k8s_openapi::api::core::v1::ObjectReference;
+        use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+        use weft_policy::Kind;
+        let (api_version, kind) = match p.object.kind {
+            Kind::NetworkPolicy => ("networking.k8s.io/v1".to_owned(), "NetworkPolicy"),
+            Kind::ClusterNetworkPolicy => (
+                format!("policy.networking.k8s.io/{cnp_version}"),
+                "ClusterNetworkPolicy",
+            ),
+            Kind::AdminNetworkPolicy => (
+                "policy.networking.k8s.io/v1alpha1".to_owned(),
+                "AdminNetworkPolicy",
+            ),
+            Kind::BaselineAdminNetworkPolicy => (
+                "policy.networking.k8s.io/v1alpha1".to_owned(),
+                "BaselineAdminNetworkPolicy",
+            ),
+        };
+        let reference = ObjectReference {
+            api_version: Some(api_version),
+            kind: Some(kind.to_owned()),
+            name: Some(p.object.name.clone()),
+            namespace: p.object.namespace.clone(),
+            ..ObjectReference::default()
+        };
+        let recorder = Recorder::new(
+            self.client.clone(),
+            Reporter {
+                controller: "weft-agent".into(),
+                instance: Some(self.node_name.clone()),
+            },
+        );
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "PolicyNotHonoured".into(),
+            note: Some(format!("{} (its pods fail closed)", p.refusal)),
+            action: "Compile".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            warn!(error = %e, "failed to publish an event on a refused policy");
+        }
+    }
+
     async fn apply(&self, script: String) -> Result<(), String> {
         let nft = self.nft.clone();
         tokio::task::spawn_blocking(move || nft.apply(&script))
@@ -166,9 +212,14 @@ impl PolicyEngine {
                 continue;
             }
             let next = compile_node(&index, &self.node_input(&pod_cidrs));
-            let problems: Vec<String> = index.problems().iter().map(ToString::to_string).collect();
-            for p in problems.iter().filter(|p| !last_problems.contains(p)) {
-                warn!(problem = %p, "a policy cannot be honoured as written");
+            let refused = index.problems();
+            let problems: Vec<String> = refused.iter().map(ToString::to_string).collect();
+            for (p, text) in refused.iter().zip(&problems) {
+                if !last_problems.contains(text) {
+                    warn!(problem = %text, "a policy cannot be honoured as written");
+                    self.publish_refusal(p, watched.cnp.unwrap_or("v1beta1"))
+                        .await;
+                }
             }
             self.metrics.set_policy_problems(problems.len());
             last_problems.clone_from(&problems);
