@@ -259,3 +259,60 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_crds::agent_config::{
+        AGENT_REASON_CONFIG_INVALID, AGENT_REASON_DATAPATH_FAILED, AGENT_REASON_SYNC_FAILED,
+    };
+
+    /// Every way an agent refuses its configuration or fails to program its node maps to the
+    /// WeftAgentReady reason the operator turns into the fabric's Degraded reason.
+    #[test]
+    fn each_failure_has_the_agent_reason_the_operator_reads() {
+        let cases: Vec<(Error, &str)> = vec![
+            (
+                Error::NoNodeAddress {
+                    family: weft_crds::IpFamily::V4,
+                    hint: "interface \"nosuch0\" not found (spec.overlay.interface)".into(),
+                },
+                AGENT_REASON_CONFIG_INVALID,
+            ),
+            (
+                Error::PodCidrOutsideNetwork {
+                    node: "node-1".into(),
+                    pod_cidr: "10.99.1.0/24".into(),
+                    network: "10.244.0.0/16".into(),
+                },
+                AGENT_REASON_CONFIG_INVALID,
+            ),
+            (
+                Error::OverlayApply {
+                    failed: 1,
+                    total: 3,
+                    first: "add_route 10.244.1.0/24: File exists".into(),
+                },
+                AGENT_REASON_DATAPATH_FAILED,
+            ),
+            (
+                Error::NftFailed {
+                    what: "apply".into(),
+                    status: "exit status: 1".into(),
+                    stderr: "Error: Could not process rule".into(),
+                },
+                AGENT_REASON_DATAPATH_FAILED,
+            ),
+            (
+                Error::ReadFile {
+                    path: "/dev/urandom".into(),
+                    source: std::io::Error::other("gone"),
+                },
+                AGENT_REASON_SYNC_FAILED,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.agent_reason(), want, "{e}");
+        }
+    }
+}
