@@ -268,7 +268,52 @@ impl fmt::Display for Verdict {
     }
 }
 
+/// Size of a compiled ruleset, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Size {
+    /// Profile chains.
+    pub chains: usize,
+    /// Rules in the profile chains (before the per-family split of the rendering).
+    pub rules: usize,
+    /// Named address and port sets.
+    pub sets: usize,
+    /// Elements of those sets plus the dispatch maps' entries.
+    pub elements: usize,
+    /// Local pods.
+    pub pods: usize,
+}
+
 impl Ir {
+    /// The ruleset's size (for the ruleset-size metrics).
+    pub fn size(&self) -> Size {
+        let rules = self
+            .chains
+            .values()
+            .map(|c| c.admin.len() + c.baseline.len() + c.np.as_ref().map_or(0, |n| n.allow.len()))
+            .sum();
+        let set_elems: usize = self
+            .addr_sets
+            .values()
+            .map(|s| match &s.elems {
+                SetElems::Addrs(a) => a.len(),
+                SetElems::Prefixes(p) => p.len(),
+            })
+            .sum::<usize>()
+            + self
+                .port_sets
+                .values()
+                .map(|s| s.elems.len())
+                .sum::<usize>();
+        let pod_ips: usize = self.pods.values().map(|p| p.ips.len()).sum();
+        Size {
+            chains: self.chains.len(),
+            rules,
+            sets: self.addr_sets.len() + self.port_sets.len(),
+            elements: set_elems + 3 * pod_ips,
+            pods: self.pods.len(),
+        }
+    }
+
     fn in_pod_cidrs(&self, ip: IpAddr) -> bool {
         self.pod_cidrs.iter().any(|c| c.contains_addr(ip))
     }

@@ -24,9 +24,9 @@ pub mod selector;
 
 pub use compile::{NodeInput, compile_node};
 pub use index::{Index, PodKey};
-pub use ir::{Because, Decision, Direction, Ir, Verdict};
+pub use ir::{Because, Decision, Direction, Ir, Size, Verdict};
 pub use model::{Action, Kind, ObjectRef, Proto, TierKind};
-pub use render::{TABLE, render_ruleset, render_update};
+pub use render::{TABLE, Update, render_ruleset, render_update};
 
 /// Why the engine refuses (part of) an API object. The message says what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -768,3 +768,19 @@ fn verdicts_name_the_deciding_policy_and_rule() {
         "{v}"
     );
 }
+
+#[test]
+fn size_counts_what_the_ruleset_holds() {
+    let ix = apply(vec![Obj::Np(
+        "x",
+        json!({"podSelector": sel_a(), "ingress": [{"from": [{"podSelector": {}}], "ports": [{"port": 80}, {"protocol": "UDP", "port": 53}]}]}),
+    )]);
+    let size = compile_node(&ix, &node1()).size();
+    // 4 local pods; x/a's ingress profile, a shared default ingress and a shared default egress.
+    assert_eq!(
+        (size.pods, size.chains, size.rules, size.sets),
+        (4, 3, 2, 1)
+    );
+    // The set of x's pods (x/a, x/b dual-stack, x/c) plus 3 map entries per local address.
+    assert_eq!(size.elements, 5 + 3 * 8);
+}
