@@ -15,6 +15,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod conformance;
 pub mod controlplane;
 pub mod demo;
 pub mod egress;

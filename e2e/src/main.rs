@@ -23,6 +23,22 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum Suite {
+    /// The NetworkPolicy e2e tests of k8s.io/kubernetes (`[sig-network] Netpol`).
+    Netpol {
+        /// Ginkgo focus (a regular expression over spec names); the whole Netpol suite by default.
+        #[arg(long, default_value = weft_e2e::conformance::NETPOL_FOCUS)]
+        focus: String,
+        /// More specs to skip (a regular expression), besides what this kernel cannot run.
+        #[arg(long)]
+        skip: Option<String>,
+        /// Where the JUnit report (junit_01.xml) and the suite's files go.
+        #[arg(long, default_value = "weft-conformance/netpol")]
+        report_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Bring the cluster up (idempotent) and print its kubeconfig.
     Up {
@@ -88,6 +104,12 @@ enum Cmd {
         /// Per-connection timeout in milliseconds.
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
+    },
+    /// Run one of Kubernetes' own suites, unchanged, against the cluster; print a summary table and
+    /// write a JUnit report.
+    Conformance {
+        #[command(subcommand)]
+        suite: Suite,
     },
     /// Forward TCP from a listener inside a network namespace (used by `up`).
     #[command(hide = true)]
@@ -345,6 +367,45 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(weft_e2e::forward::run(&netns, listen, to))?;
+        }
+        Cmd::Conformance {
+            suite:
+                Suite::Netpol {
+                    focus,
+                    skip,
+                    report_dir,
+                },
+        } => {
+            use weft_e2e::conformance::{KERNEL_SKIPS, Verdict, render_summary, run_netpol};
+            let c = Cluster::load(&cli.name)?;
+            let mut skips: Vec<String> = KERNEL_SKIPS.iter().map(|(p, _)| p.to_string()).collect();
+            skips.extend(skip);
+            let report_dir = std::path::absolute(&report_dir)?;
+            let started = std::time::Instant::now();
+            let cases = run_netpol(&c, &focus, &skips.join("|"), &report_dir)?;
+            print!(
+                "{}",
+                render_summary(
+                    &format!(
+                        "Netpol on cluster {:?} ({} nodes), focus {focus:?}, {:.0} s",
+                        c.cfg.name,
+                        c.cfg.nodes,
+                        started.elapsed().as_secs_f64()
+                    ),
+                    &cases,
+                    KERNEL_SKIPS
+                )
+            );
+            println!(
+                "JUnit report: {}",
+                report_dir.join("junit_01.xml").display()
+            );
+            if cases
+                .iter()
+                .any(|c| matches!(c.verdict, Verdict::Failed(_)))
+            {
+                std::process::exit(1);
+            }
         }
         Cmd::Egress { uds, netns, subnet } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
