@@ -254,4 +254,13 @@ fn main() {
         update.script.len(),
         lines(&update.script)
     );
+    // For loading into a kernel: WEFT_BENCH_DUMP=<dir> writes the one-node ruleset and the update.
+    if let Some(dir) = std::env::var_os("WEFT_BENCH_DUMP") {
+        let dir = std::path::PathBuf::from(dir);
+        for (name, body) in [("one-node.nft", &text), ("churn.nft", &update.script)] {
+            if let Err(e) = std::fs::write(dir.join(name), body) {
+                eprintln!("failed to write {name}: {e}");
+            }
+        }
+    }
 }
