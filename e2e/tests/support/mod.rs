@@ -180,6 +180,21 @@ pub fn run_suite_then(cfg: ClusterConfig, trials: Vec<Trial>, after: impl FnOnce
         );
         std::process::exit(1);
     }
+    // One run of a suite at a time on this machine: two runs would share (and tear down) one
+    // cluster of the same name. Held until the process exits.
+    let lock_path = std::env::temp_dir().join(format!("weft-e2e-suite-{}.lock", cfg.name));
+    let _suite_lock = match std::fs::File::create(&lock_path)
+        .map_err(|e| e.to_string())
+        .and_then(|f| {
+            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, e)| e.to_string())
+        }) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("could not lock {}: {e}", lock_path.display());
+            std::process::exit(1);
+        }
+    };
     let started = Instant::now();
     let cluster = match Cluster::up(cfg.clone()) {
         Ok(c) => c,
