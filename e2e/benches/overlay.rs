@@ -850,6 +850,16 @@ struct Report {
     dur: u64,
 }
 
+/// Fails when a daemon of the cluster (control plane, nodelet, …) is gone.
+fn alive(c: &Cluster, phase: &str) -> Result<()> {
+    ensure!(
+        Cluster::is_running(&c.cfg),
+        "before {phase}: a daemon of the cluster died:\n{}",
+        c.status()
+    );
+    Ok(())
+}
+
 fn bench(c: &Cluster, cleanup: &Cleanup, reps: u64, dur: u64) -> Result<Report> {
     let rt = tokio::runtime::Runtime::new()?;
     let client = rt.block_on(c.client())?;
@@ -860,6 +870,7 @@ fn bench(c: &Cluster, cleanup: &Cleanup, reps: u64, dur: u64) -> Result<Report> 
     std::thread::sleep(Duration::from_secs(5));
     let rss_3 = agent_rss_mib(c, "node-1")?;
 
+    alive(c, "VXLAN")?;
     eprintln!("VXLAN: weft vs the reference ({reps} rounds of {dur} s per metric)");
     reference(&cleanup.script, &cleanup.work, &["setup", "vxlan"])?;
     eprintln!("reference datapath (vxlan) set up in {REF_PREFIX}* namespaces");
@@ -869,15 +880,19 @@ fn bench(c: &Cluster, cleanup: &Cleanup, reps: u64, dur: u64) -> Result<Report> 
     let vxlan = compare(&weft, &refp, reps, dur)?;
     cleanup.stop_servers(None);
 
+    alive(c, "node added")?;
     eprintln!("node added → routed ({ADDED_SAMPLES} nodes, one at a time)");
     let added_ms = rt.block_on(node_added(c, &client))?;
 
+    alive(c, "CNI ADD")?;
     eprintln!("CNI ADD: {CNI_PODS} pods at once on node-3");
     let (to_running_ms, cni_add_ms) = rt.block_on(cni_add(c, &client))?;
 
+    alive(c, "500 simulated")?;
     eprintln!("{SIMULATED} simulated nodes");
     let (sim_created_s, sim_programmed_s, rss_500) = rt.block_on(simulated_nodes(c, &client))?;
 
+    alive(c, "host-gw")?;
     eprintln!("host-gw: weft vs the reference");
     set_backend(c, "host-gw")?;
     // New pods, so that they get host-gw's MTU (the uplink's) as the reference's pods do.
