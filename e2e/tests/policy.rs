@@ -708,6 +708,14 @@ fn main() {
             "np_egress_udp_end_port_to_pod_selector",
             np_egress_udp_range,
         ),
+        (
+            "np_ipblock_except_does_not_cancel_another_peer",
+            np_except_vs_peer,
+        ),
+        (
+            "np_ingress_and_egress_policies_on_one_pod",
+            np_split_directions,
+        ),
         // ---- ClusterNetworkPolicy v1beta1 / v1alpha2 ----
         ("cnp_admin_deny_ingress_from_namespace", cnp_deny_ingress),
         ("cnp_admin_deny_egress_to_namespace", cnp_deny_egress),
@@ -1455,6 +1463,41 @@ fn np_egress_udp_range(t: &mut Ctx) -> Result<()> {
     )])?;
     t.expect("x reaches only db pods on UDP/81", &|_, s, d, p| {
         s.ns != "x" || (d.has("role", "db") && p == UDP81)
+    })
+}
+
+fn np_except_vs_peer(t: &mut Ctx) -> Result<()> {
+    let (cidr, yc) = (t.w.cidr(&t.w.pod("y/c").node), t.w.ip("y/c"));
+    t.apply(vec![np(
+        "x",
+        "except-or-pod",
+        json!({"podSelector": pod_sel("a"), "ingress": [{"from": [
+            {"ipBlock": {"cidr": cidr, "except": [yc]}},
+            {"namespaceSelector": ns_sel("y"), "podSelector": pod_sel("c")}]}]}),
+    )])?;
+    t.expect(
+        "x/a from y/c's node (y/c excepted there but allowed by the pod peer)",
+        &|w, s, d, _| !d.is("x/a") || s.node == w.pod("y/c").node,
+    )
+}
+
+fn np_split_directions(t: &mut Ctx) -> Result<()> {
+    t.apply(vec![
+        np(
+            "z",
+            "in",
+            json!({"podSelector": pod_sel("b"), "policyTypes": ["Ingress"],
+                   "ingress": [{"from": [{"namespaceSelector": ns_sel("x")}]}]}),
+        ),
+        np(
+            "z",
+            "out",
+            json!({"podSelector": pod_sel("b"), "policyTypes": ["Egress"],
+                   "egress": [{"to": [{"namespaceSelector": ns_sel("y")}], "ports": [{"protocol": "UDP", "port": 80}]}]}),
+        ),
+    ])?;
+    t.expect("z/b from x only, to y on UDP/80 only", &|_, s, d, p| {
+        (!d.is("z/b") || s.ns == "x") && (!s.is("z/b") || (d.ns == "y" && p == UDP80))
     })
 }
 
