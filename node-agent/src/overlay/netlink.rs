@@ -171,6 +171,13 @@ fn neigh_addr(a: &NeighbourAddress) -> Option<IpAddr> {
     }
 }
 
+fn neighbour_address(ip: IpAddr) -> NeighbourAddress {
+    match ip {
+        IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+        IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+    }
+}
+
 fn neigh_parts(m: &NeighbourMessage) -> (Option<IpAddr>, Option<Mac>) {
     let mut ip = None;
     let mut mac = None;
@@ -479,10 +486,7 @@ impl Kernel for Netlink {
                 };
                 m.header.ifindex = i;
                 m.attributes
-                    .push(NeighbourAttribute::Destination(match n.ip {
-                        IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
-                        IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
-                    }));
+                    .push(NeighbourAttribute::Destination(neighbour_address(n.ip)));
                 self.handle
                     .neighbours()
                     .del(m)
@@ -507,10 +511,7 @@ impl Kernel for Netlink {
                 m.attributes
                     .push(NeighbourAttribute::LinkLayerAddress(f.mac.0.to_vec()));
                 m.attributes
-                    .push(NeighbourAttribute::Destination(match f.remote {
-                        IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
-                        IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
-                    }));
+                    .push(NeighbourAttribute::Destination(neighbour_address(f.remote)));
                 self.handle
                     .neighbours()
                     .del(m)
