@@ -34,6 +34,10 @@ fn main() {
             Box::new(agent_restart_drops_nothing),
         ),
         (
+            "an_upgrade_by_changing_the_fabric_drops_no_packet",
+            Box::new(fabric_change_drops_nothing),
+        ),
+        (
             "host_gw_routes_via_node_addresses_and_removes_the_vxlan_device",
             Box::new(host_gw_backend),
         ),
@@ -282,6 +286,68 @@ fn agent_restart_drops_nothing(c: &Cluster) -> Result<()> {
     let out = ping.wait_with_output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     eprintln!("{}", text.trim());
+    ensure!(
+        text.contains(" 0% packet loss"),
+        "packets were lost: {text}"
+    );
+    wait_fabric_available(c, "default", Duration::from_secs(60))?;
+    Ok(())
+}
+
+/// A change of the fabric rolls every agent through the DaemonSet (a new config hash): a flow across
+/// nodes keeps going the whole time.
+fn fabric_change_drops_nothing(c: &Cluster) -> Result<()> {
+    let eps = pods(c)?;
+    let from = &eps[0];
+    let to = eps
+        .iter()
+        .find(|e| e.id.ends_with("node-3"))
+        .context("pod on node-3")?;
+    let dst = to.ips[0].to_string();
+    let before = get_json(c, &["networkfabric", "default"])?["metadata"]["generation"].clone();
+    let ping = Command::new("nsenter")
+        .arg(format!("--net={}", from.netns.display()))
+        .args(["ping", "-q", "-i", "0.01", "-c", "1500", "-W", "1", &dst])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("ping")?;
+    std::thread::sleep(Duration::from_millis(300));
+    output(c.kubectl().args([
+        "patch",
+        "networkfabric",
+        "default",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"agent":{"logLevel":"debug"}}}"#,
+    ]))?;
+    // The rollout replaces every agent while the ping runs (15 s at 100/s).
+    eventually(
+        "the fabric to roll out the change",
+        Duration::from_secs(60),
+        || {
+            let f = get_json(c, &["networkfabric", "default"])?;
+            let rolled = f["metadata"]["generation"] != before
+                && f["status"]["observedGeneration"] == f["metadata"]["generation"]
+                && f["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Available" && c["status"] == "True")
+                });
+            Ok(rolled.then_some(()))
+        },
+    )?;
+    let out = ping.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{}", text.trim());
+    output(c.kubectl().args([
+        "patch",
+        "networkfabric",
+        "default",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"agent":{"logLevel":"info"}}}"#,
+    ]))?;
     ensure!(
         text.contains(" 0% packet loss"),
         "packets were lost: {text}"
