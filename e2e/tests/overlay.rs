@@ -249,41 +249,44 @@ fn pids_in_node(c: &Cluster, node: &str, comm: &str) -> Result<Vec<i32>> {
         .collect())
 }
 
-fn agent_restart_drops_nothing(c: &Cluster) -> Result<()> {
+/// Pings (100/s, `count` packets) from the pod on node-1 to the pod on `to_node` while `during`
+/// runs, and fails unless every ping was answered.
+fn ping_while(
+    c: &Cluster,
+    to_node: &str,
+    count: u32,
+    during: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     let eps = pods(c)?;
-    let from = &eps[0];
+    let from = eps
+        .iter()
+        .find(|e| e.id.ends_with("node-1"))
+        .context("pod on node-1")?;
     let to = eps
         .iter()
-        .find(|e| e.id.ends_with("node-2"))
-        .context("pod on node-2")?;
+        .find(|e| e.id.ends_with(to_node))
+        .with_context(|| format!("pod on {to_node}"))?;
     let dst = to.ips[0].to_string();
-    // 100 pings a second for 6 s across nodes, while both ends' agents are killed and restarted.
     let ping = Command::new("nsenter")
         .arg(format!("--net={}", from.netns.display()))
-        .args(["ping", "-q", "-i", "0.01", "-c", "600", "-W", "1", &dst])
+        .args([
+            "ping",
+            "-q",
+            "-i",
+            "0.01",
+            "-c",
+            &count.to_string(),
+            "-W",
+            "1",
+            &dst,
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("ping")?;
-    std::thread::sleep(Duration::from_millis(500));
-    for node in ["node-1", "node-2"] {
-        for pid in pids_in_node(c, node, "weft-agent")? {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)?;
-        }
-    }
-    std::thread::sleep(Duration::from_secs(2));
-    // A graceful restart too: the DaemonSet's pod deleted and recreated.
-    output(c.kubectl().args([
-        "delete",
-        "pod",
-        "-n",
-        "weft-system",
-        "-l",
-        "app.kubernetes.io/name=weft-agent",
-        "--field-selector",
-        "spec.nodeName=node-2",
-        "--wait=false",
-    ]))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let result = during();
     let out = ping.wait_with_output()?;
+    result?;
     let text = String::from_utf8_lossy(&out.stdout);
     eprintln!("{}", text.trim());
     ensure!(
@@ -294,66 +297,67 @@ fn agent_restart_drops_nothing(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
+fn agent_restart_drops_nothing(c: &Cluster) -> Result<()> {
+    // 6 s across nodes, while both ends' agents are killed and restarted.
+    ping_while(c, "node-2", 600, || {
+        std::thread::sleep(Duration::from_millis(200));
+        for node in ["node-1", "node-2"] {
+            for pid in pids_in_node(c, node, "weft-agent")? {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)?;
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        // A graceful restart too: the DaemonSet's pod deleted and recreated.
+        output(c.kubectl().args([
+            "delete",
+            "pod",
+            "-n",
+            "weft-system",
+            "-l",
+            "app.kubernetes.io/name=weft-agent",
+            "--field-selector",
+            "spec.nodeName=node-2",
+            "--wait=false",
+        ]))?;
+        Ok(())
+    })
+}
+
 /// A change of the fabric rolls every agent through the DaemonSet (a new config hash): a flow across
 /// nodes keeps going the whole time.
 fn fabric_change_drops_nothing(c: &Cluster) -> Result<()> {
-    let eps = pods(c)?;
-    let from = &eps[0];
-    let to = eps
-        .iter()
-        .find(|e| e.id.ends_with("node-3"))
-        .context("pod on node-3")?;
-    let dst = to.ips[0].to_string();
     let before = get_json(c, &["networkfabric", "default"])?["metadata"]["generation"].clone();
-    let ping = Command::new("nsenter")
-        .arg(format!("--net={}", from.netns.display()))
-        .args(["ping", "-q", "-i", "0.01", "-c", "1500", "-W", "1", &dst])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("ping")?;
-    std::thread::sleep(Duration::from_millis(300));
-    output(c.kubectl().args([
-        "patch",
-        "networkfabric",
-        "default",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"agent":{"logLevel":"debug"}}}"#,
-    ]))?;
-    // The rollout replaces every agent while the ping runs (15 s at 100/s).
-    eventually(
-        "the fabric to roll out the change",
-        Duration::from_secs(60),
-        || {
-            let f = get_json(c, &["networkfabric", "default"])?;
-            let rolled = f["metadata"]["generation"] != before
-                && f["status"]["observedGeneration"] == f["metadata"]["generation"]
-                && f["status"]["conditions"].as_array().is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "Available" && c["status"] == "True")
-                });
-            Ok(rolled.then_some(()))
-        },
-    )?;
-    let out = ping.wait_with_output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{}", text.trim());
-    output(c.kubectl().args([
-        "patch",
-        "networkfabric",
-        "default",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"agent":{"logLevel":"info"}}}"#,
-    ]))?;
-    ensure!(
-        text.contains(" 0% packet loss"),
-        "packets were lost: {text}"
-    );
-    wait_fabric_available(c, "default", Duration::from_secs(60))?;
-    Ok(())
+    let set_log_level = |level: &str| {
+        output(c.kubectl().args([
+            "patch",
+            "networkfabric",
+            "default",
+            "--type",
+            "merge",
+            "-p",
+            &format!(r#"{{"spec":{{"agent":{{"logLevel":"{level}"}}}}}}"#),
+        ]))
+    };
+    // 15 s across nodes while the rollout replaces every agent.
+    let result = ping_while(c, "node-3", 1500, || {
+        set_log_level("debug")?;
+        eventually(
+            "the fabric to roll out the change",
+            Duration::from_secs(60),
+            || {
+                let f = get_json(c, &["networkfabric", "default"])?;
+                let rolled = f["metadata"]["generation"] != before
+                    && f["status"]["observedGeneration"] == f["metadata"]["generation"]
+                    && f["status"]["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Available" && c["status"] == "True")
+                    });
+                Ok(rolled.then_some(()))
+            },
+        )
+    });
+    set_log_level("info")?;
+    result
 }
 
 fn host_gw_backend(c: &Cluster) -> Result<()> {
