@@ -228,6 +228,9 @@ impl Cluster {
                     cfg.gateway_ip(),
                     ClusterConfig::API_PORT_IN_CLUSTER
                 ),
+                // The `kubernetes` Service's endpoint: <advertise address>:<secure port>.
+                "--listen",
+                &format!("{}:{}", cfg.gateway_ip(), cfg.api_port),
                 "--to",
                 &format!("127.0.0.1:{}", cfg.api_port),
             ]),

@@ -116,8 +116,8 @@ enum Cmd {
     Forward {
         #[arg(long)]
         netns: PathBuf,
-        #[arg(long)]
-        listen: std::net::SocketAddr,
+        #[arg(long, required = true)]
+        listen: Vec<std::net::SocketAddr>,
         #[arg(long)]
         to: std::net::SocketAddr,
     },
@@ -366,7 +366,7 @@ fn main() -> Result<()> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(weft_e2e::forward::run(&netns, listen, to))?;
+            rt.block_on(weft_e2e::forward::run(&netns, &listen, to))?;
         }
         Cmd::Conformance {
             suite:
