@@ -37,11 +37,16 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use weft_e2e::bench::{
+    AGNHOST, Cleanup, PodPair, after, agent_rss_mib, alive, env_num, ghost_node, guard, in_ns,
+    iperf3_gbps, kubectl, median, need, need_root, percentile, pod_doc, private_bins, run_bounded,
+    run_guarded, sockperf_pp_rtt_us, sockperf_tp_kpps, start_iperf3, start_sockperf, strip_ansi,
+};
 use weft_e2e::install::{install_weft, wait_fabric_available};
-use weft_e2e::sys::{rss_kib, run, wait_until};
+use weft_e2e::sys::{run, wait_until};
 use weft_e2e::{Cluster, ClusterConfig};
 
 /// The cluster and reference namespaces of this bench (names, ports and underlay kept apart from
@@ -68,134 +73,7 @@ const IPERF_PORT: u16 = 5301;
 const RR_PORT: u16 = 11311;
 const UDP_PORT: u16 = 11312;
 
-// ---------------------------------------------------------------- cleanup
-
-/// What must go whatever happens: the cluster, the reference namespaces, the servers started.
-struct Cleanup {
-    cfg: ClusterConfig,
-    script: PathBuf,
-    work: PathBuf,
-    /// Servers started in the measured pods, by which pair they serve.
-    servers: Mutex<Vec<(&'static str, Child)>>,
-    done: Mutex<bool>,
-}
-
-impl Cleanup {
-    fn run(&self) {
-        let Ok(mut done) = self.done.lock() else {
-            return;
-        };
-        if *done {
-            return;
-        }
-        *done = true;
-        self.stop_servers(None);
-        if let Err(e) = reference(&self.script, &self.work, &["teardown"]) {
-            eprintln!("reference teardown: {e:#}");
-        }
-        if Cluster::is_running(&self.cfg) || self.cfg.state_dir().exists() {
-            match Cluster::attach(self.cfg.clone()).and_then(Cluster::down) {
-                Ok(()) => eprintln!("cluster {CLUSTER} removed"),
-                Err(e) => eprintln!("cluster teardown: {e:#}"),
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.work);
-    }
-}
-
-impl Cleanup {
-    /// Kills the servers of pair `tag` (every server when `None`).
-    fn stop_servers(&self, tag: Option<&str>) {
-        if let Ok(mut servers) = self.servers.lock() {
-            servers.retain_mut(|(t, s)| {
-                if tag.is_some_and(|tag| tag != *t) {
-                    return true;
-                }
-                let _ = s.kill();
-                let _ = s.wait();
-                false
-            });
-        }
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        self.run();
-    }
-}
-
-/// SIGINT/SIGTERM and the watchdog clean up and exit. The signals are caught by handlers (not
-/// blocked): a blocked mask would be inherited by the cluster's daemons, which must stop on SIGTERM.
-fn guard(cleanup: Arc<Cleanup>) {
-    let c = cleanup.clone();
-    std::thread::spawn(move || {
-        let caught = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| {
-                rt.block_on(async {
-                    use tokio::signal::unix::{SignalKind, signal};
-                    let mut term = signal(SignalKind::terminate())?;
-                    let mut int = signal(SignalKind::interrupt())?;
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
-                    }
-                    Ok(())
-                })
-            });
-        match caught {
-            Ok(()) => {
-                eprintln!("signal: cleaning up");
-                c.run();
-                std::process::exit(130);
-            }
-            Err(e) => eprintln!("no signal handler ({e:#}): SIGINT leaves the cluster up"),
-        }
-    });
-    std::thread::spawn(move || {
-        std::thread::sleep(WATCHDOG);
-        eprintln!("watchdog: the run took longer than {WATCHDOG:?}; cleaning up");
-        cleanup.run();
-        std::process::exit(1);
-    });
-}
-
 // ---------------------------------------------------------------- setup
-
-fn need(prog: &str, hint: &str) -> Result<()> {
-    if weft_e2e::gobuild::which(prog).is_none() {
-        bail!("{prog} is missing: {hint}");
-    }
-    Ok(())
-}
-
-/// The binaries the cluster runs, copied into a private directory: a target directory shared with
-/// other builds can be relinked while the bench runs.
-fn private_bins(work: &Path) -> Result<PathBuf> {
-    let src = match std::env::var_os("WEFT_E2E_BIN_DIR").filter(|d| !d.is_empty()) {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_BIN_EXE_weft-e2e"))
-            .parent()
-            .context("bin dir")?
-            .to_path_buf(),
-    };
-    let dst = work.join("bin");
-    std::fs::create_dir_all(&dst)?;
-    for b in ["weft-e2e", "weft-nodelet", "weft-agent", "weft-operator"] {
-        let from = src.join(b);
-        ensure!(
-            from.is_file(),
-            "{} is missing: build the workspace first (cargo build --release --workspace --bins), \
-             or point WEFT_E2E_BIN_DIR at a directory with {b}",
-            from.display()
-        );
-        std::fs::copy(&from, dst.join(b)).with_context(|| format!("copying {}", from.display()))?;
-    }
-    Ok(dst)
-}
 
 fn reference_script() -> Result<PathBuf> {
     let dir = match std::env::var_os("WEFT_REFERENCE_DIR").filter(|d| !d.is_empty()) {
@@ -221,97 +99,11 @@ fn reference(script: &Path, work: &Path, args: &[&str]) -> Result<String> {
         .env("RES", work.join("ref-results")))
 }
 
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-// ---------------------------------------------------------------- measuring one path
-
-/// One side of a measured path: where the client runs, where the server runs and its address.
-#[derive(Clone, Debug)]
-struct PodPair {
-    client: PathBuf,
-    server: PathBuf,
-    server_ip: String,
-}
-
-/// `nsenter --net=<ns> <args…>`.
-fn in_ns(ns: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--net={}", ns.display())).args(args);
-    c
-}
-
-/// Runs `cmd`, killing it after `limit`; returns stdout and stderr together.
-fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<String> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("failed to start {cmd:?}"))?;
-    let start = Instant::now();
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{cmd:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ensure!(out.status.success(), "{cmd:?} failed: {}", text.trim());
-    Ok(text)
-}
-
 /// Starts iperf3 and sockperf (TCP and UDP) servers at the path's server end.
 fn start_servers(cleanup: &Cleanup, tag: &'static str, p: &PodPair) -> Result<()> {
-    let port = |x: u16| x.to_string();
-    let cmds = [
-        in_ns(&p.server, &["iperf3", "-s", "-p", &port(IPERF_PORT)]),
-        in_ns(
-            &p.server,
-            &[
-                "sockperf",
-                "sr",
-                "--tcp",
-                "-i",
-                &p.server_ip,
-                "-p",
-                &port(RR_PORT),
-            ],
-        ),
-        in_ns(
-            &p.server,
-            &["sockperf", "sr", "-i", &p.server_ip, "-p", &port(UDP_PORT)],
-        ),
-    ];
-    let mut servers = cleanup
-        .servers
-        .lock()
-        .map_err(|_| anyhow::anyhow!("lock"))?;
-    for mut c in cmds {
-        servers.push((
-            tag,
-            c.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .with_context(|| format!("failed to start {c:?}"))?,
-        ));
-    }
-    drop(servers);
+    start_iperf3(cleanup, tag, p, IPERF_PORT)?;
+    start_sockperf(cleanup, tag, p, RR_PORT, true)?;
+    start_sockperf(cleanup, tag, p, UDP_PORT, false)?;
     std::thread::sleep(Duration::from_millis(500));
     // Reachable before measuring.
     run_bounded(
@@ -332,114 +124,19 @@ struct Sample {
 }
 
 fn measure(p: &PodPair, dur: u64) -> Result<Sample> {
-    let limit = Duration::from_secs(dur + 20);
-    let d = dur.to_string();
-    let tcp = run_bounded(
-        &mut in_ns(
-            &p.client,
-            &[
-                "iperf3",
-                "-c",
-                &p.server_ip,
-                "-p",
-                &IPERF_PORT.to_string(),
-                "-t",
-                &d,
-                "-J",
-            ],
-        ),
-        limit,
-    )?;
-    let v: serde_json::Value = serde_json::from_str(&tcp).context("iperf3 -J output")?;
-    let tcp_gbps = v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .context("iperf3: no end.sum_received")?
-        / 1e9;
-    std::thread::sleep(Duration::from_millis(500));
-    let udp = run_bounded(
-        &mut in_ns(
-            &p.client,
-            &[
-                "sockperf",
-                "tp",
-                "-i",
-                &p.server_ip,
-                "-p",
-                &UDP_PORT.to_string(),
-                "-m",
-                "64",
-                "-t",
-                &d,
-            ],
-        ),
-        limit,
-    )?;
-    let udp64_kpps = after(&udp, "Message Rate is ").context("sockperf tp: no message rate")? / 1e3;
-    std::thread::sleep(Duration::from_millis(500));
-    let rr = run_bounded(
-        &mut in_ns(
-            &p.client,
-            &[
-                "sockperf",
-                "pp",
-                "--tcp",
-                "-i",
-                &p.server_ip,
-                "-p",
-                &RR_PORT.to_string(),
-                "-m",
-                "64",
-                "-t",
-                &d,
-            ],
-        ),
-        limit,
-    )?;
-    // sockperf reports one-way latency (RTT/2): the RTT is twice that.
-    let rr_rtt_us = 2.0 * after(&rr, "avg-latency=").context("sockperf pp: no avg-latency")?;
-    let rr_rtt_p99_us =
-        2.0 * after(&rr, "percentile 99.000 =").context("sockperf pp: no 99th percentile")?;
-    std::thread::sleep(Duration::from_millis(500));
+    let pause = || std::thread::sleep(Duration::from_millis(500));
+    let tcp_gbps = iperf3_gbps(p, IPERF_PORT, dur)?;
+    pause();
+    let udp64_kpps = sockperf_tp_kpps(p, UDP_PORT, dur)?;
+    pause();
+    let (rr_rtt_us, rr_rtt_p99_us) = sockperf_pp_rtt_us(p, RR_PORT, dur)?;
+    pause();
     Ok(Sample {
         tcp_gbps,
         udp64_kpps,
         rr_rtt_us,
         rr_rtt_p99_us,
     })
-}
-
-/// The number right after `marker` in `text`.
-fn after(text: &str, marker: &str) -> Option<f64> {
-    let rest = &text[text.find(marker)? + marker.len()..];
-    let num: String = rest
-        .trim_start()
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
-        .collect();
-    num.parse().ok()
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// Nearest-rank percentile.
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    v[rank.clamp(1, v.len()) - 1]
 }
 
 /// Medians over rounds of weft's path and the reference's, measured round-robin so that drift of
@@ -490,29 +187,12 @@ fn med_of(v: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
 
 // ---------------------------------------------------------------- the cluster side
 
-fn kubectl(c: &Cluster, args: &[&str]) -> Result<String> {
-    run(c.kubectl().args(args))
-}
-
-fn pod_doc(ns: &str, name: &str, node: &str, labels: &[(&str, &str)]) -> serde_json::Value {
-    let labels: serde_json::Map<String, serde_json::Value> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
-        .collect();
-    serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"namespace": ns, "name": name, "labels": labels},
-        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
-                 "containers": [{"name": "app", "image": "registry.k8s.io/e2e-test-images/agnhost:2.53"}]}
-    })
-}
-
 /// The two measured pods (client on node-1, server on node-2), as nsenter paths and the server's IP.
 fn weft_path(c: &Cluster) -> Result<PodPair> {
     if kubectl(c, &["get", "namespace", NS]).is_err() {
         kubectl(c, &["create", "namespace", NS])?;
-        c.apply(pod_doc(NS, "client", "node-1", &[]))?;
-        c.apply(pod_doc(NS, "server", "node-2", &[]))?;
+        c.apply(pod_doc(NS, "client", "node-1", &[], AGNHOST))?;
+        c.apply(pod_doc(NS, "server", "node-2", &[], AGNHOST))?;
     }
     let mut found = None;
     wait_until(
@@ -538,20 +218,6 @@ fn weft_path(c: &Cluster) -> Result<PodPair> {
     found.context("bench pods")
 }
 
-fn agent_pid(c: &Cluster, node: &str) -> Option<i32> {
-    let ns = PathBuf::from(format!("/run/netns/{}", c.cfg.node_ns(node)));
-    weft_e2e::sys::pids_in_netns(&ns).into_iter().find(|pid| {
-        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "weft-agent")
-    })
-}
-
-/// The agent's VmRSS on `node`, in MiB.
-fn agent_rss_mib(c: &Cluster, node: &str) -> Result<f64> {
-    let pid = agent_pid(c, node).with_context(|| format!("no weft-agent process on {node}"))?;
-    let kib = rss_kib(pid).context("VmRSS")?;
-    Ok(kib as f64 / 1024.0)
-}
-
 /// `ip -n <node ns> route show …`.
 fn node_routes(c: &Cluster, node: &str, args: &[&str]) -> Result<String> {
     run(Command::new("ip")
@@ -564,18 +230,7 @@ fn node_routes(c: &Cluster, node: &str, args: &[&str]) -> Result<String> {
 /// there.
 fn ghost(i: usize) -> Result<Node> {
     let (subnet, public_ip) = ghost_addrs(i);
-    let mac = format!("0a:58:0a:{:02x}:{:02x}:00", (i >> 8) & 0xff, i & 0xff);
-    Ok(serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": format!("ghost-{i}"), "labels": {GHOST_LABEL: "true"}, "annotations": {
-            "flannel.alpha.coreos.com/backend-type": "vxlan",
-            "flannel.alpha.coreos.com/backend-data": format!("{{\"VNI\":1,\"VtepMAC\":\"{mac}\"}}"),
-            "flannel.alpha.coreos.com/kube-subnet-manager": "true",
-            "flannel.alpha.coreos.com/public-ip": public_ip,
-        }},
-        "spec": {"podCIDR": subnet, "podCIDRs": [subnet],
-                 "taints": [{"key": "weft.dev/ghost", "effect": "NoSchedule"}]}
-    }))?)
+    ghost_node(&format!("ghost-{i}"), GHOST_LABEL, i, &subnet, &public_ip)
 }
 
 /// Ghost `i`'s pod subnet (in 10.241.0.0/16 and up, away from what the controller manager gives
@@ -711,7 +366,7 @@ async fn cni_add(c: &Cluster, client: &kube::Client) -> Result<(Vec<f64>, Vec<f6
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let docs: Vec<Pod> = (0..CNI_PODS)
-        .map(|i| serde_json::from_value(pod_doc(CNI_NS, &format!("c-{i}"), "node-3", &[])))
+        .map(|i| serde_json::from_value(pod_doc(CNI_NS, &format!("c-{i}"), "node-3", &[], AGNHOST)))
         .collect::<Result<_, _>>()?;
     let created: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
     futures::stream::iter(docs)
@@ -768,23 +423,6 @@ async fn cni_add(c: &Cluster, client: &kube::Client) -> Result<(Vec<f64>, Vec<f6
         ],
     )?;
     Ok((to_running, cni))
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(ch) = chars.next() {
-        if ch == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(ch);
-        }
-    }
-    out
 }
 
 fn set_backend(c: &Cluster, backend: &str) -> Result<()> {
@@ -850,17 +488,7 @@ struct Report {
     dur: u64,
 }
 
-/// Fails when a daemon of the cluster (control plane, nodelet, …) is gone.
-fn alive(c: &Cluster, phase: &str) -> Result<()> {
-    ensure!(
-        Cluster::is_running(&c.cfg),
-        "before {phase}: a daemon of the cluster died:\n{}",
-        c.status()
-    );
-    Ok(())
-}
-
-fn bench(c: &Cluster, cleanup: &Cleanup, reps: u64, dur: u64) -> Result<Report> {
+fn bench(c: &Cluster, cleanup: &Cleanup, script: &Path, reps: u64, dur: u64) -> Result<Report> {
     let rt = tokio::runtime::Runtime::new()?;
     let client = rt.block_on(c.client())?;
     eprintln!("installing weft");
@@ -872,7 +500,7 @@ fn bench(c: &Cluster, cleanup: &Cleanup, reps: u64, dur: u64) -> Result<Report> 
 
     alive(c, "VXLAN")?;
     eprintln!("VXLAN: weft vs the reference ({reps} rounds of {dur} s per metric)");
-    reference(&cleanup.script, &cleanup.work, &["setup", "vxlan"])?;
+    reference(script, &cleanup.work, &["setup", "vxlan"])?;
     eprintln!("reference datapath (vxlan) set up in {REF_PREFIX}* namespaces");
     let refp = reference_path();
     start_servers(cleanup, "weft", &weft)?;
@@ -901,7 +529,7 @@ fn bench(c: &Cluster, cleanup: &Cleanup, reps: u64, dur: u64) -> Result<Report> 
         &["delete", "namespace", NS, "--wait=true", "--timeout=120s"],
     )?;
     let weft = weft_path(c)?;
-    reference(&cleanup.script, &cleanup.work, &["setup", "hostgw"])?;
+    reference(script, &cleanup.work, &["setup", "hostgw"])?;
     start_servers(cleanup, "weft", &weft)?;
     start_servers(cleanup, "reference", &refp)?;
     let hostgw = compare(&weft, &refp, reps, dur)?;
@@ -1005,11 +633,7 @@ fn main() -> Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
     }
-    // SAFETY: plain syscall.
-    ensure!(
-        unsafe { libc::geteuid() } == 0,
-        "the overlay benchmark needs root (network namespaces)"
-    );
+    need_root("the overlay benchmark")?;
     for p in ["iperf3", "sockperf"] {
         need(p, "apt-get install iperf3 sockperf")?;
     }
@@ -1023,38 +647,29 @@ fn main() -> Result<()> {
     let work = std::env::temp_dir().join(format!("weft-bench-{CLUSTER}"));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
-    let bins = private_bins(&work)?;
+    let own_bins = PathBuf::from(env!("CARGO_BIN_EXE_weft-e2e"))
+        .parent()
+        .context("bin dir")?
+        .to_path_buf();
+    let bins = private_bins(&work, &own_bins)?;
     let script = reference_script()?;
     let mut cfg = ClusterConfig::new(CLUSTER, 3, bins);
     cfg.api_port = API_PORT;
     cfg.port_base = PORT_BASE;
     cfg.underlay_octet = UNDERLAY_OCTET;
     cfg.cluster_cidrs = vec![POD_NETWORK.into()];
-    let cleanup = Arc::new(Cleanup {
-        cfg: cfg.clone(),
-        script,
-        work,
-        servers: Mutex::new(Vec::new()),
-        done: Mutex::new(false),
-    });
-    guard(cleanup.clone());
-    let started = Instant::now();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let c = Cluster::up(cfg)?;
-        eprintln!(
-            "cluster {CLUSTER} up in {:.0} s",
-            started.elapsed().as_secs_f64()
-        );
-        bench(&c, &cleanup, reps, dur)
-    }));
-    if let Ok(Err(e)) = &result {
-        eprintln!("the benchmark failed: {e:#}\ncleaning up");
+    let cleanup = Arc::new(Cleanup::new(cfg.clone(), work.clone()));
+    {
+        let (script, work) = (script.clone(), work.clone());
+        cleanup.on_teardown(move || {
+            if let Err(e) = reference(&script, &work, &["teardown"]) {
+                eprintln!("reference teardown: {e:#}");
+            }
+        });
     }
-    cleanup.run();
-    let mut report = match result {
-        Ok(r) => r?,
-        Err(_) => bail!("the benchmark panicked (everything was cleaned up)"),
-    };
+    guard(cleanup.clone(), WATCHDOG);
+    let started = Instant::now();
+    let mut report = run_guarded(cfg, &cleanup, |c| bench(c, &cleanup, &script, reps, dur))?;
     print(&mut report);
     println!("\n(whole run: {:.0} s)", started.elapsed().as_secs_f64());
     Ok(())

@@ -13,6 +13,7 @@
 //! The control plane is real and built from Go modules (`gobuild`); nodes are network namespaces
 //! (`topology`); `nodelet` plays the kubelet; `probe` measures reachability between pods.
 
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod conformance;
