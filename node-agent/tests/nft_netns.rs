@@ -47,6 +47,14 @@ impl NftApplier for Counting {
     fn list_table(&self, family: Family, name: &str) -> Result<Option<String>, Error> {
         self.inner.list_table(family, name)
     }
+
+    fn list_counters(
+        &self,
+        family: Family,
+        name: &str,
+    ) -> Result<Option<weft_node_agent::nft::Counters>, Error> {
+        self.inner.list_counters(family, name)
+    }
 }
 
 fn listing(nft: &dyn NftApplier) -> Option<String> {
@@ -207,5 +215,69 @@ fn uninstall_deletes_the_table_and_only_it() {
                 .is_some_and(|l| same_ruleset(&l, foreign)),
             "another owner's table was touched"
         );
+    });
+}
+
+/// The policy table's drop counters as the agent reads them from the kernel: absent before the
+/// table, seeded values after a full replacement, untouched by an element update; the exported
+/// totals follow and never count a packet twice.
+#[test]
+fn policy_drop_counters_are_read_from_the_kernel_and_survive_a_replacement() {
+    use weft_node_agent::nft::TABLE_POLICY;
+    use weft_node_agent::observe::Metrics;
+    use weft_node_agent::policy::drops::DropCounters;
+    require_privileges!();
+    in_fresh_netns(|| {
+        let nft = Arc::new(NftBinary::new());
+        assert_eq!(
+            nft.list_counters(Family::Inet, TABLE_POLICY).expect("list"),
+            None
+        );
+        let metrics = Arc::new(Metrics::new());
+        let drops = DropCounters::new(nft.clone(), metrics.clone());
+        let ir = weft_policy::compile_node(
+            &weft_policy::Index::new(),
+            &weft_policy::NodeInput {
+                node_name: "n1".into(),
+                host_addrs: vec!["192.168.1.1".parse().expect("ip")],
+                pod_cidrs: vec!["10.244.1.0/24".parse().expect("cidr")],
+            },
+        );
+        // A table left by an earlier agent, whose counters already counted drops.
+        let seed: weft_policy::CounterSeed = [
+            ("dropped-ingress".to_owned(), (3, 252)),
+            ("unprogrammed-egress".to_owned(), (1, 60)),
+        ]
+        .into();
+        nft.apply(&weft_policy::render_ruleset_seeded(&ir, &seed))
+            .expect("load");
+        let read = nft
+            .list_counters(Family::Inet, TABLE_POLICY)
+            .expect("list")
+            .expect("table present");
+        assert_eq!(read.len(), weft_policy::DROP_COUNTERS.len(), "{read:?}");
+        assert_eq!(read["dropped-ingress"], (3, 252));
+        assert_eq!(read["dropped-egress"], (0, 0));
+        // The agent's replacement keeps them; an element update leaves them alone.
+        drops
+            .apply_full(|seed| weft_policy::render_ruleset_seeded(&ir, seed))
+            .expect("replace");
+        nft.apply("add element inet weft-policy host-v4 { 192.168.1.2 }\n")
+            .expect("element update");
+        let after = nft
+            .list_counters(Family::Inet, TABLE_POLICY)
+            .expect("list")
+            .expect("table present");
+        assert_eq!(after, read, "a seeded replacement keeps the counters");
+        drops.sample().expect("sample");
+        let text = metrics.render();
+        for want in [
+            "weft_agent_policy_dropped_packets_total{direction=\"ingress\",reason=\"policy\"} 3",
+            "weft_agent_policy_dropped_bytes_total{direction=\"ingress\",reason=\"policy\"} 252",
+            "weft_agent_policy_dropped_packets_total{direction=\"egress\",reason=\"unprogrammed\"} 1",
+            "weft_agent_policy_dropped_packets_total{direction=\"egress\",reason=\"policy\"} 0",
+        ] {
+            assert!(text.contains(want), "missing {want}:\n{text}");
+        }
     });
 }

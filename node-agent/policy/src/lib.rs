@@ -26,7 +26,10 @@ pub use compile::{NodeInput, compile_node};
 pub use index::{Index, PodKey};
 pub use ir::{Because, Decision, Direction, Ir, Size, Verdict};
 pub use model::{Action, Kind, ObjectRef, Proto, TierKind};
-pub use render::{TABLE, Update, render_ruleset, render_update};
+pub use render::{
+    CounterSeed, DROP_COUNTERS, DropCounter, DropReason, TABLE, Update, drop_counter,
+    render_ruleset, render_ruleset_seeded, render_update,
+};
 
 /// Why the engine refuses (part of) an API object. The message says what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! table inet weft-policy
+//!   counter dropped-ingress, dropped-egress, unprogrammed-ingress, unprogrammed-egress
 //!   chain forward (hook forward, priority filter, policy accept)
 //!     ct state established,related accept
 //!     own node → its pods: accept;  pod → itself: accept
@@ -14,6 +15,12 @@
 //!     accept
 //!   chain in-<hash> / eg-<hash>:  fail closed | admin rules | NetworkPolicy allows, drop | baseline | allow
 //! ```
+//!
+//! Every `drop` counts into one of four named counters ([`DROP_COUNTERS`]): by direction, and
+//! whether a policy decided it or the pod was not programmed yet. Named counters are objects of the
+//! table: element and profile changes (`render_update`) leave them alone; a full replacement
+//! recreates them with the values it is given ([`render_ruleset_seeded`]), so that a reader that
+//! seeds them with what it last read sees them grow monotonically.
 //!
 //! Pod traffic of this node crosses the forward hook (routed ptp veths), for same-node and remote
 //! peers alike; the node's own traffic to its pods leaves through output and is not filtered (it is
@@ -47,6 +54,79 @@ pub const TO_POD_CHAIN: &str = "to-pod";
 pub const COMMENT_MAX: usize = 120;
 /// Most elements per `add element` statement (keeps lines bounded).
 pub const ELEMENTS_PER_STATEMENT: usize = 512;
+
+/// Why a packet counted by a drop counter was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropReason {
+    /// A policy decided it (a Deny rule, NetworkPolicy isolation, a refused object failing closed).
+    Policy,
+    /// A local pod address with no profile yet (the agent has not programmed the pod).
+    Unprogrammed,
+}
+
+impl DropReason {
+    /// The label value (`policy`, `unprogrammed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Policy => "policy",
+            DropReason::Unprogrammed => "unprogrammed",
+        }
+    }
+}
+
+/// A named counter of the table that counts dropped packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropCounter {
+    /// Its name in the table.
+    pub name: &'static str,
+    /// The direction of the drops it counts, seen from the local pod.
+    pub direction: Direction,
+    /// Why they were dropped.
+    pub reason: DropReason,
+}
+
+/// Every drop counter of the table; every `drop` of the ruleset counts into exactly one.
+pub const DROP_COUNTERS: [DropCounter; 4] = [
+    DropCounter {
+        name: "dropped-ingress",
+        direction: Direction::Ingress,
+        reason: DropReason::Policy,
+    },
+    DropCounter {
+        name: "dropped-egress",
+        direction: Direction::Egress,
+        reason: DropReason::Policy,
+    },
+    DropCounter {
+        name: "unprogrammed-ingress",
+        direction: Direction::Ingress,
+        reason: DropReason::Unprogrammed,
+    },
+    DropCounter {
+        name: "unprogrammed-egress",
+        direction: Direction::Egress,
+        reason: DropReason::Unprogrammed,
+    },
+];
+
+/// The counter of drops in `direction` for `reason` (its entry in [`DROP_COUNTERS`]).
+pub fn drop_counter(direction: Direction, reason: DropReason) -> &'static str {
+    match (direction, reason) {
+        (Direction::Ingress, DropReason::Policy) => "dropped-ingress",
+        (Direction::Egress, DropReason::Policy) => "dropped-egress",
+        (Direction::Ingress, DropReason::Unprogrammed) => "unprogrammed-ingress",
+        (Direction::Egress, DropReason::Unprogrammed) => "unprogrammed-egress",
+    }
+}
+
+/// Values a full replacement gives the drop counters: counter name → (packets, bytes). Missing
+/// counters start at zero.
+pub type CounterSeed = BTreeMap<String, (u64, u64)>;
+
+/// The `drop` verdict that counts into the counter of `direction` and `reason`.
+fn drop_verdict(direction: Direction, reason: DropReason) -> String {
+    format!("counter name \"{}\" drop", drop_counter(direction, reason))
+}
 
 const FAMILIES: [IpFamily; 2] = [IpFamily::V4, IpFamily::V6];
 
@@ -185,10 +265,23 @@ fn elements(ir: &Ir) -> Entries {
     out
 }
 
-/// The parts of the table that exist whatever the policies: the base sets, maps and chains.
-fn base(ir: &Ir) -> String {
+/// The parts of the table that exist whatever the policies: the drop counters, the base sets,
+/// maps and chains.
+fn base(ir: &Ir, seed: &CounterSeed) -> String {
     let node = node_families(ir);
     let mut s = String::new();
+    for c in DROP_COUNTERS {
+        let (packets, bytes) = seed.get(c.name).copied().unwrap_or((0, 0));
+        let what = match c.reason {
+            DropReason::Policy => "by policy",
+            DropReason::Unprogrammed => "for a local pod not programmed yet",
+        };
+        let _ = writeln!(
+            s,
+            "\tcounter {} {{ comment \"packets dropped {what}, {}\"; packets {packets} bytes {bytes}; }}",
+            c.name, c.direction
+        );
+    }
     for f in &node {
         let (sfx, _, ty) = fam(*f);
         let _ = writeln!(
@@ -231,7 +324,8 @@ fn base(ir: &Ir) -> String {
         let _ = writeln!(s, "\t\t{ip} saddr vmap @from-pod-{sfx}");
         let _ = writeln!(
             s,
-            "\t\t{ip} saddr @pod-cidr-{sfx} drop comment \"local pod not programmed yet\""
+            "\t\t{ip} saddr @pod-cidr-{sfx} {} comment \"local pod not programmed yet\"",
+            drop_verdict(Direction::Egress, DropReason::Unprogrammed)
         );
     }
     let _ = writeln!(s, "\t\tgoto {TO_POD_CHAIN}");
@@ -242,7 +336,8 @@ fn base(ir: &Ir) -> String {
         let _ = writeln!(s, "\t\t{ip} daddr vmap @to-pod-{sfx}");
         let _ = writeln!(
             s,
-            "\t\t{ip} daddr @pod-cidr-{sfx} drop comment \"local pod not programmed yet\""
+            "\t\t{ip} daddr @pod-cidr-{sfx} {} comment \"local pod not programmed yet\"",
+            drop_verdict(Direction::Ingress, DropReason::Unprogrammed)
         );
     }
     let _ = writeln!(s, "\t\taccept");
@@ -303,10 +398,10 @@ fn chain_decls(ir: &Ir) -> BTreeMap<String, (Vec<String>, String)> {
 }
 
 /// The table block with every declaration (no elements).
-fn skeleton(ir: &Ir) -> String {
+fn skeleton(ir: &Ir, seed: &CounterSeed) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "table {FAMILY} {TABLE} {{");
-    s.push_str(&base(ir));
+    s.push_str(&base(ir, seed));
     for decl in set_decls(ir).values() {
         s.push_str(decl);
     }
@@ -324,12 +419,13 @@ fn render_chain(s: &mut String, ir: &Ir, node: &[IpFamily], name: &str, c: &Chai
         Direction::Egress => format!("goto {TO_POD_CHAIN}"),
     };
     let dir = c.direction;
+    let drop = drop_verdict(dir, DropReason::Policy);
     let _ = writeln!(s, "\tchain {name} {{");
     if !c.fail_closed.is_empty() {
         let who: Vec<String> = c.fail_closed.iter().map(|o| o.to_string()).collect();
         let _ = writeln!(
             s,
-            "\t\tdrop comment \"{}\"",
+            "\t\t{drop} comment \"{}\"",
             comment(&format!("fail closed: refused {}", who.join(", ")))
         );
         let _ = writeln!(s, "\t}}");
@@ -340,7 +436,7 @@ fn render_chain(s: &mut String, ir: &Ir, node: &[IpFamily], name: &str, c: &Chai
     for r in &c.admin {
         let verdict = match r.action {
             Action::Allow => allow.clone(),
-            Action::Deny => "drop".to_owned(),
+            Action::Deny => drop.clone(),
             Action::Pass => format!("goto {rest}"),
         };
         render_rule(s, ir, node, dir, r, &verdict);
@@ -357,14 +453,14 @@ fn render_chain(s: &mut String, ir: &Ir, node: &[IpFamily], name: &str, c: &Chai
         let who: Vec<String> = np.by.iter().map(|o| o.to_string()).collect();
         let _ = writeln!(
             s,
-            "\t\tdrop comment \"{}\"",
+            "\t\t{drop} comment \"{}\"",
             comment(&format!("isolated by {}", who.join(", ")))
         );
     } else {
         for r in &c.baseline {
             let verdict = match r.action {
                 Action::Allow | Action::Pass => allow.clone(),
-                Action::Deny => "drop".to_owned(),
+                Action::Deny => drop.clone(),
             };
             render_rule(s, ir, node, dir, r, &verdict);
         }
@@ -478,8 +574,15 @@ fn element_statements(s: &mut String, verb: &str, set: &str, items: &[String]) {
     }
 }
 
-/// The whole ruleset as one `nft -f` script that replaces the table atomically.
+/// The whole ruleset as one `nft -f` script that replaces the table atomically; the drop counters
+/// start at zero.
 pub fn render_ruleset(ir: &Ir) -> String {
+    render_ruleset_seeded(ir, &CounterSeed::new())
+}
+
+/// [`render_ruleset`] with the drop counters starting at the values of `seed` (what the table
+/// being replaced last held), so that their values survive the replacement.
+pub fn render_ruleset_seeded(ir: &Ir, seed: &CounterSeed) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -487,7 +590,7 @@ pub fn render_ruleset(ir: &Ir) -> String {
     );
     let _ = writeln!(s, "add table {FAMILY} {TABLE}");
     let _ = writeln!(s, "delete table {FAMILY} {TABLE}");
-    s.push_str(&skeleton(ir));
+    s.push_str(&skeleton(ir, seed));
     for (set, items) in elements(ir) {
         element_statements(&mut s, "add", &set, &items);
     }
@@ -763,5 +866,49 @@ pub fn render_update(prev: &Ir, next: &Ir) -> Update {
     Update {
         full: false,
         script: s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_drop_counter_is_the_one_its_direction_and_reason_name() {
+        for c in DROP_COUNTERS {
+            assert_eq!(drop_counter(c.direction, c.reason), c.name, "{c:?}");
+        }
+        let names: BTreeSet<&str> = DROP_COUNTERS.iter().map(|c| c.name).collect();
+        assert_eq!(
+            names.len(),
+            DROP_COUNTERS.len(),
+            "counter names are distinct"
+        );
+    }
+
+    #[test]
+    fn a_seeded_replacement_starts_the_counters_at_the_seed() {
+        let ir = Ir {
+            host_addrs: BTreeSet::new(),
+            pod_cidrs: Vec::new(),
+            addr_sets: BTreeMap::new(),
+            port_sets: BTreeMap::new(),
+            chains: BTreeMap::new(),
+            pods: BTreeMap::new(),
+        };
+        let seed: CounterSeed = [("dropped-egress".to_owned(), (7, 420))].into();
+        let text = render_ruleset_seeded(&ir, &seed);
+        assert!(
+            text.contains("counter dropped-egress { comment \"packets dropped by policy, egress\"; packets 7 bytes 420; }"),
+            "{text}"
+        );
+        assert!(
+            text.contains("counter dropped-ingress { comment \"packets dropped by policy, ingress\"; packets 0 bytes 0; }"),
+            "{text}"
+        );
+        assert_eq!(
+            render_ruleset(&ir),
+            render_ruleset_seeded(&ir, &CounterSeed::new())
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use super::{Family, NFT_BINARY, NftApplier};
+use super::{Counters, Family, NFT_BINARY, NftApplier, parse_counters};
 use crate::Error;
 
 /// What nft prints (with `LC_ALL=C`) when the table to list does not exist (ENOENT).
@@ -120,6 +120,30 @@ impl NftApplier for NftBinary {
             })?;
             tracing::trace!(listing, "{what}");
             return Ok(Some(listing));
+        }
+        if String::from_utf8_lossy(&output.stderr).contains(NO_SUCH_TABLE) {
+            return Ok(None);
+        }
+        Err(failed(&what, &output))
+    }
+
+    fn list_counters(&self, family: Family, name: &str) -> Result<Option<Counters>, Error> {
+        let what = format!("list counters table {family} {name}");
+        let output = self.run(
+            &["-j", "list", "counters", "table", family.as_str(), name],
+            None,
+            &what,
+        )?;
+        if output.status.success() {
+            let json = String::from_utf8_lossy(&output.stdout);
+            tracing::trace!(%json, "{what}");
+            return parse_counters(&json, family, name)
+                .map(Some)
+                .map_err(|stderr| Error::NftFailed {
+                    what,
+                    status: output.status.to_string(),
+                    stderr,
+                });
         }
         if String::from_utf8_lossy(&output.stderr).contains(NO_SUCH_TABLE) {
             return Ok(None);

@@ -6,12 +6,13 @@
 //! non-empty block defines an absent table) and `delete table F N` (an error when absent), applied to
 //! a copy and committed only when the whole script succeeds, like the kernel's batch. Other
 //! statements (`add element …`, `flush set …`) are recorded, not interpreted; tests of incremental
-//! changes read [`FakeNft::scripts`].
+//! changes read [`FakeNft::scripts`]. Counters are whatever a test set with
+//! [`FakeNft::set_counters`], listed while their table exists.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{Family, NftApplier};
+use super::{Counters, Family, NftApplier};
 use crate::Error;
 
 type Tables = BTreeMap<(Family, String), String>;
@@ -19,6 +20,7 @@ type Tables = BTreeMap<(Family, String), String>;
 #[derive(Debug, Default)]
 struct State {
     tables: Tables,
+    counters: BTreeMap<(Family, String), Counters>,
     scripts: Vec<String>,
     fail_next: Option<String>,
 }
@@ -51,6 +53,14 @@ impl FakeNft {
         self.state()
             .tables
             .insert((family, name.to_owned()), listing.to_owned());
+    }
+
+    /// Sets the named counters that [`NftApplier::list_counters`] reports for table `family name`
+    /// (as the kernel's packets would).
+    pub fn set_counters(&self, family: Family, name: &str, counters: Counters) {
+        self.state()
+            .counters
+            .insert((family, name.to_owned()), counters);
     }
 
     /// Makes the next [`NftApplier::apply`] fail with `message` and commit nothing.
@@ -168,6 +178,15 @@ impl NftApplier for FakeNft {
 
     fn list_table(&self, family: Family, name: &str) -> Result<Option<String>, Error> {
         Ok(self.state().tables.get(&(family, name.to_owned())).cloned())
+    }
+
+    fn list_counters(&self, family: Family, name: &str) -> Result<Option<Counters>, Error> {
+        let state = self.state();
+        let key = (family, name.to_owned());
+        if !state.tables.contains_key(&key) {
+            return Ok(None);
+        }
+        Ok(Some(state.counters.get(&key).cloned().unwrap_or_default()))
     }
 }
 

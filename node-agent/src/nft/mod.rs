@@ -28,6 +28,7 @@
 mod binary;
 mod fake;
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 pub use binary::NftBinary;
@@ -89,10 +90,42 @@ pub trait NftApplier: Send + Sync {
     /// or `None` when there is no such table.
     fn list_table(&self, family: Family, name: &str) -> Result<Option<String>, Error>;
 
+    /// The named counters of the table (`nft -j list counters table …`): name → (packets, bytes),
+    /// or `None` when there is no such table.
+    fn list_counters(&self, family: Family, name: &str) -> Result<Option<Counters>, Error>;
+
     /// Removes the table if it exists (uninstall); removing an absent table is not an error.
     fn delete_table(&self, family: Family, name: &str) -> Result<(), Error> {
         self.apply(&render_delete_table(family, name))
     }
+}
+
+/// Named counters of a table: name → (packets, bytes).
+pub type Counters = BTreeMap<String, (u64, u64)>;
+
+/// The counters of table `family table` in the output of `nft -j list counters …` (nft's JSON
+/// schema 1: `{"nftables": [{"metainfo": …}, {"counter": {"family", "table", "name", "packets",
+/// "bytes", …}}, …]}`). Counters of other tables are ignored.
+pub fn parse_counters(json: &str, family: Family, table: &str) -> Result<Counters, String> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
+    let items = v["nftables"]
+        .as_array()
+        .ok_or_else(|| "no \"nftables\" array".to_owned())?;
+    let mut out = Counters::new();
+    for c in items.iter().filter_map(|o| o.get("counter")) {
+        if c["family"].as_str() != Some(family.as_str()) || c["table"].as_str() != Some(table) {
+            continue;
+        }
+        let field = |k: &str| {
+            c[k].as_u64()
+                .ok_or_else(|| format!("a counter without a numeric {k:?}: {c}"))
+        };
+        let name = c["name"]
+            .as_str()
+            .ok_or_else(|| format!("a counter without a name: {c}"))?;
+        out.insert(name.to_owned(), (field("packets")?, field("bytes")?));
+    }
+    Ok(out)
 }
 
 /// The script that replaces table `family name` with `definition` in one transaction: create it
@@ -186,6 +219,26 @@ mod tests {
 
     const T1: &str = "table inet weft-nat {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t}\n}\n";
     const T2: &str = "table inet weft-nat {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tip saddr 10.0.0.0/8 masquerade\n\t}\n}\n";
+
+    #[test]
+    fn counters_are_read_from_nfts_json_of_the_one_table() {
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
+            {"counter": {"family": "inet", "name": "dropped-ingress", "table": "weft-policy", "handle": 2, "comment": "packets dropped by policy, ingress", "packets": 3, "bytes": 252}},
+            {"counter": {"family": "inet", "name": "dropped-egress", "table": "weft-policy", "handle": 3, "packets": 0, "bytes": 0}},
+            {"counter": {"family": "ip", "name": "dropped-ingress", "table": "weft-policy", "handle": 2, "packets": 9, "bytes": 9}},
+            {"counter": {"family": "inet", "name": "other", "table": "someone-else", "handle": 2, "packets": 9, "bytes": 9}}]}"#;
+        let c = parse_counters(json, Family::Inet, TABLE_POLICY).expect("parse");
+        assert_eq!(
+            c,
+            Counters::from([
+                ("dropped-egress".to_owned(), (0, 0)),
+                ("dropped-ingress".to_owned(), (3, 252)),
+            ])
+        );
+        assert!(parse_counters("Error: x", Family::Inet, TABLE_POLICY).is_err());
+        let bad = r#"{"nftables": [{"counter": {"family": "inet", "table": "weft-policy", "name": "a", "packets": "3"}}]}"#;
+        assert!(parse_counters(bad, Family::Inet, TABLE_POLICY).is_err());
+    }
 
     #[test]
     fn replace_script_creates_deletes_and_defines_in_one_script() {

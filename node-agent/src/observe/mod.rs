@@ -23,6 +23,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 type Labels = [(&'static str, &'static str); 1];
+type Labels2 = [(&'static str, &'static str); 2];
+/// Work to do before each scrape (reading kernel counters), registered with [`Metrics::on_scrape`].
+type ScrapeHook = Box<dyn Fn() + Send + Sync>;
 
 /// Readiness of the agent.
 #[derive(Debug)]
@@ -88,6 +91,9 @@ pub struct Metrics {
     policy_problems: Gauge,
     policy_elements: Gauge,
     policy_pods: Gauge,
+    policy_dropped_packets: Family<Labels2, Counter>,
+    policy_dropped_bytes: Family<Labels2, Counter>,
+    scrape_hooks: Mutex<Vec<ScrapeHook>>,
 }
 
 impl Default for Metrics {
@@ -202,7 +208,22 @@ impl Metrics {
             "Local pods with a policy profile in the kernel",
             policy_pods.clone(),
         );
+        let policy_dropped_packets = Family::<Labels2, Counter>::default();
+        registry.register(
+            "policy_dropped_packets",
+            "Packets dropped by the policy ruleset, by direction (ingress, egress: seen from the local pod) and reason (policy; unprogrammed: a local pod address not programmed yet), read from the table's named counters at scrape time",
+            policy_dropped_packets.clone(),
+        );
+        let policy_dropped_bytes = Family::<Labels2, Counter>::default();
+        registry.register(
+            "policy_dropped_bytes",
+            "Bytes (IP packet lengths) dropped by the policy ruleset, by direction and reason",
+            policy_dropped_bytes.clone(),
+        );
         Metrics {
+            policy_dropped_packets,
+            policy_dropped_bytes,
+            scrape_hooks: Mutex::new(Vec::new()),
             policy_apply,
             policy_errors,
             policy_problems,
@@ -243,6 +264,42 @@ impl Metrics {
             .set(i64::try_from(elements).unwrap_or(i64::MAX));
         self.policy_pods
             .set(i64::try_from(ir.pods.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Adds packets and bytes dropped by the policy ruleset in `direction` (ingress, egress) for
+    /// `reason` (policy, unprogrammed); creates the series even when both are zero.
+    pub fn policy_dropped(
+        &self,
+        direction: &'static str,
+        reason: &'static str,
+        packets: u64,
+        bytes: u64,
+    ) {
+        let labels = [("direction", direction), ("reason", reason)];
+        self.policy_dropped_packets
+            .get_or_create(&labels)
+            .inc_by(packets);
+        self.policy_dropped_bytes
+            .get_or_create(&labels)
+            .inc_by(bytes);
+    }
+
+    /// Registers work to run before every scrape (e.g. reading kernel counters). Hooks block; the
+    /// HTTP handler runs them on a blocking thread.
+    pub fn on_scrape(&self, hook: impl Fn() + Send + Sync + 'static) {
+        if let Ok(mut hooks) = self.scrape_hooks.lock() {
+            hooks.push(Box::new(hook));
+        }
+    }
+
+    /// Runs the scrape hooks, then renders the exposition (blocking).
+    pub fn scrape(&self) -> String {
+        if let Ok(hooks) = self.scrape_hooks.lock() {
+            for hook in hooks.iter() {
+                hook();
+            }
+        }
+        self.render()
     }
 
     /// Records a failed policy transaction.
@@ -355,12 +412,16 @@ pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
 }
 
 async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    // Scrape hooks read the kernel (an nft process): off the async workers.
+    let body = tokio::task::spawn_blocking(move || metrics.scrape())
+        .await
+        .unwrap_or_else(|e| format!("# the scrape failed: {e}\n"));
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics.render(),
+        body,
     )
 }
 
@@ -404,6 +465,15 @@ mod tests {
         assert_eq!(get_text(ha, "/readyz").await.0, 200);
         metrics.sync("ok", None, 0.01);
         metrics.set_mtu(1450);
+        let scrapes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = scrapes.clone();
+        let m = Arc::downgrade(&metrics);
+        metrics.on_scrape(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            if let Some(m) = m.upgrade() {
+                m.policy_dropped("ingress", "policy", 2, 168);
+            }
+        });
         let (code, body) = get_text(ma, "/metrics").await;
         assert_eq!(code, 200);
         assert!(
@@ -411,6 +481,17 @@ mod tests {
             "{body}"
         );
         assert!(body.contains("weft_agent_pod_mtu 1450"), "{body}");
+        assert_eq!(
+            scrapes.load(Ordering::SeqCst),
+            1,
+            "one scrape, one hook run"
+        );
+        assert!(
+            body.contains(
+                "weft_agent_policy_dropped_packets_total{direction=\"ingress\",reason=\"policy\"} 2"
+            ),
+            "the hook ran before rendering: {body}"
+        );
     }
 
     async fn get_text(addr: SocketAddr, path: &str) -> (u16, String) {

@@ -11,8 +11,9 @@ use k8s_openapi::api::core::v1::Node;
 use kube::{Api, Client};
 use tracing::{debug, error, info, warn};
 use weft_crds::{AgentConfig, IpCidr};
-use weft_policy::{Index, Ir, NodeInput, compile_node, render_update};
+use weft_policy::{Index, Ir, NodeInput, compile_node, render_ruleset_seeded, render_update};
 
+use super::drops::DropCounters;
 use super::watch::{Update, WatchKind, delete_from, watch_all};
 use crate::agent::error_chain;
 use crate::nft::{Family, NftApplier, TABLE_POLICY};
@@ -135,10 +136,26 @@ impl PolicyEngine {
         }
     }
 
-    async fn apply(&self, script: String) -> Result<(), String> {
+    /// Applies `update` as one transaction. A full replacement is rendered again with the drop
+    /// counters seeded from the table it replaces ([`DropCounters::apply_full`]), so that they
+    /// keep counting across it.
+    async fn apply(
+        &self,
+        update: weft_policy::Update,
+        next: &Ir,
+        drops: &Arc<DropCounters>,
+    ) -> Result<(), String> {
         let nft = self.nft.clone();
-        tokio::task::spawn_blocking(move || nft.apply(&script))
-            .await
+        let task = if update.full {
+            let (drops, next) = (drops.clone(), next.clone());
+            tokio::task::spawn_blocking(move || {
+                drops.apply_full(|seed| render_ruleset_seeded(&next, seed))
+            })
+        } else {
+            let script = update.script;
+            tokio::task::spawn_blocking(move || nft.apply(&script))
+        };
+        task.await
             .map_err(|e| format!("the nftables task failed: {e}"))?
             .map_err(|e| error_chain(&e))
     }
@@ -174,6 +191,17 @@ impl PolicyEngine {
             admin_network_policy = watched.anp,
             "policy engine watching"
         );
+        // Dropped packets are read from the kernel at every scrape (the hook holds no strong
+        // reference: the engine owns the reader).
+        let drops = Arc::new(DropCounters::new(self.nft.clone(), self.metrics.clone()));
+        let weak = Arc::downgrade(&drops);
+        self.metrics.on_scrape(move || {
+            if let Some(d) = weak.upgrade()
+                && let Err(e) = d.sample()
+            {
+                debug!(error = %error_chain(&e), "could not read the policy drop counters");
+            }
+        });
         let mut index = Index::new();
         let mut keys: BTreeMap<WatchKind, BTreeSet<(String, String)>> = BTreeMap::new();
         let mut listed: BTreeSet<WatchKind> = BTreeSet::new();
@@ -241,10 +269,11 @@ impl PolicyEngine {
                 bytes = update.script.len(),
                 "applying policy"
             );
-            match self.apply(update.script).await {
+            let full = update.full;
+            match self.apply(update, &next, &drops).await {
                 Ok(()) => {
                     let seconds = since.take().map_or(0.0, |s| s.elapsed().as_secs_f64());
-                    self.metrics.policy_applied(update.full, seconds, &next);
+                    self.metrics.policy_applied(full, seconds, &next);
                     if kernel.is_none() {
                         info!(
                             pods = next.pods.len(),

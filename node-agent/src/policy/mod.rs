@@ -15,8 +15,10 @@
 //! traffic that a not-yet-seen policy allows, or allow what it denies); every change is one atomic
 //! transaction, incremental (set elements) when the table's shape is unchanged; a failed
 //! transaction leaves the previous ruleset in force, is reported, and is retried with backoff as a
-//! full replacement; a restart replaces the table in one transaction, so there is no gap.
+//! full replacement; a restart replaces the table in one transaction, so there is no gap; the drop
+//! counters keep counting across a replacement (`drops`).
 
+pub mod drops;
 pub mod engine;
 pub mod watch;
 

@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 use weft_crds::policy_api::{v1alpha1, v1beta1};
 use weft_policy::{Index, NodeInput};
 
+pub mod netns;
+
 pub fn namespace(name: &str, labels: Value) -> Namespace {
     let mut l = labels;
     l["kubernetes.io/metadata.name"] = name.into();
