@@ -528,6 +528,17 @@ pub fn http_get_in(ns: &Path, port: u16, path: &str) -> Result<String> {
     })
 }
 
+/// Whether `line` holds `tok` as a whole: no digit (or dot) right before it, no digit right
+/// after (so that `10.1.0.5` is not found in `10.1.0.50` or `110.1.0.5`).
+pub fn has_token(line: &str, tok: &str) -> bool {
+    line.match_indices(tok).any(|(i, _)| {
+        let before = line[..i].chars().next_back();
+        let next = line[i + tok.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit() || c == '.')
+            && !next.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,6 +563,21 @@ mod tests {
         assert_eq!(percentile(&mut v, 99.0), 99.0);
         assert_eq!(median(&mut [3.0, 1.0, 2.0, 4.0]), 2.5);
         assert!(percentile(&mut [], 99.0).is_nan());
+    }
+
+    #[test]
+    fn whole_tokens() {
+        assert!(has_token(
+            "add element inet t s { 10.178.0.5 }",
+            "10.178.0.5"
+        ));
+        assert!(!has_token(
+            "add element inet t s { 10.178.0.50 }",
+            "10.178.0.5"
+        ));
+        assert!(!has_token("{ 110.178.0.5 }", "10.178.0.5"));
+        assert!(has_token("{ 172.31.3.0/24 }", "172.31.3.0/24"));
+        assert!(has_token("a 10.0.0.50, 10.0.0.5/32", "10.0.0.5"));
     }
 
     #[test]

@@ -214,3 +214,23 @@ pub fn which(prog: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// kube-router's Go package, the network-policy controller k3s ships.
+pub const KUBE_ROUTER: (&str, &str) = (
+    "kube-router",
+    "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router",
+);
+
+/// Builds kube-router v2.1.0 from the pinned module `e2e/kuberouter` into the cache (for the policy
+/// benchmark only; weft never ships it); returns the bin directory.
+pub fn ensure_kube_router(cache_dir: &Path) -> Result<PathBuf> {
+    ensure_go_binaries(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("kuberouter"),
+        &[KUBE_ROUTER],
+        "kuberouter",
+        &["tools.go"],
+        "-s -w",
+        &[],
+        cache_dir,
+    )
+}

@@ -26,6 +26,7 @@ pub mod helm;
 pub mod install;
 pub mod kstatus;
 pub mod kubeproxy;
+pub mod kuberouter;
 pub mod netns;
 pub mod nodelet;
 pub mod pki;
