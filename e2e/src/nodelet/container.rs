@@ -206,6 +206,70 @@ pub async fn build_env(
     Ok(env)
 }
 
+/// The environment variables with which agnhost's `porter` serves SCTP (`SERVE_SCTP_PORT_9003=foo`).
+pub const SCTP_PORT_PREFIX: &str = "SERVE_SCTP_PORT_";
+
+/// Whether this kernel can open SCTP sockets (a kernel without the protocol answers
+/// `EPROTONOSUPPORT`). Probed once.
+pub fn kernel_has_sctp() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        // SAFETY: plain syscalls; the descriptor is closed right away.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_SCTP);
+            if fd >= 0 {
+                libc::close(fd);
+            }
+            fd >= 0
+        }
+    })
+}
+
+/// On a kernel without SCTP, takes agnhost's `SERVE_SCTP_PORT_*` variables out of the environment of
+/// an agnhost container and returns their names (empty when nothing was withheld).
+///
+/// agnhost `porter` exits when it cannot listen on an SCTP port, so every pod of the
+/// network-policy-api conformance suites (each has porter containers with SCTP ports) would crash
+/// forever on such a kernel and never become Ready. Without the variables porter serves its other
+/// ports and stays up; the caller records what was withheld in an Event on the pod, and the suites'
+/// SCTP tests are listed as not run on this kernel. Nothing is withheld where SCTP works, and no other
+/// image is touched.
+pub fn withhold_sctp_ports(
+    image_binary: &str,
+    env: &mut BTreeMap<String, String>,
+    kernel_has_sctp: bool,
+) -> Vec<String> {
+    if kernel_has_sctp || image_binary != "agnhost" {
+        return Vec::new();
+    }
+    let names: Vec<String> = env
+        .keys()
+        .filter(|k| k.starts_with(SCTP_PORT_PREFIX))
+        .cloned()
+        .collect();
+    for n in &names {
+        env.remove(n);
+    }
+    names
+}
+
+/// The pod as the downward API must see it when a container starts: `status.hostIP(s)` and
+/// `status.podIP(s)` are what this node knows, not what the (possibly older) watched object says.
+pub fn with_runtime_ips(pod: &Pod, host_ip: &str, pod_ips: &[String]) -> Pod {
+    use k8s_openapi::api::core::v1::{HostIP, PodIP, PodStatus};
+    let mut p = pod.clone();
+    let st = p.status.get_or_insert_with(PodStatus::default);
+    st.host_ip = Some(host_ip.to_string());
+    st.host_ips = Some(vec![HostIP {
+        ip: host_ip.to_string(),
+    }]);
+    if !pod_ips.is_empty() {
+        st.pod_ip = pod_ips.first().cloned();
+        st.pod_ips = Some(pod_ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect());
+    }
+    p
+}
+
 /// Materialises the pod's volumes under `pod_dir/volumes` (hostPath volumes are the node's own path).
 /// Returns volume name → source path.
 pub async fn prepare_volumes(
@@ -567,5 +631,51 @@ mod tests {
         assert_eq!(field_ref(&pod, "spec.nodeName").unwrap(), "node-1");
         assert_eq!(field_ref(&pod, "metadata.labels['app']").unwrap(), "x");
         assert!(field_ref(&pod, "spec.bogus").is_err());
+    }
+
+    #[test]
+    fn sctp_ports_are_withheld_from_agnhost_only_on_a_kernel_without_sctp() {
+        let env0: BTreeMap<String, String> = [
+            ("SERVE_SCTP_PORT_9003", "foo"),
+            ("SERVE_SCTP_PORT_9005", "foo"),
+            ("SERVE_PORT_8080", "bar"),
+            ("PATH", "/bin"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut env = env0.clone();
+        assert_eq!(
+            withhold_sctp_ports("agnhost", &mut env, false),
+            ["SERVE_SCTP_PORT_9003", "SERVE_SCTP_PORT_9005"]
+        );
+        assert_eq!(
+            env.keys().collect::<Vec<_>>(),
+            ["PATH", "SERVE_PORT_8080"],
+            "the TCP port and everything else stay"
+        );
+        let mut env = env0.clone();
+        assert!(withhold_sctp_ports("agnhost", &mut env, true).is_empty());
+        assert_eq!(env, env0, "a kernel with SCTP gets the pod as written");
+        let mut env = env0.clone();
+        assert!(withhold_sctp_ports("weft-e2e", &mut env, false).is_empty());
+        assert_eq!(env, env0, "only agnhost's porter variables mean SCTP");
+    }
+
+    #[test]
+    fn the_downward_api_sees_the_node_and_pod_addresses_the_node_knows() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "n"},
+            "spec": {"containers": []},
+            "status": {"phase": "Pending"},
+        }))
+        .unwrap();
+        assert_eq!(field_ref(&pod, "status.hostIP").unwrap(), "");
+        let p = with_runtime_ips(&pod, "10.70.0.11", &["10.244.0.5".to_string()]);
+        assert_eq!(field_ref(&p, "status.hostIP").unwrap(), "10.70.0.11");
+        assert_eq!(field_ref(&p, "status.hostIPs").unwrap(), "10.70.0.11");
+        assert_eq!(field_ref(&p, "status.podIP").unwrap(), "10.244.0.5");
+        let h = with_runtime_ips(&pod, "10.70.0.11", &[]);
+        assert_eq!(field_ref(&h, "status.podIP").unwrap(), "");
     }
 }

@@ -7,12 +7,13 @@
 //!     └─ pods:  watch pods bound here
 //!          ├─ hostNetwork: run each container as a local process in the node's root (image →
 //!          │               local binary), env, downward API, volumes bound in a private mount ns,
-//!          │               probes, restarts
-//!          └─ other:       netns + CNI ADD from the node's conflist; a container with command/args
-//!                          runs it in the pod's netns, in a root of its own where the image's binary
-//!                          sits where the image has it (`/agnhost`); one without is the nodelet's
-//!                          port server (what `weft-e2e probe` talks to); CNI DEL + netns removal
-//!                          on delete
+//!          │               probes, restarts; an image kept at `/` (`/agnhost`) gets a root of its
+//!          │               own with the image's layout, still in the node's network
+//!          └─ other:       netns + CNI ADD from the node's conflist; a container with command/args,
+//!                          or without ports, runs its process in the pod's netns, in a root of its
+//!                          own where the image's binary sits where the image has it (`/agnhost`);
+//!                          one with ports and no command is the nodelet's port server (what
+//!                          `weft-e2e probe` talks to); CNI DEL + netns removal on delete
 //! ```
 //!
 //! Invariant: every pod this process started is torn down (processes killed, CNI DEL run) before it

@@ -407,13 +407,13 @@ async fn sandboxed_pod(
         }
     };
     rt.pod_ips = cni::result_ips(&attachment.result);
-    // Containers without command and args get the nodelet's port server (the probe's counterpart);
-    // the others run their command in the pod's network namespace.
+    // Containers with ports but without command and args get the nodelet's port server (the probe's
+    // counterpart); the others run their process in the pod's network namespace.
     let ports: Vec<crate::serve::PortSpec> = pod
         .spec
         .iter()
         .flat_map(|s| s.containers.iter())
-        .filter(|c| !runs_command(c))
+        .filter(|c| !runs_process(c))
         .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|p| {
             format!(
@@ -436,7 +436,7 @@ async fn sandboxed_pod(
         Ok(t) => {
             let now = Timestamp::now();
             for (c, cs) in rt.containers.iter_mut().zip(&spec.containers) {
-                if !runs_command(cs) {
+                if !runs_process(cs) {
                     c.state = CState::Running { started_at: now };
                     c.ready = true;
                 }
@@ -445,7 +445,7 @@ async fn sandboxed_pod(
         }
         Err(e) => {
             for (c, cs) in rt.containers.iter_mut().zip(&spec.containers) {
-                if !runs_command(cs) {
+                if !runs_process(cs) {
                     c.state = CState::waiting("RunContainerError", format!("{e:#}"));
                 }
             }
@@ -457,7 +457,7 @@ async fn sandboxed_pod(
     let _ = write_record(&cfg, id, false, &netns, &rt.pod_ips);
     let pod_dir = cfg.pods_dir().join(&id.uid);
     let mut errors = Vec::new();
-    if spec.containers.iter().any(runs_command) {
+    if spec.containers.iter().any(runs_process) {
         let hostname = spec.hostname.clone().unwrap_or_else(|| id.name.clone());
         let pod_ip = rt.pod_ips.first().cloned();
         let mut etc_files = Vec::new();
@@ -520,10 +520,14 @@ fn write_pod_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("failed to write {}", path.display()))
 }
 
-/// Whether a container of a sandboxed pod runs its own program (else the nodelet serves its ports).
-fn runs_command(c: &Container) -> bool {
+/// Whether a container of a sandboxed pod runs a process: one with a command or args, or one that
+/// declares no ports (the image's entrypoint and cmd, as a runtime runs it: agnhost's `pause`, so it
+/// can be exec'd into). A container with ports and neither command nor args gets the nodelet's port
+/// server instead, the counterpart of `weft-e2e probe`.
+fn runs_process(c: &Container) -> bool {
     c.command.as_ref().is_some_and(|v| !v.is_empty())
         || c.args.as_ref().is_some_and(|v| !v.is_empty())
+        || c.ports.as_ref().is_none_or(|p| p.is_empty())
 }
 
 /// What a sandboxed pod's containers share: the pod's network namespace, host name and files.
@@ -624,6 +628,7 @@ async fn host_pod(
     let _ = write_record(&cfg, id, true, &cfg.netns, &rt.pod_ips);
     let res = run_containers(&client, &cfg, &pod, id, rt, rep, stop, None).await;
     let _ = std::fs::remove_dir_all(cfg.pods_dir().join(&id.uid).join("volumes"));
+    let _ = std::fs::remove_dir_all(cfg.pods_dir().join(&id.uid).join("rootfs"));
     res
 }
 
@@ -685,7 +690,7 @@ async fn run_containers(
     if let Some(why) = refusal(&spec) {
         event(client, id, &cfg.node, "Warning", "Failed", &why).await;
         for (c, cs) in rt.containers.iter_mut().zip(&spec.containers) {
-            if !sandboxed || runs_command(cs) {
+            if !sandboxed || runs_process(cs) {
                 c.state = CState::waiting("CreateContainerConfigError", why.clone());
             }
         }
@@ -703,7 +708,7 @@ async fn run_containers(
             Err(e) => {
                 let msg = format!("{e:#}");
                 for (c, cs) in rt.containers.iter_mut().zip(&spec.containers) {
-                    if !sandboxed || runs_command(cs) {
+                    if !sandboxed || runs_process(cs) {
                         c.state = CState::waiting("CreateContainerConfigError", msg.clone());
                     }
                 }
@@ -726,7 +731,7 @@ async fn run_containers(
     let mut created_paths = Vec::new();
     let sandbox = sandbox.map(Arc::new);
     for (i, c) in spec.containers.iter().enumerate() {
-        if sandboxed && !runs_command(c) {
+        if sandboxed && !runs_process(c) {
             continue;
         }
         let mounts = match container::mounts_for(c, &volumes) {
@@ -740,9 +745,9 @@ async fn run_containers(
                 continue;
             }
         };
-        // A host-network container's targets are host paths; a sandboxed one's are made inside its
-        // own root.
-        if !sandboxed {
+        // A host-network container's targets are host paths; one with a root of its own gets them
+        // made inside that root.
+        if !own_root(sandboxed, c, &probe_system_dirs()) {
             match container::create_targets(&mounts) {
                 Ok(p) => created_paths.extend(p),
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "mount target"),
@@ -868,10 +873,35 @@ impl Supervisor {
     > {
         let bin =
             launch::open_image_binary(&self.cfg.images, image).map_err(|e| ("ErrImagePull", e))?;
-        let env = container::build_env(&self.client, &self.cfg, &self.pod, &self.c)
+        let node_ip = self.cfg.node_ip.to_string();
+        let pod_ips: Vec<String> = match &self.sandbox {
+            Some(sb) => sb.pod_ip.iter().cloned().collect(),
+            None => std::iter::once(node_ip.clone())
+                .chain(self.cfg.node_ip6.clone())
+                .collect(),
+        };
+        let pod = container::with_runtime_ips(&self.pod, &node_ip, &pod_ips);
+        let mut env = container::build_env(&self.client, &self.cfg, &pod, &self.c)
             .await
             .map_err(|e| ("CreateContainerConfigError", e))?;
         let spec = image::image_spec(image);
+        let withheld =
+            container::withhold_sctp_ports(&spec.binary, &mut env, container::kernel_has_sctp());
+        if !withheld.is_empty() && self.restarts() == 0 {
+            event(
+                &self.client,
+                &self.id,
+                &self.cfg.node,
+                "Warning",
+                "SCTPUnavailable",
+                &format!(
+                    "container {}: this node's kernel has no SCTP sockets; {} withheld, so agnhost serves its other ports without these SCTP servers",
+                    self.c.name,
+                    withheld.join(", ")
+                ),
+            )
+            .await;
+        }
         let argv: Vec<String> =
             image::plan_argv(&spec, self.c.command.as_deref(), self.c.args.as_deref())
                 .iter()
@@ -889,24 +919,28 @@ impl Supervisor {
         let exec = image::plan_exec(&spec, argv0, path);
         let log = log_path(&self.pod_dir, &self.c.name, self.restarts());
         let workdir = self.c.working_dir.as_deref();
-        let fs = match &self.sandbox {
-            None => rootfs::plan_host_fs(&self.mounts, workdir),
-            Some(sb) => {
-                let root = self.pod_dir.join("rootfs").join(&self.c.name);
-                let _ = std::fs::remove_dir_all(&root);
-                std::fs::create_dir_all(&root).map_err(|e| ("RunContainerError", e.into()))?;
-                let system = probe_system_dirs();
-                let etc: Vec<(PathBuf, &str)> =
-                    sb.etc_files.iter().map(|(s, d)| (s.clone(), *d)).collect();
-                rootfs::plan_sandbox_fs(&SandboxFs {
-                    root: &root,
-                    system: &system,
-                    image_binary: Some((bin.fd_path(), spec.path.as_str())),
-                    etc_files: &etc,
-                    volumes: &self.mounts,
-                    workdir,
-                })
-            }
+        let system = probe_system_dirs();
+        let fs = if own_root(self.sandbox.is_some(), &self.c, &system) {
+            let root = self.pod_dir.join("rootfs").join(&self.c.name);
+            let _ = std::fs::remove_dir_all(&root);
+            std::fs::create_dir_all(&root).map_err(|e| ("RunContainerError", e.into()))?;
+            // A host-network container keeps the node's /etc (hosts, resolv.conf) from the shared
+            // system dirs.
+            let etc: Vec<(PathBuf, &str)> = self
+                .sandbox
+                .iter()
+                .flat_map(|sb| sb.etc_files.iter().map(|(s, d)| (s.clone(), *d)))
+                .collect();
+            rootfs::plan_sandbox_fs(&SandboxFs {
+                root: &root,
+                system: &system,
+                image_binary: Some((bin.fd_path(), spec.path.as_str())),
+                etc_files: &etc,
+                volumes: &self.mounts,
+                workdir,
+            })
+        } else {
+            rootfs::plan_host_fs(&self.mounts, workdir)
         };
         launch::spawn(&Launch {
             binary: &bin,
@@ -1160,6 +1194,16 @@ impl Supervisor {
     }
 }
 
+/// Whether a container runs in a root of its own: every container of a pod with its own network,
+/// and a host-network one whose image's binary cannot be where the image has it in the node's root.
+fn own_root(sandboxed: bool, c: &Container, system: &[(&str, HostEntry)]) -> bool {
+    sandboxed
+        || rootfs::host_container_needs_own_root(
+            &image::image_spec(c.image.as_deref().unwrap_or_default()).path,
+            system,
+        )
+}
+
 /// What the host has at each of [`SYSTEM_DIRS`].
 fn probe_system_dirs() -> Vec<(&'static str, HostEntry)> {
     SYSTEM_DIRS
@@ -1186,4 +1230,49 @@ pub fn records(pods_dir: &Path) -> Vec<PodRecord> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(v: serde_json::Value) -> Container {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_container_runs_a_process_unless_it_only_declares_ports() {
+        let cases = [
+            (
+                json!({"name": "c", "command": ["/agnhost", "porter"]}),
+                true,
+            ),
+            (json!({"name": "c", "args": ["pause"]}), true),
+            (
+                json!({"name": "c", "command": ["/agnhost"], "ports": [{"containerPort": 80}]}),
+                true,
+            ),
+            (json!({"name": "harry-potter-client"}), true),
+            (json!({"name": "c", "command": [], "ports": []}), true),
+            (
+                json!({"name": "app", "ports": [{"containerPort": 80}]}),
+                false,
+            ),
+        ];
+        for (c, want) in cases {
+            assert_eq!(runs_process(&container(c.clone())), want, "{c}");
+        }
+    }
+
+    #[test]
+    fn only_host_network_containers_of_root_kept_images_get_a_root_of_their_own() {
+        let sys = [("/usr", HostEntry::Dir), ("/bin", HostEntry::Dir)];
+        let agnhost = container(
+            json!({"name": "c", "image": "registry.k8s.io/e2e-test-images/agnhost:2.45"}),
+        );
+        let proxy = container(json!({"name": "c", "image": "registry.k8s.io/kube-proxy:v1.34.4"}));
+        assert!(own_root(false, &agnhost, &sys));
+        assert!(!own_root(false, &proxy, &sys));
+        assert!(own_root(true, &proxy, &sys), "a pod with its own network");
+    }
 }

@@ -13,6 +13,9 @@
 //!  then pivot_root into it           volumes bound over host paths
 //! ```
 //!
+//! A host-network container whose image keeps its binary outside the system dirs (`/agnhost`) gets
+//! the sandboxed layout too, in the node's network namespace ([`host_container_needs_own_root`]).
+//!
 //! Invariants: every bind's source is named here by its host path and opened (cloned) before the
 //! first step mounts anything, so one volume cannot hide another's source; each bind's target is
 //! created right before the bind, after the binds it is nested in, so nested volumes land inside the
@@ -209,6 +212,16 @@ pub fn plan_sandbox_fs(fs: &SandboxFs<'_>) -> FsPlan {
     plan
 }
 
+/// Whether a host-network container needs a root of its own to find its image's binary where the
+/// image has it. In the node's root the binary of an image kept in a system dir
+/// (`/usr/local/bin/kube-proxy`) runs from the file the nodelet holds open, and the container sees
+/// the host's paths it was written for; but nothing can put `/agnhost` or `/pause` at the node's `/`
+/// without touching the host, so a command such as `/bin/bash -c "/agnhost serve-hostname …"` gets the
+/// image's layout, as in a pod with its own network (in the node's network namespace still).
+pub fn host_container_needs_own_root(image_path: &str, system: &[(&str, HostEntry)]) -> bool {
+    !in_system_dir(Path::new(image_path), system)
+}
+
 /// Plans a host-network container: the node's root with the volumes bound over host paths (their
 /// targets are created on the host by the caller, who records them for cleanup).
 pub fn plan_host_fs(volumes: &[Bind], workdir: Option<&str>) -> FsPlan {
@@ -352,5 +365,20 @@ mod tests {
         assert_eq!(pl.steps, vec![Step::Bind(0)]);
         assert_eq!(pl.binds[0].dst, p("/tmp"));
         assert!(!pl.proc_and_sys);
+    }
+
+    #[test]
+    fn a_host_container_gets_its_own_root_only_for_an_image_kept_outside_the_system_dirs() {
+        let sys = system();
+        assert!(host_container_needs_own_root("/agnhost", &sys));
+        assert!(host_container_needs_own_root("/pause", &sys));
+        assert!(!host_container_needs_own_root(
+            "/usr/local/bin/kube-proxy",
+            &sys
+        ));
+        assert!(
+            !host_container_needs_own_root("/bin/sh", &sys),
+            "a symlinked system dir counts"
+        );
     }
 }
