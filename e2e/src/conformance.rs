@@ -9,6 +9,8 @@
 //! sockets. The two Netpol specs about SCTP *policies* ("even if the plugin doesn't support SCTP")
 //! probe over TCP and do run.
 
+pub mod policy_api;
+
 use crate::cluster::Cluster;
 use crate::gobuild::{module_stamp, which};
 use crate::sys::run;
@@ -106,9 +108,42 @@ fn not_selected(c: &Case) -> bool {
     matches!(&c.verdict, Verdict::Skipped(m) if m.is_empty() || m == "skipped")
 }
 
-/// The summary table: counts, then each failure by name, then each skip with its reason.
+/// Specs that were not run, with why, under one heading of the summary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotRun {
+    /// The heading (`not run on this kernel`).
+    pub heading: String,
+    /// (spec name, reason), in the order printed.
+    pub specs: Vec<(String, String)>,
+}
+
+/// The summary table of a Netpol run: counts, then each failure by name, then each skip with its
+/// reason, then the specs this kernel cannot run.
 pub fn render_summary(title: &str, cases: &[Case], skip_reasons: &[(&str, &str)]) -> String {
-    let ran: Vec<&Case> = cases.iter().filter(|c| !not_selected(c)).collect();
+    let ran: Vec<Case> = cases.iter().filter(|c| !not_selected(c)).cloned().collect();
+    let excluded: Vec<(String, String)> = cases
+        .iter()
+        .filter(|c| not_selected(c))
+        .filter_map(|c| {
+            skip_reasons
+                .iter()
+                .find(|(pat, _)| c.name.contains(&pat.replace('\\', "")))
+                .map(|(_, why)| (c.name.clone(), why.to_string()))
+        })
+        .collect();
+    render_report(
+        title,
+        &ran,
+        &[NotRun {
+            heading: "not run on this kernel".into(),
+            specs: excluded,
+        }],
+    )
+}
+
+/// The summary table of any suite: counts of what ran, each failure by name, each skip with its
+/// reason, then every group of specs that were not run, each with its reason.
+pub fn render_report(title: &str, ran: &[Case], not_run: &[NotRun]) -> String {
     let count = |f: fn(&Verdict) -> bool| ran.iter().filter(|c| f(&c.verdict)).count();
     let passed = count(|v| matches!(v, Verdict::Passed));
     let failed = count(|v| matches!(v, Verdict::Failed(_)));
@@ -124,7 +159,7 @@ pub fn render_summary(title: &str, cases: &[Case], skip_reasons: &[(&str, &str)]
         "total",
         ran.len()
     );
-    let mut names: Vec<&Case> = ran.clone();
+    let mut names: Vec<&Case> = ran.iter().collect();
     names.sort_by(|a, b| a.name.cmp(&b.name));
     if failed > 0 {
         s.push_str("failed:\n");
@@ -143,22 +178,52 @@ pub fn render_summary(title: &str, cases: &[Case], skip_reasons: &[(&str, &str)]
             }
         }
     }
-    let excluded: Vec<String> = cases
-        .iter()
-        .filter(|c| not_selected(c))
-        .filter_map(|c| {
-            skip_reasons
-                .iter()
-                .find(|(pat, _)| c.name.contains(&pat.replace('\\', "")))
-                .map(|(_, why)| format!("  SKIP {} ({why})\n", c.name))
-        })
-        .collect();
-    if !excluded.is_empty() {
-        s.push_str("not run on this kernel:\n");
-        for e in excluded {
-            s.push_str(&e);
+    for group in not_run.iter().filter(|g| !g.specs.is_empty()) {
+        s.push_str(&format!("{}:\n", group.heading));
+        for (name, why) in &group.specs {
+            s.push_str(&format!("  SKIP {name} ({why})\n"));
         }
     }
+    s
+}
+
+fn escape_xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+        .replace('\n', "&#xA;")
+}
+
+/// A JUnit report of `cases` as one test suite (what CI systems read; [`parse_junit`] reads it back).
+pub fn render_junit(suite: &str, cases: &[Case]) -> String {
+    let count = |f: fn(&Verdict) -> bool| cases.iter().filter(|c| f(&c.verdict)).count();
+    let failures = count(|v| matches!(v, Verdict::Failed(_)));
+    let skipped = count(|v| matches!(v, Verdict::Skipped(_)));
+    let suite = escape_xml(suite);
+    let mut s = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites tests=\"{n}\" failures=\"{failures}\" skipped=\"{skipped}\">\n  <testsuite name=\"{suite}\" tests=\"{n}\" failures=\"{failures}\" skipped=\"{skipped}\">\n",
+        n = cases.len()
+    );
+    for c in cases {
+        let head = format!(
+            "    <testcase name=\"{}\" classname=\"{suite}\"",
+            escape_xml(&c.name)
+        );
+        match &c.verdict {
+            Verdict::Passed => s.push_str(&format!("{head}></testcase>\n")),
+            Verdict::Failed(m) => s.push_str(&format!(
+                "{head}>\n      <failure message=\"{}\" type=\"failed\"></failure>\n    </testcase>\n",
+                escape_xml(m)
+            )),
+            Verdict::Skipped(m) => s.push_str(&format!(
+                "{head}>\n      <skipped message=\"{}\"></skipped>\n    </testcase>\n",
+                escape_xml(m)
+            )),
+        }
+    }
+    s.push_str("  </testsuite>\n</testsuites>\n");
     s
 }
 
@@ -273,5 +338,60 @@ mod tests {
             ) && s.contains("(this kernel has no SCTP sockets)"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn a_written_junit_report_reads_back_with_the_same_verdicts() {
+        let cases = vec![
+            Case {
+                name: "A/allow <TCP> 'x' & \"y\"".into(),
+                verdict: Verdict::Passed,
+            },
+            Case {
+                name: "A/deny".into(),
+                verdict: Verdict::Failed("expected TIMEOUT\ngot REFUSED".into()),
+            },
+            Case {
+                name: "B".into(),
+                verdict: Verdict::Skipped("suite does not support X".into()),
+            },
+        ];
+        let xml = render_junit("network-policy-api v0.3.0", &cases);
+        assert!(
+            xml.contains(r#"tests="3" failures="1" skipped="1""#),
+            "{xml}"
+        );
+        assert_eq!(parse_junit(&xml), cases);
+    }
+
+    #[test]
+    fn a_report_lists_every_group_of_specs_not_run_with_its_reason() {
+        let ran = vec![Case {
+            name: "T/x".into(),
+            verdict: Verdict::Passed,
+        }];
+        let s = render_report(
+            "t",
+            &ran,
+            &[
+                NotRun {
+                    heading: "not run on this kernel".into(),
+                    specs: vec![("Gress".into(), "probes SCTP".into())],
+                },
+                NotRun {
+                    heading: "empty".into(),
+                    specs: vec![],
+                },
+            ],
+        );
+        assert!(
+            s.contains("passed       1") && s.contains("total        1"),
+            "{s}"
+        );
+        assert!(
+            s.contains("not run on this kernel:\n  SKIP Gress (probes SCTP)\n"),
+            "{s}"
+        );
+        assert!(!s.contains("empty:"), "{s}");
     }
 }

@@ -36,6 +36,20 @@ enum Suite {
         #[arg(long, default_value = "weft-conformance/netpol")]
         report_dir: PathBuf,
     },
+    /// The conformance suites of sigs.k8s.io/network-policy-api: ClusterNetworkPolicy (v0.3.0) and
+    /// AdminNetworkPolicy/BaselineAdminNetworkPolicy (v0.1.7).
+    PolicyApi {
+        /// Only this pinned version (v0.3.0 or v0.1.7); both by default.
+        #[arg(long)]
+        version: Option<String>,
+        /// Only these conformance tests (their short names, e.g. CNPAdminTierPriorityField); all by
+        /// default. Repeat, or separate with commas.
+        #[arg(long = "test", value_delimiter = ',')]
+        tests: Vec<String>,
+        /// Where each version's JUnit report (<version>/junit.xml) and go test -json stream go.
+        #[arg(long, default_value = "weft-conformance/policy-api")]
+        report_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -404,6 +418,53 @@ fn main() -> Result<()> {
                 .iter()
                 .any(|c| matches!(c.verdict, Verdict::Failed(_)))
             {
+                std::process::exit(1);
+            }
+        }
+        Cmd::Conformance {
+            suite:
+                Suite::PolicyApi {
+                    version,
+                    tests,
+                    report_dir,
+                },
+        } => {
+            use weft_e2e::conformance::policy_api::{VERSIONS, not_run, run_suite};
+            use weft_e2e::conformance::{Verdict, render_report};
+            let c = Cluster::load(&cli.name)?;
+            let versions = match &version {
+                Some(v) => vec![weft_e2e::conformance::policy_api::version(v)?],
+                None => VERSIONS.iter().collect(),
+            };
+            let report_dir = std::path::absolute(&report_dir)?;
+            let mut failed = false;
+            let mut summaries = Vec::new();
+            for v in versions {
+                let started = std::time::Instant::now();
+                let out = run_suite(&c, v, &tests, &report_dir.join(v.module))?;
+                failed |= out
+                    .cases
+                    .iter()
+                    .any(|c| matches!(c.verdict, Verdict::Failed(_)));
+                summaries.push(format!(
+                    "{}JUnit report: {}\n",
+                    render_report(
+                        &format!(
+                            "network-policy-api {} ({}) on cluster {:?} ({} nodes), {:.0} s",
+                            v.module,
+                            v.api,
+                            c.cfg.name,
+                            c.cfg.nodes,
+                            started.elapsed().as_secs_f64()
+                        ),
+                        &out.cases,
+                        &not_run(&out.plan)
+                    ),
+                    out.junit.display()
+                ));
+            }
+            print!("{}", summaries.join("\n"));
+            if failed {
                 std::process::exit(1);
             }
         }

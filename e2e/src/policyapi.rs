@@ -147,6 +147,25 @@ fn cached_path(cache_dir: &Path, version: &str, file: &str) -> PathBuf {
         .join(base)
 }
 
+/// The directory of `MODULE@version` in Go's module cache, downloaded through the Go module proxy
+/// unless it is there.
+pub fn download_module(cache_dir: &Path, version: &str) -> Result<PathBuf> {
+    if crate::gobuild::which("go").is_none() {
+        bail!(
+            "the Go toolchain is needed to fetch {MODULE}@{version} (install Go and put `go` on PATH)"
+        );
+    }
+    std::fs::create_dir_all(cache_dir)?;
+    // Outside any module: the download neither reads nor changes a go.mod.
+    let json = run(Command::new("go")
+        .current_dir(cache_dir)
+        .env("GOFLAGS", "-mod=mod")
+        .args(["mod", "download", "-json"])
+        .arg(format!("{MODULE}@{version}")))
+    .with_context(|| format!("failed to download {MODULE}@{version}"))?;
+    parse_mod_download(&json)
+}
+
 /// Copies the CRD files out of the pinned Go modules into the cache unless they are there; returns
 /// their paths in [`CRDS`] order.
 pub fn ensure_policy_crds(cache_dir: &Path) -> Result<Vec<PathBuf>> {
@@ -156,20 +175,7 @@ pub fn ensure_policy_crds(cache_dir: &Path) -> Result<Vec<PathBuf>> {
         let dest = cached_path(cache_dir, version, file);
         if !dest.is_file() {
             if !dirs.contains_key(version) {
-                if crate::gobuild::which("go").is_none() {
-                    bail!(
-                        "the Go toolchain is needed to fetch {MODULE}@{version} (install Go and put `go` on PATH)"
-                    );
-                }
-                std::fs::create_dir_all(cache_dir)?;
-                // Outside any module: the download neither reads nor changes a go.mod.
-                let json = run(Command::new("go")
-                    .current_dir(cache_dir)
-                    .env("GOFLAGS", "-mod=mod")
-                    .args(["mod", "download", "-json"])
-                    .arg(format!("{MODULE}@{version}")))
-                .with_context(|| format!("failed to download {MODULE}@{version}"))?;
-                dirs.insert(version, parse_mod_download(&json)?);
+                dirs.insert(version, download_module(cache_dir, version)?);
             }
             let src = dirs[version].join(file);
             let text = std::fs::read_to_string(&src)

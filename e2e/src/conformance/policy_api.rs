@@ -1,0 +1,697 @@
+//! The conformance suites of sigs.k8s.io/network-policy-api, unchanged, against a local cluster
+//! (issue 10): ClusterNetworkPolicy (v1beta1, v1alpha2) at module v0.3.0 and AdminNetworkPolicy /
+//! BaselineAdminNetworkPolicy (v1alpha1) at v0.1.7.
+//!
+//! ```text
+//!  go mod download sigs.k8s.io/network-policy-api@<v>   (the Go module proxy)
+//!  go test -c ./conformance  in that module, with its own go.mod/go.sum   → <cache>/bin/…test
+//!  scan conformance/tests/*.go: each test's features, and which subtests probe SCTP   (pure)
+//!  plan: run what weft claims; leave out, with the reason, what needs SCTP or an unclaimed feature
+//!  go tool test2json  <binary> -test.run TestConformance/… -test.skip … -supported-features …
+//!  → cases (pure), summary table, JUnit report
+//! ```
+//!
+//! The suite probes by `kubectl exec`-ing `/agnhost connect` in the base pods; "denied" means the
+//! connection timed out (a policy that drops). Every base pod also runs agnhost `porter` with SCTP
+//! ports: on a kernel without SCTP the nodelet withholds those (an Event on the pod), and every test
+//! that probes SCTP in any of its subtests is left out whole, listed with its reason.
+//!
+//! Invariant: a test is left out only for a reason [`plan_run`] names (this kernel has no SCTP, or it
+//! needs a feature weft does not claim), and every left-out test is printed with it; anything the
+//! suite itself skips counts as skipped in the table.
+
+use super::{Case, NotRun, Verdict};
+use crate::cluster::Cluster;
+use crate::gobuild::{module_stamp, which};
+use crate::sys::run;
+use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The top-level Go test of both suites; the conformance tests are its subtests.
+pub const ROOT_TEST: &str = "TestConformance";
+
+/// One pinned version of the suite and what weft claims of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// The module version.
+    pub module: &'static str,
+    /// What it tests.
+    pub api: &'static str,
+    /// The features weft claims (`--supported-features`).
+    pub claimed: &'static [&'static str],
+    /// Features weft does not claim, with why.
+    pub unclaimed: &'static [(&'static str, &'static str)],
+}
+
+const NODE_PEERS: &str = "weft's policy engine refuses `nodes` peers";
+
+/// The two pinned versions, in the order they run.
+pub const VERSIONS: &[Version] = &[
+    Version {
+        module: "v0.3.0",
+        api: "ClusterNetworkPolicy v1beta1/v1alpha2",
+        claimed: &["ClusterNetworkPolicy", "ClusterNetworkPolicyNamedPorts"],
+        unclaimed: &[("ClusterNetworkPolicyEgressNodePeers", NODE_PEERS)],
+    },
+    Version {
+        module: "v0.1.7",
+        api: "AdminNetworkPolicy/BaselineAdminNetworkPolicy v1alpha1",
+        claimed: &[
+            "AdminNetworkPolicy",
+            "BaselineAdminNetworkPolicy",
+            "AdminNetworkPolicyNamedPorts",
+            "BaselineAdminNetworkPolicyNamedPorts",
+        ],
+        unclaimed: &[
+            ("AdminNetworkPolicyEgressNodePeers", NODE_PEERS),
+            ("BaselineAdminNetworkPolicyEgressNodePeers", NODE_PEERS),
+        ],
+    },
+];
+
+/// The pinned version `module` (`v0.3.0`).
+pub fn version(module: &str) -> Result<&'static Version> {
+    VERSIONS
+        .iter()
+        .find(|v| v.module == module)
+        .with_context(|| {
+            format!(
+                "no pinned network-policy-api version {module:?} (pinned: {})",
+                VERSIONS
+                    .iter()
+                    .map(|v| v.module)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+/// One conformance test as its source declares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SuiteTest {
+    /// `ShortName`, the subtest name under [`ROOT_TEST`].
+    pub name: String,
+    /// The features it needs (`suite.SupportX` → `X`).
+    pub features: Vec<String>,
+    /// Its `t.Run` subtests.
+    pub subtests: usize,
+    /// How many of them probe SCTP.
+    pub sctp_subtests: usize,
+}
+
+/// Reads the conformance tests out of the suite's sources (`conformance/tests/*.go`): each
+/// `ShortName`, the `suite.Support…` features in its `Features` list, and its `t.Run` subtests with
+/// whether each probes `"sctp"`.
+pub fn scan_suite(sources: &[String]) -> Vec<SuiteTest> {
+    let mut out = Vec::new();
+    for src in sources {
+        let mut parts = src.split("ShortName:");
+        parts.next();
+        for part in parts {
+            let Some(name) = part.split('"').nth(1) else {
+                continue;
+            };
+            let features = part
+                .find("Features:")
+                .map(|i| {
+                    // `Features: []suite.SupportedFeature{ suite.SupportX, … }`: the list only.
+                    let block = &part[i..];
+                    let block = &block[block.find('{').map_or(0, |o| o + 1)..];
+                    let block = &block[..block.find('}').unwrap_or(block.len())];
+                    block
+                        .split("suite.Support")
+                        .skip(1)
+                        .filter_map(|f| {
+                            let id: String = f
+                                .chars()
+                                .take_while(|c| c.is_ascii_alphanumeric())
+                                .collect();
+                            (!id.is_empty()).then_some(id)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let subs: Vec<&str> = part.split("t.Run(\"").skip(1).collect();
+            out.push(SuiteTest {
+                name: name.to_string(),
+                features,
+                subtests: subs.len(),
+                sctp_subtests: subs.iter().filter(|s| s.contains("\"sctp\"")).count(),
+            });
+        }
+    }
+    out
+}
+
+/// Why a test is left out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeftOut {
+    /// This kernel cannot do what it probes.
+    Kernel(String),
+    /// It needs a feature weft does not claim.
+    Unclaimed(String),
+}
+
+/// What one run does: the `-test.run` and `-test.skip` patterns, and every test left out with why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunPlan {
+    pub run: String,
+    pub skip: Option<String>,
+    pub left_out: Vec<(String, LeftOut)>,
+}
+
+fn alternatives(names: &[&str]) -> String {
+    let escaped: Vec<String> = names.iter().map(|n| regex_escape(n)).collect();
+    format!("^({})$", escaped.join("|"))
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$/".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect()
+}
+
+/// Plans a run of `tests` (the whole suite, or only those named in `only`): a test that needs a
+/// feature weft does not claim, or (on a kernel without SCTP) probes SCTP in any subtest, is left out
+/// with the reason. A name in `only` that the suite lacks is an error.
+pub fn plan_run(
+    v: &Version,
+    tests: &[SuiteTest],
+    only: &[String],
+    kernel_has_sctp: bool,
+) -> Result<RunPlan> {
+    for name in only {
+        if !tests.iter().any(|t| &t.name == name) {
+            bail!(
+                "network-policy-api {} has no conformance test {name:?}",
+                v.module
+            );
+        }
+    }
+    let mut left_out = Vec::new();
+    for t in tests {
+        if !only.is_empty() && !only.contains(&t.name) {
+            continue;
+        }
+        let unclaimed = t.features.iter().find_map(|f| {
+            v.unclaimed
+                .iter()
+                .find(|(u, _)| u == f)
+                .map(|(u, why)| format!("needs feature {u}: {why}"))
+                .or_else(|| {
+                    (!v.claimed.contains(&f.as_str()))
+                        .then(|| format!("needs feature {f}, which weft does not claim"))
+                })
+        });
+        if let Some(why) = unclaimed {
+            left_out.push((t.name.clone(), LeftOut::Unclaimed(why)));
+        } else if t.sctp_subtests > 0 && !kernel_has_sctp {
+            left_out.push((
+                t.name.clone(),
+                LeftOut::Kernel(format!(
+                    "{} of its {} subtests probe SCTP; this kernel has no SCTP sockets",
+                    t.sctp_subtests, t.subtests
+                )),
+            ));
+        }
+    }
+    let only: Vec<&str> = only.iter().map(String::as_str).collect();
+    let run = if only.is_empty() {
+        format!("^{ROOT_TEST}$")
+    } else {
+        format!("^{ROOT_TEST}$/{}", alternatives(&only))
+    };
+    let skipped: Vec<&str> = left_out.iter().map(|(n, _)| n.as_str()).collect();
+    let skip = (!skipped.is_empty()).then(|| format!("^{ROOT_TEST}$/{}", alternatives(&skipped)));
+    Ok(RunPlan {
+        run,
+        skip,
+        left_out,
+    })
+}
+
+/// The left-out tests as the summary prints them: the kernel's first, then weft's.
+pub fn not_run(plan: &RunPlan) -> Vec<NotRun> {
+    let group = |heading: &str, kernel: bool| NotRun {
+        heading: heading.into(),
+        specs: plan
+            .left_out
+            .iter()
+            .filter_map(|(n, why)| match (why, kernel) {
+                (LeftOut::Kernel(w), true) | (LeftOut::Unclaimed(w), false) => {
+                    Some((n.clone(), w.clone()))
+                }
+                _ => None,
+            })
+            .collect(),
+    };
+    vec![
+        group("not run on this kernel", true),
+        group("not claimed by weft", false),
+    ]
+}
+
+/// One event of `go test -json` (test2json).
+#[derive(Debug, serde::Deserialize)]
+struct Event {
+    #[serde(rename = "Action")]
+    action: String,
+    #[serde(rename = "Test")]
+    test: Option<String>,
+    #[serde(rename = "Output")]
+    output: Option<String>,
+}
+
+/// The verdicts of a `go test -json` stream: every leaf test (one without subtests), and every test
+/// that failed without a failing subtest (a failed setup or manifest), named without the
+/// `TestConformance/` prefix. A failure's message is the test's own output (its assertion lines),
+/// a skip's the reason the suite gave.
+pub fn parse_test_json(stream: &str) -> Vec<Case> {
+    let mut order: Vec<String> = Vec::new();
+    let mut output: BTreeMap<String, String> = BTreeMap::new();
+    let mut result: BTreeMap<String, String> = BTreeMap::new();
+    for line in stream.lines() {
+        let Ok(e) = serde_json::from_str::<Event>(line) else {
+            continue;
+        };
+        let Some(test) = e.test else {
+            continue;
+        };
+        match e.action.as_str() {
+            "run" if !order.contains(&test) => order.push(test),
+            "output" => output
+                .entry(test)
+                .or_default()
+                .push_str(e.output.as_deref().unwrap_or_default()),
+            "pass" | "fail" | "skip" => {
+                result.insert(test, e.action);
+            }
+            _ => {}
+        }
+    }
+    let is_parent = |t: &str| {
+        let prefix = format!("{t}/");
+        order.iter().any(|o| o.starts_with(&prefix))
+    };
+    let failed_below = |t: &str| {
+        let prefix = format!("{t}/");
+        order
+            .iter()
+            .any(|o| o.starts_with(&prefix) && result.get(o).is_none_or(|r| r == "fail"))
+    };
+    let message = |t: &str| -> String {
+        output
+            .get(t)
+            .map(|o| {
+                o.lines()
+                    .filter(|l| {
+                        let l = l.trim_start();
+                        !(l.starts_with("=== ") || l.starts_with("--- "))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default()
+    };
+    order
+        .iter()
+        .filter_map(|t| {
+            let r = result.get(t).map(String::as_str).unwrap_or("fail");
+            // A parent counts only when it failed by itself (its setup), not through a subtest.
+            let failed_by_itself = r == "fail" && !failed_below(t);
+            if is_parent(t) && !failed_by_itself {
+                return None;
+            }
+            let verdict = match r {
+                "pass" => Verdict::Passed,
+                "skip" => Verdict::Skipped(
+                    message(t)
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("skipped")
+                        .trim()
+                        .to_string(),
+                ),
+                _ => Verdict::Failed(message(t)),
+            };
+            let name = t
+                .strip_prefix(&format!("{ROOT_TEST}/"))
+                .unwrap_or(t)
+                .to_string();
+            Some(Case { name, verdict })
+        })
+        .collect()
+}
+
+/// The module's directory in Go's module cache (downloaded through the proxy if missing).
+fn module_dir(cache_dir: &Path, v: &Version) -> Result<PathBuf> {
+    crate::policyapi::download_module(cache_dir, v.module)
+}
+
+/// The conformance test binary of `v`, built in the module itself (its own go.mod and go.sum pin
+/// every dependency) into the cache unless current.
+pub fn ensure_suite(cache_dir: &Path, v: &Version) -> Result<PathBuf> {
+    let module = module_dir(cache_dir, v)?;
+    let bin = cache_dir.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let out = bin.join(format!("network-policy-api-{}.test", v.module));
+    let stamp_file = cache_dir.join(format!("conformance-policy-api-{}.stamp", v.module));
+    let stamp = format!(
+        "{} {}",
+        v.module,
+        module_stamp(&module, &["conformance/conformance_test.go"])?
+    );
+    if out.exists() && std::fs::read_to_string(&stamp_file).ok().as_deref() == Some(&stamp) {
+        return Ok(out);
+    }
+    if which("go").is_none() {
+        bail!("the Go toolchain is needed to build the network-policy-api conformance suite");
+    }
+    eprintln!(
+        "building the network-policy-api {} conformance tests (first time: several minutes)…",
+        v.module
+    );
+    let tmp = bin.join(format!("network-policy-api-{}.test.tmp", v.module));
+    run(Command::new("go")
+        .current_dir(&module)
+        .env("GOFLAGS", "-mod=readonly")
+        .args(["test", "-c", "-trimpath", "-o"])
+        .arg(&tmp)
+        .arg("./conformance"))
+    .with_context(|| format!("failed to build the network-policy-api {} suite", v.module))?;
+    std::fs::rename(&tmp, &out)?;
+    std::fs::write(&stamp_file, stamp)?;
+    Ok(out)
+}
+
+/// The suite's tests, read from the module's sources.
+pub fn suite_tests(cache_dir: &Path, v: &Version) -> Result<Vec<SuiteTest>> {
+    let dir = module_dir(cache_dir, v)?.join("conformance/tests");
+    let mut sources = Vec::new();
+    for e in std::fs::read_dir(&dir).with_context(|| format!("failed to read {}", dir.display()))? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "go") {
+            sources.push(std::fs::read_to_string(&p)?);
+        }
+    }
+    let tests = scan_suite(&sources);
+    if tests.is_empty() {
+        bail!("found no conformance tests in {}", dir.display());
+    }
+    Ok(tests)
+}
+
+/// The outcome of one version's run.
+#[derive(Debug)]
+pub struct Outcome {
+    pub cases: Vec<Case>,
+    pub plan: RunPlan,
+    /// Where the JUnit report was written.
+    pub junit: PathBuf,
+}
+
+/// Runs the suite of `v` against `c` (the tests named in `only`, or all): builds it if needed, runs
+/// it under test2json with the suite's progress on stderr, and writes `go-test.json` and
+/// `junit.xml` into `report_dir`.
+pub fn run_suite(c: &Cluster, v: &Version, only: &[String], report_dir: &Path) -> Result<Outcome> {
+    let suite = ensure_suite(&c.cfg.cache_dir, v)?;
+    let tests = suite_tests(&c.cfg.cache_dir, v)?;
+    let plan = plan_run(
+        v,
+        &tests,
+        only,
+        crate::nodelet::container::kernel_has_sctp(),
+    )?;
+    let _ = std::fs::remove_dir_all(report_dir);
+    std::fs::create_dir_all(report_dir)?;
+    let mut cmd = Command::new("go");
+    cmd.args(["tool", "test2json", "-t", "-p"])
+        .arg(format!("network-policy-api@{}", v.module))
+        .arg(&suite)
+        .arg("-test.v=test2json")
+        .arg(format!("-test.run={}", plan.run))
+        .arg("-test.timeout=0")
+        .arg("-test.count=1")
+        .arg(format!("-supported-features={}", v.claimed.join(",")));
+    if let Some(skip) = &plan.skip {
+        cmd.arg(format!("-test.skip={skip}"));
+    }
+    let mut child = cmd
+        .env("KUBECONFIG", c.cfg.kubeconfig())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("failed to run {} under go tool test2json", suite.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut stream = String::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        if let Ok(e) = serde_json::from_str::<Event>(&line)
+            && e.action == "output"
+            && let Some(o) = &e.output
+        {
+            eprint!("{o}");
+        }
+        stream.push_str(&line);
+        stream.push('\n');
+    }
+    let status = child.wait()?;
+    std::fs::write(report_dir.join("go-test.json"), &stream)?;
+    let cases = parse_test_json(&stream);
+    if cases.is_empty() {
+        bail!(
+            "the network-policy-api {} suite reported no test (exit {status})",
+            v.module
+        );
+    }
+    let junit = report_dir.join("junit.xml");
+    std::fs::write(
+        &junit,
+        super::render_junit(&format!("network-policy-api {}", v.module), &cases),
+    )?;
+    Ok(Outcome { cases, plan, junit })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EGRESS: &str = r#"
+var CNPAdminTierEgressNamedPort = suite.ConformanceTest{
+	ShortName:   "CNPAdminTierEgressNamedPort",
+	Features: []suite.SupportedFeature{
+		suite.SupportClusterNetworkPolicy,
+		suite.SupportClusterNetworkPolicyNamedPorts,
+	},
+	Test: func(t *testing.T, s *suite.ConformanceTestSuite) {
+		t.Run("Should support an 'allow-egress' policy for named port", func(t *testing.T) {
+			kubernetes.PokeServer(t, s.ClientSet, &s.KubeConfig, "ns", "p-0", "tcp", ip, int32(80), s.TimeoutConfig, true)
+		})
+	},
+}
+
+var CNPAdminTierEgressNodePeers = suite.ConformanceTest{
+	ShortName:   "CNPAdminTierEgressNodePeers",
+	Features: []suite.SupportedFeature{
+		suite.SupportClusterNetworkPolicy,
+		suite.SupportClusterNetworkPolicyEgressNodePeers,
+	},
+	Test: func(t *testing.T, s *suite.ConformanceTestSuite) {
+		t.Run("allow", func(t *testing.T) {})
+		t.Run("deny", func(t *testing.T) {
+			kubernetes.PokeServer(t, s.ClientSet, &s.KubeConfig, "ns", "p-1", "sctp", ip, int32(9003), s.TimeoutConfig, false)
+		})
+	},
+}
+"#;
+
+    const GRESS: &str = r#"
+var CNPAdminTierGress = suite.ConformanceTest{
+	ShortName:   "CNPAdminTierGress",
+	Features: []suite.SupportedFeature{
+		suite.SupportClusterNetworkPolicy,
+	},
+	Test: func(t *testing.T, s *suite.ConformanceTestSuite) {
+		t.Run("tcp only", func(t *testing.T) {
+			kubernetes.PokeServer(t, s.ClientSet, &s.KubeConfig, "ns", "p-0", "tcp", ip, int32(80), s.TimeoutConfig, true)
+		})
+		t.Run("all protocols", func(t *testing.T) {
+			kubernetes.PokeServer(t, s.ClientSet, &s.KubeConfig, "ns", "p-0", "sctp", ip, int32(9003), s.TimeoutConfig, true)
+		})
+	},
+}
+"#;
+
+    fn scanned() -> Vec<SuiteTest> {
+        scan_suite(&[EGRESS.to_string(), GRESS.to_string()])
+    }
+
+    #[test]
+    fn the_suite_source_gives_each_test_its_features_and_sctp_subtests() {
+        let t = scanned();
+        assert_eq!(
+            t[0],
+            SuiteTest {
+                name: "CNPAdminTierEgressNamedPort".into(),
+                features: vec![
+                    "ClusterNetworkPolicy".into(),
+                    "ClusterNetworkPolicyNamedPorts".into()
+                ],
+                subtests: 1,
+                sctp_subtests: 0,
+            }
+        );
+        assert_eq!((t[1].subtests, t[1].sctp_subtests), (2, 1));
+        assert_eq!(t[2].name, "CNPAdminTierGress");
+        assert_eq!((t[2].subtests, t[2].sctp_subtests), (2, 1));
+    }
+
+    #[test]
+    fn sctp_tests_are_left_out_only_on_a_kernel_without_sctp_and_unclaimed_features_always() {
+        let v = version("v0.3.0").unwrap();
+        let plan = plan_run(v, &scanned(), &[], false).unwrap();
+        assert_eq!(plan.run, "^TestConformance$");
+        assert_eq!(
+            plan.skip.as_deref(),
+            Some("^TestConformance$/^(CNPAdminTierEgressNodePeers|CNPAdminTierGress)$")
+        );
+        assert_eq!(
+            plan.left_out,
+            vec![
+                (
+                    "CNPAdminTierEgressNodePeers".into(),
+                    LeftOut::Unclaimed(
+                        "needs feature ClusterNetworkPolicyEgressNodePeers: weft's policy engine refuses `nodes` peers".into()
+                    )
+                ),
+                (
+                    "CNPAdminTierGress".into(),
+                    LeftOut::Kernel(
+                        "1 of its 2 subtests probe SCTP; this kernel has no SCTP sockets".into()
+                    )
+                ),
+            ]
+        );
+        let groups = not_run(&plan);
+        assert_eq!(groups[0].specs[0].0, "CNPAdminTierGress");
+        assert_eq!(groups[1].specs[0].0, "CNPAdminTierEgressNodePeers");
+        let with_sctp = plan_run(v, &scanned(), &[], true).unwrap();
+        assert_eq!(with_sctp.left_out.len(), 1, "{with_sctp:?}");
+    }
+
+    #[test]
+    fn a_named_subset_runs_only_those_tests_and_an_unknown_name_is_refused() {
+        let v = version("v0.3.0").unwrap();
+        let only = vec!["CNPAdminTierEgressNamedPort".to_string()];
+        let plan = plan_run(v, &scanned(), &only, false).unwrap();
+        assert_eq!(
+            plan.run,
+            "^TestConformance$/^(CNPAdminTierEgressNamedPort)$"
+        );
+        assert_eq!((plan.skip, plan.left_out.len()), (None, 0));
+        let err = plan_run(v, &scanned(), &["Nope".to_string()], false).unwrap_err();
+        assert!(err.to_string().contains("\"Nope\""), "{err}");
+        assert!(version("v9").is_err());
+    }
+
+    #[test]
+    fn a_feature_weft_never_heard_of_is_not_claimed() {
+        let v = version("v0.1.7").unwrap();
+        let t = vec![SuiteTest {
+            name: "X".into(),
+            features: vec!["AdminNetworkPolicy".into(), "SomethingNew".into()],
+            subtests: 1,
+            sctp_subtests: 0,
+        }];
+        let plan = plan_run(v, &t, &[], true).unwrap();
+        assert_eq!(
+            plan.left_out,
+            vec![(
+                "X".into(),
+                LeftOut::Unclaimed("needs feature SomethingNew, which weft does not claim".into())
+            )]
+        );
+    }
+
+    fn ev(action: &str, test: &str, output: &str) -> String {
+        serde_json::json!({"Action": action, "Package": "p", "Test": test, "Output": output})
+            .to_string()
+    }
+
+    #[test]
+    fn test2json_events_become_leaf_cases_and_setup_failures() {
+        let r = "TestConformance";
+        let a = "TestConformance/CNPAdminTierPriorityField";
+        let a1 = "TestConformance/CNPAdminTierPriorityField/Should_Deny";
+        let a2 = "TestConformance/CNPAdminTierPriorityField/Should_Pass";
+        let b = "TestConformance/CNPAdminTierEgressTCP";
+        let s = "TestConformance/CNPAdminTierEgressNodePeers";
+        let stream = [
+            ev("run", r, ""),
+            ev("run", a, ""),
+            ev("run", a1, ""),
+            ev("output", a1, "=== RUN   x\n"),
+            ev("pass", a1, ""),
+            ev("run", a2, ""),
+            ev("output", a2, "    helper.go:106: Expected connection to fail\n"),
+            ev("output", a2, "    --- FAIL: x (1s)\n"),
+            ev("fail", a2, ""),
+            ev("fail", a, ""),
+            ev("run", b, ""),
+            ev("output", b, "    apply.go:70: unable to create policy\n"),
+            ev("fail", b, ""),
+            ev("run", s, ""),
+            ev(
+                "output",
+                s,
+                "    suite.go:196: Skipping CNPAdminTierEgressNodePeers: suite does not support X\n",
+            ),
+            ev("skip", s, ""),
+            "not json".into(),
+            ev("fail", r, ""),
+        ]
+        .join("\n");
+        let cases = parse_test_json(&stream);
+        let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "CNPAdminTierPriorityField/Should_Deny",
+                "CNPAdminTierPriorityField/Should_Pass",
+                "CNPAdminTierEgressTCP",
+                "CNPAdminTierEgressNodePeers"
+            ],
+            "a parent with a failing subtest is not counted again"
+        );
+        assert_eq!(cases[0].verdict, Verdict::Passed);
+        assert_eq!(
+            cases[1].verdict,
+            Verdict::Failed("    helper.go:106: Expected connection to fail".into())
+        );
+        assert!(
+            matches!(&cases[2].verdict, Verdict::Failed(m) if m.contains("unable to create")),
+            "a test that failed without subtests (its manifest) is a failure"
+        );
+        assert!(
+            matches!(&cases[3].verdict, Verdict::Skipped(m) if m.contains("does not support X"))
+        );
+    }
+
+    #[test]
+    fn a_run_cut_short_fails_the_test_that_was_running() {
+        let t = "TestConformance/CNPAdminTierGress/x";
+        let stream = [ev("run", "TestConformance", ""), ev("run", t, "")].join("\n");
+        let cases = parse_test_json(&stream);
+        assert_eq!(cases.len(), 1);
+        assert!(matches!(cases[0].verdict, Verdict::Failed(_)));
+    }
+}
