@@ -15,7 +15,9 @@ use weft_e2e::serve::parse_ports;
 const NS: &str = "overlay";
 
 fn main() {
-    let cfg = test_config("wov", 86, 300);
+    let mut cfg = test_config("wov", 86, 300);
+    // As `weft-e2e up` runs it: kube-proxy in nftables mode beside weft.
+    cfg.kube_proxy = true;
     let trials: Vec<Trial> = vec![
         (
             "every_pod_reaches_every_pod_across_nodes_without_nat",
@@ -24,6 +26,10 @@ fn main() {
         (
             "pods_reach_the_external_host_with_their_node_address",
             Box::new(external_host_sees_the_node),
+        ),
+        (
+            "pods_on_every_node_reach_the_api_server_through_the_kubernetes_service",
+            Box::new(kubernetes_service_from_pods),
         ),
         (
             "a_node_added_is_routed_within_a_second_and_removed_within_two",
@@ -43,6 +49,46 @@ fn main() {
         ),
     ];
     run_suite(cfg, trials)
+}
+
+/// In-cluster clients (client-go's `InClusterConfig`) reach the API server at the `kubernetes`
+/// Service's ClusterIP: through kube-proxy's DNAT to the endpoint the API server publishes (its
+/// advertise address and secure port) and weft's masquerade out of the pod network. The API server
+/// answers a plain-HTTP request on its TLS port with Go's "HTTP request to an HTTPS server" 400,
+/// which shows that it is the API server that answered and not just any listener.
+fn kubernetes_service_from_pods(c: &Cluster) -> Result<()> {
+    let eps = pods(c)?;
+    let svc = get_json(c, &["service", "-n", "default", "kubernetes"])?;
+    let ip: std::net::IpAddr = svc["spec"]["clusterIP"]
+        .as_str()
+        .context("the kubernetes Service has no ClusterIP")?
+        .parse()?;
+    let addr = std::net::SocketAddr::new(ip, 443);
+    for ep in &eps {
+        let reply = eventually(
+            &format!("{} to reach the API server at {addr}", ep.id),
+            Duration::from_secs(30),
+            || {
+                let reply = weft_e2e::netns::in_netns(&ep.netns, move || {
+                    use std::io::{Read, Write};
+                    let mut s =
+                        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+                    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    s.write_all(b"GET /version HTTP/1.0\r\n\r\n")?;
+                    let mut buf = Vec::new();
+                    let _ = s.read_to_end(&mut buf);
+                    Ok(String::from_utf8_lossy(&buf).into_owned())
+                })?;
+                Ok(Some(reply))
+            },
+        )?;
+        ensure!(
+            reply.contains("HTTP request to an HTTPS server"),
+            "{} -> {addr}: not the API server's answer: {reply:?}",
+            ep.id
+        );
+    }
+    Ok(())
 }
 
 /// Installs weft (once) and starts one pod per node in namespace [`NS`]; returns their endpoints.
@@ -249,8 +295,109 @@ fn pids_in_node(c: &Cluster, node: &str, comm: &str) -> Result<Vec<i32>> {
         .collect())
 }
 
-/// Pings (100/s, `count` packets) from the pod on node-1 to the pod on `to_node` while `during`
-/// runs, and fails unless every ping was answered.
+/// What one TCP stream across nodes saw.
+struct StreamReport {
+    sent: u64,
+    received: u64,
+    /// Segments the sender retransmitted.
+    retransmitted: u64,
+    /// Of those, the ones whose original had arrived (spurious).
+    duplicates: u64,
+    /// The longest time the receiver waited for the next bytes.
+    longest_gap: Duration,
+}
+
+const STREAM_PORT: u16 = 7777;
+const STREAM_CHUNK: usize = 4096;
+
+/// Segments this connection retransmitted, and how many of those the receiver reported as
+/// duplicates (D-SACK: it had the original), from `TCP_INFO`. Their difference is what the path lost.
+/// Under CPU contention a delayed ACK makes TCP send a tail loss probe of a segment that did arrive;
+/// that is a retransmission but not a loss.
+fn retransmissions(conn: &std::net::TcpStream) -> Result<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero tcp_info is valid, and getsockopt writes at most `len` bytes into it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the fd is a live TCP socket owned by `conn`; `info` and `len` outlive the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            conn.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    ensure!(rc == 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    Ok((
+        u64::from(info.tcpi_total_retrans),
+        u64::from(info.tcpi_dsack_dups),
+    ))
+}
+
+/// Runs one TCP connection from `from` to `to` (a listener of the test's own inside `to`'s network
+/// namespace), 4 KiB every 10 ms, until `stop` is set.
+fn tcp_stream(
+    from: &Endpoint,
+    to: &Endpoint,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<std::thread::JoinHandle<Result<StreamReport>>> {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let addr = std::net::SocketAddr::new(to.ips[0], STREAM_PORT);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let to_ns = to.netns.clone();
+    let server = std::thread::spawn(move || -> Result<(u64, Duration)> {
+        weft_e2e::netns::enter_netns(&to_ns)?;
+        let listener = std::net::TcpListener::bind(addr)?;
+        let _ = ready_tx.send(());
+        let (mut conn, _) = listener.accept()?;
+        let (mut received, mut longest_gap) = (0u64, Duration::ZERO);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut last = Instant::now();
+        loop {
+            let n = conn.read(&mut buf)?;
+            if n == 0 {
+                return Ok((received, longest_gap));
+            }
+            received += n as u64;
+            longest_gap = longest_gap.max(last.elapsed());
+            last = Instant::now();
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("the stream's listener did not start")?;
+    let from_ns = from.netns.clone();
+    Ok(std::thread::spawn(move || -> Result<StreamReport> {
+        weft_e2e::netns::enter_netns(&from_ns)?;
+        let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        let chunk = [0x5au8; STREAM_CHUNK];
+        let mut sent = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            conn.write_all(&chunk)?;
+            sent += STREAM_CHUNK as u64;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        conn.shutdown(std::net::Shutdown::Write)?;
+        let (received, longest_gap) = server
+            .join()
+            .map_err(|_| anyhow::anyhow!("the stream's receiver panicked"))??;
+        let (retransmitted, duplicates) = retransmissions(&conn)?;
+        Ok(StreamReport {
+            sent,
+            received,
+            retransmitted,
+            duplicates,
+            longest_gap,
+        })
+    }))
+}
+
+/// Pings (100/s, `count` packets) from the pod on node-1 to the pod on `to_node`, and keeps one TCP
+/// stream between them, while `during` runs; fails unless every ping was answered and the stream
+/// delivered every byte without a single retransmission.
 fn ping_while(
     c: &Cluster,
     to_node: &str,
@@ -283,15 +430,40 @@ fn ping_while(
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("ping")?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stream = tcp_stream(from, to, stop.clone())?;
     std::thread::sleep(Duration::from_millis(300));
     let result = during();
     let out = ping.wait_with_output()?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let stream = stream
+        .join()
+        .map_err(|_| anyhow::anyhow!("the TCP stream panicked"))?;
     result?;
     let text = String::from_utf8_lossy(&out.stdout);
     eprintln!("{}", text.trim());
     ensure!(
         text.contains(" 0% packet loss"),
         "packets were lost: {text}"
+    );
+    let stream = stream.context("the TCP stream across nodes broke")?;
+    eprintln!(
+        "TCP stream {} -> {}: {} bytes sent, {} received, {} segments retransmitted of which {} had \
+         arrived (spurious probes), longest gap {:?}",
+        from.id,
+        to.id,
+        stream.sent,
+        stream.received,
+        stream.retransmitted,
+        stream.duplicates,
+        stream.longest_gap
+    );
+    let lost = stream.retransmitted.saturating_sub(stream.duplicates);
+    ensure!(
+        stream.received == stream.sent && lost == 0,
+        "the TCP stream lost packets: {} of {} bytes arrived, {lost} segments lost and retransmitted",
+        stream.received,
+        stream.sent,
     );
     wait_fabric_available(c, "default", Duration::from_secs(60))?;
     Ok(())
