@@ -33,6 +33,13 @@ use std::process::{Command, Stdio};
 /// The top-level Go test of both suites; the conformance tests are its subtests.
 pub const ROOT_TEST: &str = "TestConformance";
 
+/// The prefix of the namespaces both suites create for their base pods (and delete, without waiting,
+/// when they end).
+pub const BASE_NAMESPACE_PREFIX: &str = "network-policy-conformance-";
+
+/// How long the base namespaces of an earlier run may take to go away.
+const NAMESPACES_GONE_WITHIN: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// One pinned version of the suite and what weft claims of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Version {
@@ -404,11 +411,50 @@ pub fn suite_tests(cache_dir: &Path, v: &Version) -> Result<Vec<SuiteTest>> {
             sources.push(std::fs::read_to_string(&p)?);
         }
     }
-    let tests = scan_suite(&sources);
+    let mut tests = scan_suite(&sources);
+    tests.sort_by(|a, b| a.name.cmp(&b.name));
     if tests.is_empty() {
         bail!("found no conformance tests in {}", dir.display());
     }
     Ok(tests)
+}
+
+/// The base namespaces left in the cluster, from `kubectl get namespaces -o name`.
+pub fn base_namespaces(names: &str) -> Vec<String> {
+    names
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("namespace/"))
+        .filter(|n| n.starts_with(BASE_NAMESPACE_PREFIX))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until no base namespace of an earlier run (of either version) is left: a suite deletes its
+/// namespaces as it ends but does not wait, and the next one cannot create pods in a namespace
+/// that is terminating.
+fn wait_base_namespaces_gone(c: &Cluster) -> Result<()> {
+    let deadline = std::time::Instant::now() + NAMESPACES_GONE_WITHIN;
+    let mut said = false;
+    loop {
+        let left = base_namespaces(&run(c.kubectl().args(["get", "namespaces", "-o", "name"]))?);
+        if left.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "the namespaces of an earlier run are still there after {NAMESPACES_GONE_WITHIN:?}: {}",
+                left.join(", ")
+            );
+        }
+        if !said {
+            eprintln!(
+                "waiting for the namespaces of an earlier run to go: {}",
+                left.join(", ")
+            );
+            said = true;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
 }
 
 /// The outcome of one version's run.
@@ -434,6 +480,7 @@ pub fn run_suite(c: &Cluster, v: &Version, only: &[String], report_dir: &Path) -
     )?;
     let _ = std::fs::remove_dir_all(report_dir);
     std::fs::create_dir_all(report_dir)?;
+    wait_base_namespaces_gone(c)?;
     let mut cmd = Command::new("go");
     cmd.args(["tool", "test2json", "-t", "-p"])
         .arg(format!("network-policy-api@{}", v.module))
@@ -693,5 +740,18 @@ var CNPAdminTierGress = suite.ConformanceTest{
         let cases = parse_test_json(&stream);
         assert_eq!(cases.len(), 1);
         assert!(matches!(cases[0].verdict, Verdict::Failed(_)));
+    }
+
+    #[test]
+    fn only_the_suites_base_namespaces_are_waited_for() {
+        let out = "namespace/default\nnamespace/network-policy-conformance-gryffindor\nnamespace/weft-system\nnamespace/network-policy-conformance-forbidden-forrest\n";
+        assert_eq!(
+            base_namespaces(out),
+            [
+                "network-policy-conformance-gryffindor",
+                "network-policy-conformance-forbidden-forrest"
+            ]
+        );
+        assert!(base_namespaces("namespace/default\n").is_empty());
     }
 }
