@@ -12,3 +12,6 @@ cargo test --workspace
 (cd e2e/kubeletapi && go vet ./... && go test ./...)
 # The chart lifecycle on its own local cluster (needs root, ~70 s).
 cargo test -p weft-e2e --test chart -- --ignored
+# A fixed, named subset of the network-policy-api conformance suites (both pinned versions) on its
+# own local cluster (needs root, ~3 min; the full runs: weft-e2e conformance policy-api).
+cargo test -p weft-e2e --test conformance -- --ignored --nocapture

@@ -78,8 +78,8 @@ enum Cmd {
         #[arg(long, default_value_t = 99)]
         underlay_octet: u8,
     },
-    /// Build the control plane, Helm, the test images and weft-kstatus from their Go modules
-    /// (cached), without starting anything.
+    /// Build the control plane, Helm, the test images, weft-kstatus and the network-policy-api
+    /// conformance suites from their Go modules (cached), without starting anything.
     Prepare,
     /// Show the demo: nodes, weft's status, pods on every node and their reachability.
     Demo,
@@ -187,8 +187,11 @@ fn main() -> Result<()> {
             weft_e2e::helm::ensure_helm(&cache)?;
             weft_e2e::kstatus::ensure_kstatus(&cache)?;
             weft_e2e::policyapi::ensure_policy_crds(&cache)?;
+            for v in weft_e2e::conformance::policy_api::VERSIONS {
+                weft_e2e::conformance::policy_api::ensure_suite(&cache, v)?;
+            }
             eprintln!(
-                "control plane, kubectl, helm, the test images (agnhost, pause), weft-kstatus and the network-policy-api CRDs are ready in {}",
+                "control plane, kubectl, helm, the test images (agnhost, pause), weft-kstatus, the network-policy-api CRDs and conformance suites are ready in {}",
                 bin.display()
             );
         }
