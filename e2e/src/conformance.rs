@@ -42,14 +42,28 @@ pub struct Case {
     pub verdict: Verdict,
 }
 
+/// The characters XML attributes escape, and how; `&` first, so that escaping runs this list forward
+/// and unescaping runs it backward.
+const XML_ENTITIES: &[(&str, &str)] = &[
+    ("&", "&amp;"),
+    ("<", "&lt;"),
+    (">", "&gt;"),
+    ("\"", "&quot;"),
+    ("'", "&apos;"),
+    ("\n", "&#xA;"),
+];
+
 fn unescape(s: &str) -> String {
-    s.replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&#39;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&#xA;", "\n")
-        .replace("&amp;", "&")
+    XML_ENTITIES
+        .iter()
+        .rev()
+        .fold(s.replace("&#39;", "'"), |s, (c, e)| s.replace(e, c))
+}
+
+fn escape_xml(s: &str) -> String {
+    XML_ENTITIES
+        .iter()
+        .fold(s.to_string(), |s, (c, e)| s.replace(c, e))
 }
 
 /// The value of attribute `name` in the tag text `tag` (`<x a="1" b="2">`).
@@ -185,15 +199,6 @@ pub fn render_report(title: &str, ran: &[Case], not_run: &[NotRun]) -> String {
         }
     }
     s
-}
-
-fn escape_xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
-        .replace('\n', "&#xA;")
 }
 
 /// A JUnit report of `cases` as one test suite (what CI systems read; [`parse_junit`] reads it back).
