@@ -36,6 +36,10 @@ pub const POD_MTU_ANNOTATION: &str = "weft.dev/pod-mtu";
 pub const AGENT_CONDITION_TYPE: &str = "WeftAgentReady";
 /// [`AGENT_CONDITION_TYPE`] reason: the node is fully programmed.
 pub const AGENT_REASON_READY: &str = "AgentReady";
+/// [`AGENT_CONDITION_TYPE`] reason, with status `True`: the node is fully programmed, and in the last
+/// ten minutes the agent replaced a device that had weft's name but someone else's values (an old
+/// flannel's VNI or port, a hand edit); the message says which and what was wrong.
+pub const AGENT_REASON_RECONCILED: &str = "DatapathReconciled";
 /// [`AGENT_CONDITION_TYPE`] reason: the node has no `spec.podCIDRs` yet (not an error: waiting).
 pub const AGENT_REASON_WAITING_FOR_POD_CIDR: &str = "WaitingForPodCIDR";
 /// [`AGENT_CONDITION_TYPE`] reason: the configuration cannot be applied on this node (a missing

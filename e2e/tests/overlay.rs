@@ -47,6 +47,10 @@ fn main() {
             "host_gw_routes_via_node_addresses_and_removes_the_vxlan_device",
             Box::new(host_gw_backend),
         ),
+        (
+            "a_device_with_the_wrong_vni_is_reconciled_and_the_fabric_says_so",
+            Box::new(wrong_vni_reconciled),
+        ),
     ];
     run_suite(cfg, trials)
 }
@@ -568,4 +572,72 @@ fn host_gw_backend(c: &Cluster) -> Result<()> {
         r.contains("dev flannel.1 proto 87 onlink")
     })?;
     assert_full_matrix(&eps)
+}
+
+/// A hand edit (or an old flannel) leaves `flannel.1` with VNI 42 on node-3: the agent recreates it
+/// with the fabric's VNI, every pod reaches every pod again, and the fabric's status names the node
+/// and what was wrong (Degraded=False, reason DatapathReconciled), without degrading it.
+fn wrong_vni_reconciled(c: &Cluster) -> Result<()> {
+    let eps = pods(c)?;
+    let details = node_ip(c, "node-3", "-d link show flannel.1")?;
+    let field = |key: &str| -> Result<String> {
+        let mut words = details.split_whitespace();
+        words.find(|w| *w == key);
+        words
+            .next()
+            .map(str::to_owned)
+            .with_context(|| format!("no {key} in {details}"))
+    };
+    let (local, port) = (field("local")?, field("dstport")?);
+    node_ip(c, "node-3", "link del flannel.1")?;
+    node_ip(
+        c,
+        "node-3",
+        &format!(
+            "link add flannel.1 type vxlan id 42 local {local} dstport {port} dev eth0 nolearning"
+        ),
+    )?;
+    // Any Node event makes the agents sync; a resync tick would too, later.
+    output(c.kubectl().args([
+        "annotate",
+        "node",
+        "node-3",
+        "--overwrite",
+        "weft.test/poke=wrong-vni",
+    ]))?;
+    let message = eventually(
+        "the fabric to say that node-3's device was reconciled",
+        Duration::from_secs(60),
+        || {
+            let f = get_json(c, &["networkfabric", "default"])?;
+            let degraded = f["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
+                .context("no Degraded condition")?;
+            Ok(
+                (degraded["status"] == "False" && degraded["reason"] == "DatapathReconciled")
+                    .then(|| degraded["message"].as_str().unwrap_or_default().to_owned()),
+            )
+        },
+    )?;
+    eprintln!("Degraded=False DatapathReconciled: {message}");
+    ensure!(
+        message.contains("node-3: at ") && message.contains("device flannel.1 has VNI 42 (want 1)"),
+        "the fabric's status does not name node-3 and the wrong VNI: {message}"
+    );
+    let details = node_ip(c, "node-3", "-d link show flannel.1")?;
+    ensure!(
+        details.contains("vxlan id 1 "),
+        "flannel.1 was not recreated with VNI 1: {details}"
+    );
+    eventually(
+        "every pod to reach every pod",
+        Duration::from_secs(10),
+        || assert_full_matrix(&eps).map(Some),
+    )?;
+    output(
+        c.kubectl()
+            .args(["annotate", "node", "node-3", "weft.test/poke-"]),
+    )?;
+    Ok(())
 }

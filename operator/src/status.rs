@@ -6,7 +6,9 @@
 //! - `Progressing`: a rollout is under way (`RollingOut`, "2 of 3 nodes updated");
 //! - `Degraded`: something needs a person: `Conflict`, `InvalidSpec`, `GatherFailed`,
 //!   `BuildFailed`, `ApplyFailed`,
-//!   `AgentCrashLooping`, `AgentImagePullFailed`.
+//!   `AgentCrashLooping`, `AgentImagePullFailed`. `Degraded=False` says `AsExpected`, or
+//!   `DatapathReconciled` naming the nodes whose agents recently replaced a device that held someone
+//!   else's values (an old flannel's VNI, a hand edit) with the fabric's.
 //!
 //! Invariants: `lastTransitionTime` changes only when a condition's status changes, so recomputing an
 //! unchanged situation yields an identical status (no write, no event, no reconcile loop); every
@@ -20,7 +22,7 @@ use kube::runtime::events::{Event, EventType};
 use weft_crds::NetworkFabricStatus;
 use weft_crds::agent_config::{
     AGENT_REASON_CONFIG_INVALID, AGENT_REASON_DATAPATH_FAILED, AGENT_REASON_READY,
-    AGENT_REASON_SYNC_FAILED, AGENT_REASON_WAITING_FOR_POD_CIDR,
+    AGENT_REASON_RECONCILED, AGENT_REASON_SYNC_FAILED, AGENT_REASON_WAITING_FOR_POD_CIDR,
 };
 use weft_crds::fabric::NodeCounts;
 use weft_crds::validate::SpecViolation;
@@ -81,6 +83,9 @@ pub const REASON_NO_NODES: &str = "NoNodes";
 pub const REASON_NO_DAEMONSET: &str = "DaemonSetMissing";
 /// Reason: nothing is wrong.
 pub const REASON_AS_EXPECTED: &str = "AsExpected";
+/// Reason (Degraded=False): nothing is wrong, and some agents recently replaced foreign or wrong
+/// state (see [`agent_notices`]).
+pub const REASON_DATAPATH_RECONCILED: &str = "DatapathReconciled";
 
 /// An agent waiting this long for its node's podCIDR is reported (kube-controller-manager assigns
 /// one within seconds when it allocates node CIDRs at all).
@@ -248,7 +253,7 @@ fn failing(
 /// (lower first) when agents disagree; `None` for a report that is no failure (yet).
 fn refusal_reason(agent_reason: &str, settled: bool) -> Option<(&'static str, u8)> {
     match agent_reason {
-        AGENT_REASON_READY => None,
+        AGENT_REASON_READY | AGENT_REASON_RECONCILED => None,
         AGENT_REASON_CONFIG_INVALID => Some((REASON_AGENT_CONFIG_INVALID, 0)),
         AGENT_REASON_DATAPATH_FAILED => Some((REASON_AGENT_DATAPATH_FAILED, 1)),
         AGENT_REASON_SYNC_FAILED => Some((REASON_AGENT_SYNC_FAILED, 2)),
@@ -258,6 +263,54 @@ fn refusal_reason(agent_reason: &str, settled: bool) -> Option<(&'static str, u8
         AGENT_REASON_WAITING_FOR_POD_CIDR => None,
         _ => Some((REASON_AGENT_FAILED, 4)),
     }
+}
+
+/// Whether an agent pod of `fabric` runs on `node`.
+fn runs_agent(fabric: &str, pods: &[Pod], node: &str) -> bool {
+    pods.iter().any(|p| {
+        p.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(FABRIC_LABEL))
+            .map(String::as_str)
+            == Some(fabric)
+            && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
+    })
+}
+
+/// What the fabric's agents recently reconciled (their `WeftAgentReady=True` condition with reason
+/// `DatapathReconciled`), in their own words, e.g. `node-1: at 2026-12-02T00:41:02Z replaced with
+/// the fabric's values: device flannel.1 has VNI 42 (want 1); subnet …`. Bounded like the refusals.
+pub fn agent_notices(fabric: &str, nodes: &[NodeFacts], pods: &[Pod]) -> Option<String> {
+    let mut parts: Vec<String> = nodes
+        .iter()
+        .filter_map(|node| {
+            let agent = node.agent.as_ref()?;
+            (agent.status == "True"
+                && agent.reason == AGENT_REASON_RECONCILED
+                && runs_agent(fabric, pods, &node.name))
+            .then(|| {
+                format!(
+                    "{}: {}",
+                    node.name,
+                    truncate(agent.message.trim(), MAX_AGENT_MESSAGE)
+                )
+            })
+        })
+        .collect();
+    if parts.is_empty() {
+        return None;
+    }
+    parts.sort();
+    let total = parts.len();
+    parts.truncate(MAX_REFUSALS_SHOWN);
+    if total > MAX_REFUSALS_SHOWN {
+        parts.push(format!(
+            "and {} more (see the nodes' WeftAgentReady condition)",
+            total - MAX_REFUSALS_SHOWN
+        ));
+    }
+    Some(parts.join("; "))
 }
 
 /// What the fabric's agents refuse or fail to do on their nodes, from the Nodes' `WeftAgentReady`
@@ -275,17 +328,7 @@ pub fn agent_refusals(
     pods: &[Pod],
     now: Timestamp,
 ) -> Option<(&'static str, String)> {
-    let runs_agent = |node: &str| {
-        pods.iter().any(|p| {
-            p.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(FABRIC_LABEL))
-                .map(String::as_str)
-                == Some(fabric)
-                && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
-        })
-    };
+    let runs_agent = |node: &str| runs_agent(fabric, pods, node);
     // words → (precedence, reason, nodes)
     let mut by_words: std::collections::BTreeMap<String, (u8, &'static str, Vec<&str>)> =
         Default::default();
@@ -580,6 +623,13 @@ pub fn compute_status(
                         "agent image cannot be pulled: {}; check spec.agent.image or the operator's --agent-image",
                         pulling.join(", ")
                     ),
+                )
+            } else if let Some(notes) = agent_notices(obs.fabric, obs.nodes, obs.agent_pods) {
+                cond(
+                    DEGRADED,
+                    false,
+                    REASON_DATAPATH_RECONCILED,
+                    format!("no problems detected; reconciled recently: {notes}"),
                 )
             } else {
                 cond(DEGRADED, false, REASON_AS_EXPECTED, "no problems detected")
@@ -1338,6 +1388,54 @@ mod tests {
             .map(|e| e.reason)
             .collect();
         assert!(events.contains(&"Recovered".to_owned()), "{events:?}");
+    }
+
+    /// An agent that replaced a foreign device is not a problem: the fabric stays Current, and its
+    /// Degraded=False condition names the node and what was replaced, until the agent's notice ends.
+    #[test]
+    fn a_reconciled_device_is_named_on_the_fabric_without_degrading_it() {
+        let done = ds(4, 4, 3, 3, 3);
+        let pods = [
+            agent_pod("node-1", "default"),
+            agent_pod("node-2", "default"),
+            agent_pod("node-9", "old"),
+        ];
+        const NOTE: &str = "at 2026-12-02T00:41:02Z replaced with the fabric's values: device flannel.1 has VNI 42 (want 1); subnet 10.244.1.0/24, MTU 1450, 2 peers routed";
+        let reconciled = [
+            agent_node("node-1", Some(("True", AGENT_REASON_RECONCILED, NOTE, 0))),
+            agent_node("node-2", Some(("True", "AgentReady", "", 0))),
+            // Another fabric's agent's notice does not count.
+            agent_node("node-9", Some(("True", AGENT_REASON_RECONCILED, NOTE, 0))),
+        ];
+        let quiet = [
+            agent_node("node-1", Some(("True", "AgentReady", "", 0))),
+            agent_node("node-2", Some(("True", "AgentReady", "", 0))),
+        ];
+        let obs = |nodes| Observation {
+            generation: Some(1),
+            outcome: Outcome::Applied {
+                config_hash: "h",
+                mtu: 1450,
+            },
+            daemon_set: Some(&done),
+            agent_pods: &pods,
+            fabric: "default",
+            nodes,
+        };
+        let s1 = compute_status(None, &obs(&reconciled), t(0));
+        let degraded = get(&s1, DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("False", REASON_DATAPATH_RECONCILED)
+        );
+        assert_eq!(
+            degraded.message,
+            format!("no problems detected; reconciled recently: node-1: {NOTE}")
+        );
+        assert_eq!(kstatus(1, &s1), "Current");
+        let s2 = compute_status(Some(&s1), &obs(&quiet), t(700));
+        assert_eq!(get(&s2, DEGRADED).reason, REASON_AS_EXPECTED);
+        assert_eq!(kstatus(1, &s2), "Current");
     }
 
     /// Mid-rollout with nothing wrong reads InProgress (Reconciling), never Current.

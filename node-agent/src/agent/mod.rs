@@ -25,7 +25,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use weft_crds::AgentConfig;
 use weft_crds::agent_config::{
-    AGENT_CONDITION_TYPE, AGENT_REASON_READY, AGENT_REASON_WAITING_FOR_POD_CIDR,
+    AGENT_CONDITION_TYPE, AGENT_REASON_READY, AGENT_REASON_RECONCILED,
+    AGENT_REASON_WAITING_FOR_POD_CIDR,
 };
 use weft_crds::fabric::Backend;
 
@@ -110,7 +111,49 @@ pub enum Outcome {
         peers: usize,
         /// Nodes that are not routed, with the reason.
         problems: Vec<String>,
+        /// Foreign or wrong state this or a recent sync replaced (see [`Reconciled`]).
+        reconciled: Option<Reconciled>,
     },
+}
+
+/// Devices with weft's names but someone else's values (an old flannel, a hand edit) that a sync
+/// replaced with the fabric's, and when. The node's `WeftAgentReady` condition says so, with reason
+/// [`AGENT_REASON_RECONCILED`], for [`RECONCILED_NOTICE_SECONDS`]; the operator repeats it on the
+/// fabric's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// What was wrong, per device, e.g. `device flannel.1 has VNI 42 (want 1)`.
+    pub what: Vec<String>,
+    /// When it was replaced.
+    pub at: k8s_openapi::jiff::Timestamp,
+}
+
+/// The words of a [`Reconciled`] notice, e.g. `at 2026-12-02T00:41:02Z replaced device flannel.1,
+/// which had VNI 42 (want 1), with the fabric's values`.
+pub fn render_reconciled(r: &Reconciled) -> String {
+    format!(
+        "at {} replaced with the fabric's values: {}",
+        r.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        r.what.join("; ")
+    )
+}
+
+/// How long a reconciled device is reported after the fact.
+pub const RECONCILED_NOTICE_SECONDS: i64 = 600;
+
+impl Reconciled {
+    /// The notice still in force at `now`: `fresh` (this sync's), else `previous` while recent.
+    fn carry(
+        fresh: Option<Reconciled>,
+        previous: Option<&Reconciled>,
+        now: k8s_openapi::jiff::Timestamp,
+    ) -> Option<Reconciled> {
+        fresh.or_else(|| {
+            previous
+                .filter(|r| now.as_second() - r.at.as_second() < RECONCILED_NOTICE_SECONDS)
+                .cloned()
+        })
+    }
 }
 
 /// The agent: its configuration, its node and its outputs.
@@ -169,14 +212,15 @@ fn overlay_input<'a>(
 
 impl<K: Kernel + Sync> Agent<K> {
     /// Programs the overlay toward `peers`: plan, observe, diff, apply only the difference.
-    /// Returns the number of objects written.
+    /// Returns the number of objects written and the devices it replaced or removed because they
+    /// held someone else's values.
     async fn sync_overlay(
         &self,
         config: &AgentConfig,
         plan: &Plan,
         peers: &[Peer],
         problems: &[PeerProblem],
-    ) -> Result<usize, Error> {
+    ) -> Result<(usize, Vec<String>), Error> {
         let candidates: Vec<IpAddr> = match (config.overlay.backend, config.overlay.direct_routing)
         {
             (Backend::Vxlan, false) => Vec::new(),
@@ -201,7 +245,7 @@ impl<K: Kernel + Sync> Agent<K> {
         let observed = self.kernel.observe().await?;
         let changes = diff_datapath(&overlay.datapath, &observed);
         if changes.is_empty() {
-            return Ok(0);
+            return Ok((0, Vec::new()));
         }
         info!(%changes, "programming the overlay");
         debug!(?changes, "overlay changes");
@@ -216,7 +260,12 @@ impl<K: Kernel + Sync> Agent<K> {
         let failed: Vec<&'static str> = report.failures.iter().map(|f| f.op).collect();
         self.metrics.netlink(&report.done, &failed);
         if report.failures.is_empty() {
-            return Ok(changes.len());
+            let replaced = changes
+                .delete_devices
+                .iter()
+                .map(|(_, reason)| reason.clone())
+                .collect();
+            return Ok((changes.len(), replaced));
         }
         for f in &report.failures {
             warn!(op = f.op, object = %f.object, error = %f.error, "overlay operation failed");
@@ -277,9 +326,14 @@ impl<K: Kernel + Sync> Agent<K> {
         {
             changed.push("vtep_state");
         }
-        if self.sync_overlay(config, &plan, &peers, &problems).await? > 0 {
+        let (written, replaced) = self.sync_overlay(config, &plan, &peers, &problems).await?;
+        if written > 0 {
             changed.push("overlay");
         }
+        let reconciled = (!replaced.is_empty()).then(|| Reconciled {
+            what: replaced,
+            at: k8s_openapi::jiff::Timestamp::now(),
+        });
         // Masquerade: the node's own addresses and its peers' are never masqueraded toward.
         let node_addresses: Vec<IpAddr> = [plan.uplinks.v4.as_ref(), plan.uplinks.v6.as_ref()]
             .into_iter()
@@ -350,6 +404,7 @@ impl<K: Kernel + Sync> Agent<K> {
             superseded,
             peers: peers.len(),
             problems: problems.iter().map(ToString::to_string).collect(),
+            reconciled,
         })
     }
 
@@ -413,15 +468,28 @@ impl<K: Kernel + Sync> Agent<K> {
                     .await;
                 (false, patched)
             }
-            Ok(outcome @ Outcome::Synced { .. }) => {
+            Ok(mut outcome @ Outcome::Synced { .. }) => {
                 self.metrics.sync("ok", None, seconds);
                 let mut message = String::from("the node is programmed");
+                let mut reason = AGENT_REASON_READY;
+                if let Outcome::Synced { reconciled, .. } = &mut outcome {
+                    let previous = match last.as_ref() {
+                        Some(Outcome::Synced { reconciled, .. }) => reconciled.as_ref(),
+                        _ => None,
+                    };
+                    *reconciled = Reconciled::carry(
+                        reconciled.take(),
+                        previous,
+                        k8s_openapi::jiff::Timestamp::now(),
+                    );
+                }
                 if let Outcome::Synced {
                     lease,
                     mtu,
                     changed,
                     peers,
                     problems,
+                    reconciled,
                     ..
                 } = &outcome
                 {
@@ -442,6 +510,10 @@ impl<K: Kernel + Sync> Agent<K> {
                     if !problems.is_empty() {
                         message.push_str(&format!("; not routed: {}", problems.join("; ")));
                     }
+                    if let Some(r) = reconciled {
+                        reason = AGENT_REASON_RECONCILED;
+                        message = format!("{}; {message}", render_reconciled(r));
+                    }
                 }
                 let base = match &outcome {
                     Outcome::Synced { patched, .. } => patched.as_deref().cloned(),
@@ -451,12 +523,7 @@ impl<K: Kernel + Sync> Agent<K> {
                 self.metrics.set_ready(true);
                 *last = Some(outcome);
                 let patched = self
-                    .report_condition(
-                        Some(base.as_ref().unwrap_or(node)),
-                        true,
-                        AGENT_REASON_READY,
-                        &message,
-                    )
+                    .report_condition(Some(base.as_ref().unwrap_or(node)), true, reason, &message)
                     .await;
                 (false, patched)
             }
@@ -671,6 +738,42 @@ pub fn nodes(client: Client) -> Api<Node> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(second: i64) -> k8s_openapi::jiff::Timestamp {
+        k8s_openapi::jiff::Timestamp::from_second(second).expect("timestamp")
+    }
+
+    #[test]
+    fn a_reconciled_device_is_reported_for_ten_minutes_then_forgotten() {
+        let old = Reconciled {
+            what: vec!["device flannel.1 has VNI 42 (want 1)".into()],
+            at: at(1_000),
+        };
+        let new = Reconciled {
+            what: vec!["device flannel.1 has port 8472 (want 4789)".into()],
+            at: at(1_200),
+        };
+        // A sync that replaced something reports that, whatever came before.
+        assert_eq!(
+            Reconciled::carry(Some(new.clone()), Some(&old), at(1_200)),
+            Some(new)
+        );
+        // A quiet sync keeps the last notice while it is recent...
+        assert_eq!(
+            Reconciled::carry(None, Some(&old), at(1_000 + RECONCILED_NOTICE_SECONDS - 1)),
+            Some(old.clone())
+        );
+        // ...and drops it after that.
+        assert_eq!(
+            Reconciled::carry(None, Some(&old), at(1_000 + RECONCILED_NOTICE_SECONDS)),
+            None
+        );
+        assert_eq!(Reconciled::carry(None, None, at(1_000)), None);
+        assert_eq!(
+            render_reconciled(&old),
+            "at 1970-01-01T00:16:40Z replaced with the fabric's values: device flannel.1 has VNI 42 (want 1)"
+        );
+    }
 
     #[test]
     fn error_chains_read_like_sentences() {
