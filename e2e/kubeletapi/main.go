@@ -30,7 +30,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"k8s.io/apimachinery/pkg/types"
 	remotecommandconsts "k8s.io/apimachinery/pkg/util/remotecommand"
@@ -274,11 +278,35 @@ func environ(pid int) []string {
 	return env
 }
 
-// ExecInContainer implements remotecommandserver.Executor.
-func (e executor) ExecInContainer(ctx context.Context, _ string, _ types.UID, container string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, _ <-chan remotecommand.TerminalSize, _ time.Duration) error {
-	if tty {
-		return fmt.Errorf("weft-kubelet-api does not allocate terminals: run exec without -t")
+// openPty opens a new pseudo-terminal pair from /dev/ptmx: the master (ours) and the slave (the
+// command's stdin, stdout and stderr, and its controlling terminal).
+func openPty() (master, slave *os.File, err error) {
+	master, err = os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
 	}
+	fd := int(master.Fd())
+	if err = unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("unlocking the terminal: %w", err)
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("naming the terminal: %w", err)
+	}
+	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		master.Close()
+		return nil, nil, err
+	}
+	return master, slave, nil
+}
+
+// ExecInContainer implements remotecommandserver.Executor. With tty, the command gets a terminal
+// of its own (a new session with the terminal as its controlling one, stderr merged into stdout as
+// a kubelet does), sized and resized by the client (`kubectl exec -it`).
+func (e executor) ExecInContainer(ctx context.Context, _ string, _ types.UID, container string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize, _ time.Duration) error {
 	if len(cmd) == 0 {
 		return fmt.Errorf("no command given")
 	}
@@ -292,24 +320,58 @@ func (e executor) ExecInContainer(ctx context.Context, _ string, _ types.UID, co
 	args := append([]string{"--target", strconv.Itoa(st.Pid), "--mount", "--net", "--uts", "--"}, cmd...)
 	c := exec.CommandContext(ctx, "nsenter", args...)
 	c.Env = environ(st.Pid)
-	c.Stdout, c.Stderr = out, errw
-	var stdin io.WriteCloser
-	if in != nil {
-		if stdin, err = c.StdinPipe(); err != nil {
+	var copies sync.WaitGroup
+	if tty {
+		master, slave, err := openPty()
+		if err != nil {
+			return fmt.Errorf("allocating a terminal: %w", err)
+		}
+		defer master.Close()
+		c.Stdin, c.Stdout, c.Stderr = slave, slave, slave
+		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+		if err := c.Start(); err != nil {
+			slave.Close()
 			return err
 		}
-	}
-	if err := c.Start(); err != nil {
-		return err
-	}
-	if stdin != nil {
-		// Not awaited: the command may end before its input does.
+		slave.Close()
 		go func() {
-			_, _ = io.Copy(stdin, in)
-			_ = stdin.Close()
+			for size := range resize {
+				_ = unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ,
+					&unix.Winsize{Row: size.Height, Col: size.Width})
+			}
 		}()
+		if in != nil {
+			go func() { _, _ = io.Copy(master, in) }()
+		}
+		if out != nil {
+			copies.Add(1)
+			go func() {
+				defer copies.Done()
+				// Ends with EIO once the command and everything it started have closed the slave.
+				_, _ = io.Copy(out, master)
+			}()
+		}
+	} else {
+		c.Stdout, c.Stderr = out, errw
+		var stdin io.WriteCloser
+		if in != nil {
+			if stdin, err = c.StdinPipe(); err != nil {
+				return err
+			}
+		}
+		if err := c.Start(); err != nil {
+			return err
+		}
+		if stdin != nil {
+			// Not awaited: the command may end before its input does.
+			go func() {
+				_, _ = io.Copy(stdin, in)
+				_ = stdin.Close()
+			}()
+		}
 	}
 	err = c.Wait()
+	copies.Wait()
 	var exitErr *exec.ExitError
 	if errors.As(err, &exitErr) && exitErr.ExitCode() >= 0 {
 		return utilexec.CodeExitError{Err: fmt.Errorf("command terminated with non-zero exit code: %v", err), Code: exitErr.ExitCode()}

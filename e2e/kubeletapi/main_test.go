@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/utils/exec"
 )
 
@@ -159,8 +161,38 @@ func TestExecCarriesStreamsAndTheExitCode(t *testing.T) {
 	if !errors.As(err, &code) || code.ExitStatus() != 127 {
 		t.Errorf("a missing program: %v", err)
 	}
-	if err := (executor{n, rec}).ExecInContainer(context.Background(), "p", "u1", "c",
-		[]string{"true"}, nil, &out, &errw, true, nil, 0); err == nil {
-		t.Error("a terminal was accepted")
+}
+
+// With a terminal (kubectl exec -it): the command's stdin and stdout are a terminal of the size the
+// client asked for, input is echoed by it, stderr arrives merged, and the exit code still travels.
+func TestExecWithATerminal(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (nsenter)")
+	}
+	n := fixture(t, containerState{Pid: os.Getpid(), Restarts: 0, Running: true})
+	rec, err := n.pod("ns", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resize := make(chan remotecommand.TerminalSize, 1)
+	resize <- remotecommand.TerminalSize{Width: 91, Height: 17}
+	close(resize)
+	in, feed := io.Pipe()
+	go func() {
+		// After the size is set: the command reads a line before it reports.
+		time.Sleep(200 * time.Millisecond)
+		_, _ = feed.Write([]byte("hello\n"))
+	}()
+	var out closer
+	err = executor{n, rec}.ExecInContainer(context.Background(), "p", "u1", "c",
+		[]string{"/bin/sh", "-c", "read line; test -t 0 && test -t 1 && echo \"tty $(stty size) $line\"; echo err >&2; exit 4"},
+		in, &out, nil, true, resize, 0)
+	var code utilexec.CodeExitError
+	if !errors.As(err, &code) || code.ExitStatus() != 4 {
+		t.Fatalf("exit: %v (output %q)", err, out.String())
+	}
+	got := strings.ReplaceAll(out.String(), "\r\n", "\n")
+	if got != "hello\ntty 17 91 hello\nerr\n" {
+		t.Errorf("terminal output %q", got)
 	}
 }

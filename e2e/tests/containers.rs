@@ -14,6 +14,7 @@ mod support;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
+use std::process::Command;
 use std::time::Duration;
 use support::*;
 use weft_e2e::Cluster;
@@ -393,8 +394,52 @@ fn exec_round_trips(c: &Cluster) -> Result<()> {
             code == 127 && err.contains("No such file"),
             "{proto}: a missing program must fail with 127: exit {code}, stderr {err:?}"
         );
+        let (code, out) = kubectl_exec_tty(
+            c,
+            websocket,
+            "shell",
+            "test -t 0 && test -t 1 && echo \"tty-$(stty size)\"; exit 6",
+        )?;
+        ensure!(
+            code == 6 && out.contains("tty-"),
+            "{proto}: kubectl exec -it: exit {code}, output {out:?}"
+        );
     }
     delete(c, &["shell"])
+}
+
+/// `kubectl exec -it … -- /bin/sh -c <script>` from a terminal of its own (`script` gives kubectl a
+/// pseudo-terminal, as a person's shell would); returns kubectl's exit code and what it printed.
+fn kubectl_exec_tty(
+    c: &Cluster,
+    websocket: bool,
+    pod: &str,
+    script: &str,
+) -> Result<(i32, String)> {
+    let kubectl = c.kubectl();
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut line: Vec<String> = vec![quote(&kubectl.get_program().to_string_lossy())];
+    line.extend(kubectl.get_args().map(|a| quote(&a.to_string_lossy())));
+    for a in ["exec", "-it", "-n", NS, pod, "--", "/bin/sh", "-c", script] {
+        line.push(quote(a));
+    }
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &line.join(" "), "/dev/null"]);
+    for (k, v) in kubectl.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.env(
+        "KUBECTL_REMOTE_COMMAND_WEBSOCKETS",
+        if websocket { "true" } else { "false" },
+    );
+    let out = cmd.stdin(std::process::Stdio::null()).output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
 }
 
 fn logs(c: &Cluster, pod: &str, extra: &[&str]) -> Result<String> {
