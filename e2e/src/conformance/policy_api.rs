@@ -51,6 +51,10 @@ pub struct Version {
     pub claimed: &'static [&'static str],
     /// Features weft does not claim, with why.
     pub unclaimed: &'static [(&'static str, &'static str)],
+    /// Whether the suite probes only once right after it creates or changes a policy (v0.1.7),
+    /// so that a check can fail when the agents' update (tens of milliseconds) loses the race
+    /// against the `kubectl exec` of the probe; v0.3.0 polls each probe for up to 10 s.
+    pub probes_once: bool,
 }
 
 const NODE_PEERS: &str = "weft's policy engine refuses `nodes` peers";
@@ -62,6 +66,7 @@ pub const VERSIONS: &[Version] = &[
         api: "ClusterNetworkPolicy v1beta1/v1alpha2",
         claimed: &["ClusterNetworkPolicy", "ClusterNetworkPolicyNamedPorts"],
         unclaimed: &[("ClusterNetworkPolicyEgressNodePeers", NODE_PEERS)],
+        probes_once: false,
     },
     Version {
         module: "v0.1.7",
@@ -76,6 +81,7 @@ pub const VERSIONS: &[Version] = &[
             ("AdminNetworkPolicyEgressNodePeers", NODE_PEERS),
             ("BaselineAdminNetworkPolicyEgressNodePeers", NODE_PEERS),
         ],
+        probes_once: true,
     },
 ];
 
