@@ -16,6 +16,10 @@
 //! ports: on a kernel without SCTP the nodelet withholds those (an Event on the pod), and every test
 //! that probes SCTP in any of its subtests is left out whole, listed with its reason.
 //!
+//! A run first removes what an earlier one left in the cluster (an interrupted run's base namespaces
+//! and the cluster-wide policies the suites' manifests name; the Go test binary cleans up only when
+//! it ends by itself), so runs can follow each other, and `weft-e2e down` removes everything.
+//!
 //! Invariant: a test is left out only for a reason [`plan_run`] names (this kernel has no SCTP, or it
 //! needs a feature weft does not claim), and every left-out test is printed with it; anything the
 //! suite itself skips counts as skipped in the table.
@@ -435,10 +439,88 @@ pub fn base_namespaces(names: &str) -> Vec<String> {
         .collect()
 }
 
-/// Waits until no base namespace of an earlier run (of either version) is left: a suite deletes its
-/// namespaces as it ends but does not wait, and the next one cannot create pods in a namespace
-/// that is terminating.
-fn wait_base_namespaces_gone(c: &Cluster) -> Result<()> {
+/// The cluster-scoped kinds the suites' manifests create, with their resource names.
+const POLICY_KINDS: &[(&str, &str)] = &[
+    (
+        "ClusterNetworkPolicy",
+        "clusternetworkpolicies.policy.networking.k8s.io",
+    ),
+    (
+        "AdminNetworkPolicy",
+        "adminnetworkpolicies.policy.networking.k8s.io",
+    ),
+    (
+        "BaselineAdminNetworkPolicy",
+        "baselineadminnetworkpolicies.policy.networking.k8s.io",
+    ),
+];
+
+/// The cluster-scoped policies a suite manifest creates, as (resource, name). Read line by line:
+/// the manifests are Go templates (`{{ index .HostNetworkPorts 0 }}`), not always YAML.
+pub fn manifest_policies(manifest: &str) -> Vec<(&'static str, String)> {
+    manifest
+        .split("\n---")
+        .filter_map(|doc| {
+            let kind = doc
+                .lines()
+                .find_map(|l| l.strip_prefix("kind:"))
+                .map(|k| k.trim().trim_matches('"'))?;
+            let resource = POLICY_KINDS.iter().find(|(k, _)| *k == kind)?.1;
+            let name = doc
+                .lines()
+                .skip_while(|l| !l.starts_with("metadata:"))
+                .skip(1)
+                .take_while(|l| l.starts_with(' '))
+                .find_map(|l| l.strip_prefix("  name:"))
+                .map(|n| n.trim().trim_matches('"').to_string())?;
+            Some((resource, name))
+        })
+        .collect()
+}
+
+/// Removes what an earlier run left (one interrupted, or the other version's namespaces, which a
+/// suite deletes as it ends without waiting): the cluster-scoped policies that either version's
+/// manifests name, and the base namespaces; waits until those are gone, since pods cannot be
+/// created in a namespace that is terminating.
+fn clear_earlier_runs(c: &Cluster) -> Result<()> {
+    let mut policies: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for v in VERSIONS {
+        let base = module_dir(&c.cfg.cache_dir, v)?.join("conformance/base");
+        for dir in std::fs::read_dir(&base)
+            .with_context(|| format!("failed to read {}", base.display()))?
+        {
+            let dir = dir?.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(&dir)? {
+                let f = f?.path();
+                if f.extension().is_some_and(|x| x == "yaml") {
+                    for (resource, name) in manifest_policies(&std::fs::read_to_string(&f)?) {
+                        policies.entry(resource).or_default().push(name);
+                    }
+                }
+            }
+        }
+    }
+    for (resource, mut names) in policies {
+        names.sort();
+        names.dedup();
+        run(c
+            .kubectl()
+            .args(["delete", resource, "--ignore-not-found", "--wait=false"])
+            .args(&names))
+        .with_context(|| {
+            format!("failed to delete the suites' {resource} left by an earlier run")
+        })?;
+    }
+    let left = base_namespaces(&run(c.kubectl().args(["get", "namespaces", "-o", "name"]))?);
+    if !left.is_empty() {
+        run(c
+            .kubectl()
+            .args(["delete", "namespace", "--ignore-not-found", "--wait=false"])
+            .args(&left))?;
+    }
     let deadline = std::time::Instant::now() + NAMESPACES_GONE_WITHIN;
     let mut said = false;
     loop {
@@ -486,7 +568,7 @@ pub fn run_suite(c: &Cluster, v: &Version, only: &[String], report_dir: &Path) -
     )?;
     let _ = std::fs::remove_dir_all(report_dir);
     std::fs::create_dir_all(report_dir)?;
-    wait_base_namespaces_gone(c)?;
+    clear_earlier_runs(c)?;
     let mut cmd = Command::new("go");
     cmd.args(["tool", "test2json", "-t", "-p"])
         .arg(format!("network-policy-api@{}", v.module))
@@ -759,5 +841,48 @@ var CNPAdminTierGress = suite.ConformanceTest{
             ]
         );
         assert!(base_namespaces("namespace/default\n").is_empty());
+    }
+
+    #[test]
+    fn the_policies_of_a_templated_manifest_are_found_by_kind_and_name() {
+        let m = r#"apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata:
+  name: priority-50-example
+spec:
+  tier: Admin
+  egress:
+  - name: "allow-egress-to-{{ index .HostNetworkPorts 0 }}-on-nodes"
+    ports:
+    - portRange:
+        start: {{ index .HostNetworkPorts 0 }}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: allow-gress
+  namespace: network-policy-conformance-gryffindor
+---
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: BaselineAdminNetworkPolicy
+metadata:
+  labels:
+    name: x
+  name: "default"
+"#;
+        assert_eq!(
+            manifest_policies(m),
+            [
+                (
+                    "clusternetworkpolicies.policy.networking.k8s.io",
+                    "priority-50-example".to_string()
+                ),
+                (
+                    "baselineadminnetworkpolicies.policy.networking.k8s.io",
+                    "default".to_string()
+                ),
+            ],
+            "namespaced NetworkPolicies go with their namespace"
+        );
     }
 }
