@@ -20,6 +20,7 @@ pub mod conformance;
 pub mod controlplane;
 pub mod demo;
 pub mod egress;
+pub mod flannel;
 pub mod forward;
 pub mod gobuild;
 pub mod helm;

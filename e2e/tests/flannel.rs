@@ -12,11 +12,11 @@
 mod support;
 
 use anyhow::{Context, Result, ensure};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 use weft_e2e::Cluster;
+use weft_e2e::flannel::{Flanneld, ensure_flanneld, place_flannel_conflist};
 use weft_e2e::install::{install_weft, wait_fabric_available};
 use weft_e2e::probe::{self, Endpoint, Family};
 use weft_e2e::serve::parse_ports;
@@ -24,120 +24,6 @@ use weft_e2e::serve::parse_ports;
 const NS: &str = "interop";
 const FLANNEL_NODE: &str = "node-3";
 const WEFT_LABEL: &str = "weft.dev/cni";
-
-/// flanneld, built from `e2e/flannel` into the cache (minutes the first time, then free).
-fn ensure_flanneld(c: &Cluster) -> Result<PathBuf> {
-    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("flannel");
-    let bin = weft_e2e::gobuild::ensure_go_binaries(
-        &module,
-        &[("flannel", "github.com/flannel-io/flannel")],
-        "flannel",
-        &["tools.go"],
-        "-s -w",
-        // flannel's udp backend is cgo.
-        &[],
-        &c.cfg.cache_dir,
-    )?;
-    Ok(bin.join("flannel"))
-}
-
-/// flanneld running in a node's network namespace; killed when dropped.
-struct Flanneld(Option<Child>);
-
-impl Flanneld {
-    /// Starts flanneld on `node` as kube-flannel's DaemonSet does: `--kube-subnet-mgr`, the node's
-    /// interface, `--ip-masq`, the ConfigMap's net-conf.json, NODE_NAME from the downward API.
-    fn start(c: &Cluster, node: &str, exe: &Path) -> Result<Self> {
-        let dir = c.cfg.node_dir(node).join("flannel");
-        std::fs::create_dir_all(&dir)?;
-        let net_conf = dir.join("net-conf.json");
-        let network = c.cfg.cluster_cidrs[0].clone();
-        std::fs::write(
-            &net_conf,
-            serde_json::to_string_pretty(&serde_json::json!({
-                "Network": network,
-                "EnableNFTables": true,
-                "Backend": {"Type": "vxlan"}
-            }))?,
-        )?;
-        // The node's private /run (the nodelet's view), where weft's agent finds subnet.env later.
-        let subnet_file = c.cfg.node_dir(node).join("run/flannel/subnet.env");
-        // kube-flannel's ServiceAccount may list and watch every Node; a node's own identity may
-        // not (Node authorizer). The admin credentials, at the address the nodes reach.
-        let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            std::fs::read_to_string(c.cfg.kubeconfig())?
-                .replace(&c.cfg.api_url_local(), &c.cfg.api_url_in_cluster()),
-        )?;
-        let log = std::fs::File::create(c.cfg.log_dir().join(format!("flanneld-{node}.log")))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &c.cfg.node_ns(node)])
-            .arg(exe)
-            .arg("--kube-subnet-mgr")
-            .arg(format!("--kubeconfig-file={}", kubeconfig.display()))
-            .args(["--iface", "eth0", "--ip-masq"])
-            .arg(format!("--net-config-path={}", net_conf.display()))
-            .arg(format!("--subnet-file={}", subnet_file.display()))
-            .env("NODE_NAME", node)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting flanneld")?;
-        Ok(Self(Some(child)))
-    }
-
-    /// SIGTERM, as a DaemonSet pod's deletion does; flanneld leaves the datapath in place.
-    fn stop(&mut self) -> Result<()> {
-        if let Some(mut ch) = self.0.take() {
-            // `ip netns exec` execs flanneld: the child is flanneld itself.
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(ch.id() as i32),
-                nix::sys::signal::SIGTERM,
-            )?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while ch.try_wait()?.is_none() {
-                if Instant::now() > deadline {
-                    let _ = ch.kill();
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Flanneld {
-    fn drop(&mut self) {
-        if let Some(mut ch) = self.0.take() {
-            let _ = ch.kill();
-            let _ = ch.wait();
-        }
-    }
-}
-
-/// The flannel CNI config of the flannel node: what flannel's CNI plugin delegates to (a `cni0`
-/// bridge with host-local over the node's subnet, MTU of the VXLAN device), as a conflist named like
-/// k3s's and kube-flannel's.
-fn place_flannel_conflist(c: &Cluster, node: &str) -> Result<PathBuf> {
-    let n = get_json(c, &["node", node])?;
-    let cidr = n["spec"]["podCIDR"].as_str().context("no podCIDR")?;
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0", "name": "cbr0",
-        "plugins": [
-            {"type": "bridge", "bridge": "cni0", "isDefaultGateway": true, "ipMasq": false,
-             "hairpinMode": true, "mtu": 1450,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": cidr}]]}},
-            {"type": "portmap", "capabilities": {"portMappings": true}}
-        ]
-    });
-    let dir = c.cfg.node_dir(node).join("etc-cni-net.d");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("10-flannel.conflist");
-    std::fs::write(&path, serde_json::to_vec_pretty(&conf)?)?;
-    Ok(path)
-}
 
 fn node_ip(c: &Cluster, node: &str, args: &[&str]) -> Result<String> {
     output(
@@ -286,8 +172,8 @@ fn interop(c: &Cluster) -> Result<()> {
         ],
     )?;
     wait_fabric_available(c, "default", Duration::from_secs(180))?;
-    place_flannel_conflist(c, FLANNEL_NODE)?;
-    let mut flanneld = Flanneld::start(c, FLANNEL_NODE, &exe)?;
+    place_flannel_conflist(c, FLANNEL_NODE, 1450)?;
+    let mut flanneld = Flanneld::start(c, FLANNEL_NODE, &exe, "vxlan")?;
 
     // flannel's node announces itself; weft's nodes route to it and flannel to them.
     let flannel_cidr = get_json(c, &["node", FLANNEL_NODE])?["spec"]["podCIDR"]
