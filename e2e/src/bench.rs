@@ -539,6 +539,30 @@ pub fn has_token(line: &str, tok: &str) -> bool {
     })
 }
 
+/// `text` with every address or prefix in `map` replaced, in order, where it stands as a whole
+/// token (see [`has_token`]; a `from` ending in `.` is a prefix and matches any address that
+/// starts with it): how a ruleset listed on one node is carried over to another topology's node.
+pub fn replace_addrs(text: &str, map: &[(String, String)]) -> String {
+    let mut out = text.to_owned();
+    for (from, to) in map {
+        let prefix = from.ends_with('.');
+        let mut next = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(i) = rest.find(from.as_str()) {
+            let before = rest[..i].chars().next_back().or(next.chars().next_back());
+            let after = rest[i + from.len()..].chars().next();
+            let whole = !before.is_some_and(|c| c.is_ascii_digit() || c == '.')
+                && (prefix || !after.is_some_and(|c| c.is_ascii_digit()));
+            next.push_str(&rest[..i]);
+            next.push_str(if whole { to } else { from });
+            rest = &rest[i + from.len()..];
+        }
+        next.push_str(rest);
+        out = next;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,5 +607,24 @@ mod tests {
     #[test]
     fn ansi_colours_are_removed() {
         assert_eq!(strip_ansi("\u{1b}[2mcni_add_ms\u{1b}[0m=5"), "cni_add_ms=5");
+    }
+
+    #[test]
+    fn addresses_are_replaced_as_whole_tokens() {
+        let map = [
+            ("10.240.1.7".to_string(), "10.244.1.2".to_string()),
+            ("10.240.0.0/12".to_string(), "10.244.0.0/16".to_string()),
+            ("10.240.1.".to_string(), "10.244.1.".to_string()),
+            ("10.84.0.11".to_string(), "192.0.2.1".to_string()),
+        ];
+        assert_eq!(
+            replace_addrs(
+                "ip saddr 10.240.1.0/24 ip daddr 10.240.0.0/12 { 10.240.1.7, 10.240.1.70 } \
+                 { 10.84.0.11, 10.84.0.111, 110.240.1.7 }",
+                &map
+            ),
+            "ip saddr 10.244.1.0/24 ip daddr 10.244.0.0/16 { 10.244.1.2, 10.244.1.70 } \
+             { 192.0.2.1, 10.84.0.111, 110.240.1.7 }"
+        );
     }
 }
