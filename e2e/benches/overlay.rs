@@ -1,30 +1,39 @@
 //! Benchmark of the overlay (issue 8): weft's datapath, set up by its agent on a local 3-node
-//! cluster, against the kernel's hand-built reference datapath (`shared/reference/
-//! datapath-reference.sh`, same topology: an underlay bridge, two node namespaces, pods behind
-//! them), in the same run, with the same tools; and the agent's control-plane figures.
+//! cluster, against flanneld's on a second local cluster and against the kernel's hand-built
+//! reference datapath (`shared/reference/datapath-reference.sh`, same topology: an underlay bridge,
+//! two node namespaces, pods behind them), bare and with weft's nftables tables loaded, in the same
+//! run, with the same tools; and the agent's control-plane figures.
 //!
 //! ```text
 //! cargo build --release --workspace --bins
-//! cargo bench -p weft-e2e --bench overlay        # as root; needs iperf3 and sockperf:
-//!                                                #   apt-get install iperf3 sockperf
+//! cargo bench -p weft-e2e --bench overlay        # as root; needs iperf3, sockperf and nft:
+//!                                                #   apt-get install iperf3 sockperf nftables
 //! ```
 //!
-//! One run (about 10-15 minutes, bounded by a watchdog):
+//! One run (about 15-25 minutes, bounded by a watchdog):
 //! 1. brings up its own cluster `h5bench` (API 17483, ports from 13700, underlay 10.84.0.0/24,
-//!    pod network 10.240.0.0/12 so that 500 simulated nodes fit) and installs weft with Helm;
+//!    pod network 10.240.0.0/12 so that 500 simulated nodes fit) and installs weft with Helm; and,
+//!    meanwhile, a 2-node cluster `h6flb` without weft (API 17660, ports from 14800, underlay
+//!    10.60.0.0/24, pod network 10.232.0.0/16) where flanneld v0.28.10 (`weft_e2e::flannel`) runs on
+//!    both nodes with flannel's CNI config (a `cni0` bridge), as kube-flannel runs it;
 //! 2. the agent's resident memory with 3 nodes;
-//! 3. VXLAN: pod on node-1 → pod on node-2, interleaved round by round with the reference's
-//!    `setup vxlan` (namespaces `h5r-*`): iperf3 TCP throughput, sockperf 64-byte UDP message rate,
-//!    sockperf TCP request/response (ping-pong) latency;
+//! 3. VXLAN: pod on node-1 → pod on node-2, round-robin over four paths: weft's; flanneld's; the
+//!    reference's `setup vxlan` (namespaces `h5r-*`); and the same reference (namespaces `h6rt-*`)
+//!    with the nftables tables of weft's node-1 and node-2 (`nft list table inet weft-nat`, `inet
+//!    weft-policy`) loaded into its two node namespaces, addresses carried over to the reference's.
+//!    Each: iperf3 TCP throughput, sockperf 64-byte UDP message rate, sockperf TCP request/response
+//!    (ping-pong) latency;
 //! 4. node added → its route present on every node, p50/p99 (annotation-only Node objects);
-//! 5. CNI ADD for 100 pods created at once on node-3: creation → Running (watch), and the CNI ADD
-//!    itself as the nodelet logs it;
+//! 5. CNI ADD on node-3: 100 pods created at once, then pods created one at a time (each Running
+//!    before the next), creation → Running (watch) and the CNI ADD itself as the nodelet logs it;
 //! 6. 500 simulated remote nodes: time to program them all, the agent's resident memory;
-//! 7. host-gw (the fabric patched): the datapath again, against the reference's `setup hostgw`.
+//! 7. host-gw (weft's fabric patched, flanneld restarted with Backend Type `host-gw`): the four
+//!    paths again, against the reference's `setup hostgw`.
 //!
-//! Each datapath figure is printed as a ratio to the reference (for latency: reference ÷ weft, so
-//! that above 1 is always better). Everything it created (cluster, reference namespaces, servers)
-//! is removed at the end, also on failure, panic, SIGINT/SIGTERM or the watchdog.
+//! Each datapath figure is printed as a ratio to the reference (for latency: reference ÷ path, so
+//! that above 1 is always better), and weft's also to the reference with weft's tables. Everything
+//! it created (clusters, flanneld, reference namespaces, servers) is removed at the end, also on
+//! failure, panic, SIGINT/SIGTERM or the watchdog.
 //!
 //! Knobs: `WEFT_BENCH_REPS` (rounds per datapath, default 3), `WEFT_BENCH_DUR` (seconds per
 //! iperf3/sockperf sample, default 5), `WEFT_E2E_BIN_DIR` (where weft-agent, weft-operator,
@@ -42,9 +51,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weft_e2e::bench::{
     AGNHOST, Cleanup, PodPair, after, agent_rss_mib, alive, env_num, ghost_node, guard, in_ns,
-    iperf3_gbps, kubectl, median, need, need_root, percentile, pod_doc, private_bins, run_bounded,
-    run_guarded, sockperf_pp_rtt_us, sockperf_tp_kpps, start_iperf3, start_sockperf, strip_ansi,
+    iperf3_gbps, kubectl, loadavg, median, need, need_root, percentile, pod_doc, private_bins,
+    replace_addrs, run_bounded, run_guarded, sockperf_pp_rtt_us, sockperf_tp_kpps, start_iperf3,
+    start_sockperf, strip_ansi,
 };
+use weft_e2e::flannel::{Flanneld, ensure_flanneld, place_flannel_conflist};
 use weft_e2e::install::{install_weft, wait_fabric_available};
 use weft_e2e::sys::{run, wait_until};
 use weft_e2e::{Cluster, ClusterConfig};
@@ -58,12 +69,24 @@ const UNDERLAY_OCTET: u8 = 84;
 const POD_NETWORK: &str = "10.240.0.0/12";
 /// Prefix of the reference's namespaces (`h5r-ul`, `h5r-n1`, `h5r-p1a`, …).
 const REF_PREFIX: &str = "h5r-";
+/// Prefix of the reference's namespaces that carry weft's nftables tables.
+const REF_TABLES_PREFIX: &str = "h6rt-";
+/// The nftables tables of a weft node that the reference with tables gets.
+const WEFT_TABLES: [&str; 2] = ["weft-nat", "weft-policy"];
+/// flanneld's cluster: two nodes, no weft, no kube-proxy (like weft's here).
+const FL_CLUSTER: &str = "h6flb";
+const FL_API_PORT: u16 = 17660;
+const FL_PORT_BASE: u16 = 14800;
+const FL_UNDERLAY_OCTET: u8 = 60;
+const FL_POD_NETWORK: &str = "10.232.0.0/16";
 /// The whole run is stopped (and cleaned up) after this long.
-const WATCHDOG: Duration = Duration::from_secs(40 * 60);
+const WATCHDOG: Duration = Duration::from_secs(60 * 60);
 
 const NS: &str = "bench";
 const CNI_NS: &str = "bench-cni";
 const CNI_PODS: usize = 100;
+const CNI_SEQ_NS: &str = "bench-cni-seq";
+const CNI_SEQ_PODS: usize = 30;
 const GHOST_LABEL: &str = "weft.dev/bench-ghost";
 const ADDED_SAMPLES: usize = 30;
 const SIMULATED: usize = 500;
@@ -89,14 +112,14 @@ fn reference_script() -> Result<PathBuf> {
     Ok(s)
 }
 
-/// Runs the reference script with our prefix and work directory.
-fn reference(script: &Path, work: &Path, args: &[&str]) -> Result<String> {
+/// Runs the reference script for the namespaces `prefix*`, with a work directory of their own.
+fn reference(script: &Path, work: &Path, prefix: &str, args: &[&str]) -> Result<String> {
     run(Command::new("bash")
         .arg(script)
         .args(args)
-        .env("PFX", REF_PREFIX)
-        .env("WORK", work.join("ref-work"))
-        .env("RES", work.join("ref-results")))
+        .env("PFX", prefix)
+        .env("WORK", work.join(format!("{prefix}work")))
+        .env("RES", work.join(format!("{prefix}results"))))
 }
 
 /// Starts iperf3 and sockperf (TCP and UDP) servers at the path's server end.
@@ -139,42 +162,33 @@ fn measure(p: &PodPair, dur: u64) -> Result<Sample> {
     })
 }
 
-/// Medians over rounds of weft's path and the reference's, measured round-robin so that drift of
-/// a loaded machine hits both alike.
+/// The measured paths, in the order of the table's columns.
+const PATHS: [&str; 4] = ["reference", "reference+tables", "weft", "flanneld"];
+
+/// Samples of each path in [`PATHS`] order, measured round-robin so that drift of a loaded
+/// machine hits all alike: round `r` starts with path `r mod 4`, so each goes first as often.
 struct Compared {
-    weft: Vec<Sample>,
-    reference: Vec<Sample>,
+    samples: [Vec<Sample>; 4],
 }
 
-fn compare(weft: &PodPair, reference: &PodPair, reps: u64, dur: u64) -> Result<Compared> {
+fn compare(paths: &[&PodPair; 4], reps: u64, dur: u64) -> Result<Compared> {
     let mut out = Compared {
-        weft: Vec::new(),
-        reference: Vec::new(),
+        samples: Default::default(),
     };
-    for r in 0..reps {
-        // Alternate which goes first.
-        let order = if r % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for is_weft in order {
-            let p = if is_weft { weft } else { reference };
-            let s = measure(p, dur)?;
+    for r in 0..reps as usize {
+        for k in 0..PATHS.len() {
+            let i = (r + k) % PATHS.len();
+            let s = measure(paths[i], dur)?;
             eprintln!(
-                "  round {} {:9}: {:.2} Gbit/s, {:.1} kpps, RTT {:.1} µs (p99 {:.1})",
+                "  round {} {:16}: {:.2} Gbit/s, {:.1} kpps, RTT {:.1} µs (p99 {:.1})",
                 r + 1,
-                if is_weft { "weft" } else { "reference" },
+                PATHS[i],
                 s.tcp_gbps,
                 s.udp64_kpps,
                 s.rr_rtt_us,
                 s.rr_rtt_p99_us
             );
-            if is_weft {
-                out.weft.push(s)
-            } else {
-                out.reference.push(s)
-            }
+            out.samples[i].push(s);
         }
     }
     Ok(out)
@@ -187,8 +201,9 @@ fn med_of(v: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
 
 // ---------------------------------------------------------------- the cluster side
 
-/// The two measured pods (client on node-1, server on node-2), as nsenter paths and the server's IP.
-fn weft_path(c: &Cluster) -> Result<PodPair> {
+/// The two measured pods (client on node-1, server on node-2) of cluster `c`, created if missing:
+/// nsenter paths and the server's IP, and the client's IP.
+fn bench_pods(c: &Cluster) -> Result<(PodPair, String)> {
     if kubectl(c, &["get", "namespace", NS]).is_err() {
         kubectl(c, &["create", "namespace", NS])?;
         c.apply(pod_doc(NS, "client", "node-1", &[], AGNHOST))?;
@@ -196,7 +211,7 @@ fn weft_path(c: &Cluster) -> Result<PodPair> {
     }
     let mut found = None;
     wait_until(
-        "the bench pods to run",
+        &format!("the bench pods of {} to run", c.cfg.name),
         Duration::from_secs(120),
         Duration::from_millis(500),
         || {
@@ -204,12 +219,16 @@ fn weft_path(c: &Cluster) -> Result<PodPair> {
             let get = |id: &str| eps.iter().find(|e| e.id == id).cloned();
             if let (Some(cl), Some(sv)) = (get("bench/client"), get("bench/server"))
                 && let Some(ip) = sv.ips.iter().find(|i| i.is_ipv4())
+                && let Some(cip) = cl.ips.iter().find(|i| i.is_ipv4())
             {
-                found = Some(PodPair {
-                    client: cl.netns,
-                    server: sv.netns,
-                    server_ip: ip.to_string(),
-                });
+                found = Some((
+                    PodPair {
+                        client: cl.netns,
+                        server: sv.netns,
+                        server_ip: ip.to_string(),
+                    },
+                    cip.to_string(),
+                ));
                 return Ok(true);
             }
             Ok(false)
@@ -405,19 +424,66 @@ async fn cni_add(c: &Cluster, client: &kube::Client) -> Result<(Vec<f64>, Vec<f6
         .iter()
         .filter_map(|(n, t)| Some(running.get(n)?.duration_since(*t).as_secs_f64() * 1e3))
         .collect();
-    // The nodelet's own timing of each ADD.
-    let log = std::fs::read_to_string(c.cfg.log_dir().join("nodelet-node-3.log"))?;
-    let cni: Vec<f64> = strip_ansi(&log)
-        .lines()
-        .filter(|l| l.contains("CNI ADD done") && l.contains(&format!("pod={CNI_NS}/")))
-        .filter_map(|l| after(l, "cni_add_ms="))
-        .collect();
+    let cni = nodelet_cni_add_ms(c, CNI_NS)?;
     kubectl(
         c,
         &[
             "delete",
             "namespace",
             CNI_NS,
+            "--wait=true",
+            "--timeout=180s",
+        ],
+    )?;
+    Ok((to_running, cni))
+}
+
+/// The nodelet's own timing of each CNI ADD of a pod in namespace `ns` on node-3.
+fn nodelet_cni_add_ms(c: &Cluster, ns: &str) -> Result<Vec<f64>> {
+    let log = std::fs::read_to_string(c.cfg.log_dir().join("nodelet-node-3.log"))?;
+    Ok(strip_ansi(&log)
+        .lines()
+        .filter(|l| l.contains("CNI ADD done") && l.contains(&format!("pod={ns}/")))
+        .filter_map(|l| after(l, "cni_add_ms="))
+        .collect())
+}
+
+/// Pods created on node-3 one at a time, each `Running` (polled every 20 ms) before the next is
+/// created: the plugins' own cost without queueing. Creation → Running, and the nodelet's timing.
+async fn cni_add_one_at_a_time(c: &Cluster, client: &kube::Client) -> Result<(Vec<f64>, Vec<f64>)> {
+    kubectl(c, &["create", "namespace", CNI_SEQ_NS])?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), CNI_SEQ_NS);
+    let mut to_running = Vec::new();
+    for i in 0..CNI_SEQ_PODS {
+        let name = format!("s-{i}");
+        let p: Pod = serde_json::from_value(pod_doc(CNI_SEQ_NS, &name, "node-3", &[], AGNHOST))?;
+        let t = Instant::now();
+        pods.create(&PostParams::default(), &p).await?;
+        loop {
+            let got = pods.get(&name).await?;
+            if got.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") {
+                break;
+            }
+            ensure!(
+                t.elapsed() < Duration::from_secs(60),
+                "{CNI_SEQ_NS}/{name} not Running after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        to_running.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let cni = nodelet_cni_add_ms(c, CNI_SEQ_NS)?;
+    ensure!(
+        cni.len() == CNI_SEQ_PODS,
+        "the nodelet logged {} CNI ADDs in {CNI_SEQ_NS}, not {CNI_SEQ_PODS}",
+        cni.len()
+    );
+    kubectl(
+        c,
+        &[
+            "delete",
+            "namespace",
+            CNI_SEQ_NS,
             "--wait=true",
             "--timeout=180s",
         ],
@@ -463,50 +529,314 @@ fn set_backend(c: &Cluster, backend: &str) -> Result<()> {
     wait_fabric_available(c, "default", Duration::from_secs(120))
 }
 
-/// The reference's two pods, as nsenter paths.
-fn reference_path() -> PodPair {
+/// The two pods of the reference in namespaces `prefix*`, as nsenter paths.
+fn reference_path(prefix: &str) -> PodPair {
     PodPair {
-        client: PathBuf::from(format!("/run/netns/{REF_PREFIX}p1a")),
-        server: PathBuf::from(format!("/run/netns/{REF_PREFIX}p2a")),
+        client: PathBuf::from(format!("/run/netns/{prefix}p1a")),
+        server: PathBuf::from(format!("/run/netns/{prefix}p2a")),
         server_ip: "10.244.2.2".into(),
     }
 }
 
+/// `node`'s pod CIDR in cluster `c`.
+fn pod_cidr(c: &Cluster, node: &str) -> Result<String> {
+    let n: serde_json::Value =
+        serde_json::from_str(&kubectl(c, &["get", "node", node, "-o", "json"])?)?;
+    Ok(n["spec"]["podCIDR"]
+        .as_str()
+        .with_context(|| format!("{node} has no podCIDR"))?
+        .to_string())
+}
+
+/// Whether `text` holds an address starting with `prefix` (a whole token).
+fn holds_prefix(text: &str, prefix: &str) -> bool {
+    replace_addrs(text, &[(prefix.to_string(), "#".to_string())]) != text
+}
+
+/// The tables [`WEFT_TABLES`] as weft's agent keeps them on `node-<i>` (1 or 2) of `c`, carried
+/// over to the reference's node `i`: the measured pods' addresses to the reference's pods'
+/// (10.244.1.2, 10.244.2.2), the pod network to 10.244.0.0/16, each node's subnet to
+/// 10.244.<k>.0/24 and its underlay address to 192.0.2.<k>. Fails if any of the cluster's
+/// addressing is left.
+fn weft_tables_for_reference(
+    c: &Cluster,
+    i: usize,
+    client_ip: &str,
+    server_ip: &str,
+) -> Result<String> {
+    let ns = c.cfg.node_ns(&format!("node-{i}"));
+    let mut text = String::new();
+    for t in WEFT_TABLES {
+        text.push_str(&run(
+            Command::new("ip").args(["netns", "exec", &ns, "nft", "list", "table", "inet", t])
+        )?);
+    }
+    let mut map = vec![
+        (client_ip.to_string(), "10.244.1.2".to_string()),
+        (server_ip.to_string(), "10.244.2.2".to_string()),
+        (POD_NETWORK.to_string(), "10.244.0.0/16".to_string()),
+    ];
+    for (k, node) in c.cfg.node_names().iter().enumerate() {
+        let k = k + 1;
+        map.push((c.cfg.node_ip(k).to_string(), format!("192.0.2.{k}")));
+        let cidr = pod_cidr(c, node)?;
+        let prefix = cidr
+            .strip_suffix("0/24")
+            .with_context(|| format!("{node}'s pod CIDR {cidr} is not a /24"))?;
+        map.push((prefix.to_string(), format!("10.244.{k}.")));
+    }
+    let out = replace_addrs(&text, &map);
+    let mut left: Vec<String> = (240..=255)
+        .filter(|o| *o != 244)
+        .map(|o| format!("10.{o}."))
+        .collect();
+    left.push(format!("10.{}.", c.cfg.underlay_octet));
+    for p in left {
+        ensure!(
+            !holds_prefix(&out, &p),
+            "node-{i}'s tables still hold an address in {p}* after carrying them over:\n{out}"
+        );
+    }
+    Ok(out)
+}
+
+/// Loads weft's tables of node-1 and node-2 into the reference's `h6rt-n1` and `h6rt-n2`
+/// (already set up). Returns what `nft list tables` shows on weft's node-1 and the ruleset
+/// loaded into `h6rt-n1`.
+fn load_weft_tables(
+    c: &Cluster,
+    work: &Path,
+    client_ip: &str,
+    server_ip: &str,
+) -> Result<(String, String)> {
+    let mut first = String::new();
+    for i in 1..=2 {
+        let text = weft_tables_for_reference(c, i, client_ip, server_ip)?;
+        let file = work.join(format!("weft-tables-n{i}.nft"));
+        std::fs::write(&file, &text)?;
+        let ns = format!("{REF_TABLES_PREFIX}n{i}");
+        run(Command::new("ip")
+            .args(["netns", "exec", &ns, "nft", "-f"])
+            .arg(&file))
+        .with_context(|| format!("loading weft's node-{i} tables into {ns}:\n{text}"))?;
+        let tables = run(Command::new("ip").args(["netns", "exec", &ns, "nft", "list", "tables"]))?;
+        for t in WEFT_TABLES {
+            ensure!(
+                tables.contains(&format!("table inet {t}")),
+                "{ns} lacks {t}: {tables}"
+            );
+        }
+        if i == 1 {
+            first = text;
+        }
+    }
+    let on_weft = run(Command::new("ip").args([
+        "netns",
+        "exec",
+        &c.cfg.node_ns("node-1"),
+        "nft",
+        "list",
+        "tables",
+    ]))?;
+    Ok((on_weft, first))
+}
+
+// ---------------------------------------------------------------- flanneld's cluster
+
+/// The configuration of flanneld's cluster: two nodes, no weft, no kube-proxy.
+fn flannel_config(bins: PathBuf) -> ClusterConfig {
+    let mut cfg = ClusterConfig::new(FL_CLUSTER, 2, bins);
+    cfg.api_port = FL_API_PORT;
+    cfg.port_base = FL_PORT_BASE;
+    cfg.underlay_octet = FL_UNDERLAY_OCTET;
+    cfg.cluster_cidrs = vec![FL_POD_NETWORK.into()];
+    cfg
+}
+
+/// flanneld with `backend` on both nodes of `fc`, flannel's CNI config with the backend's MTU,
+/// and the measured pods. A backend switch is done as an operator does it: flanneld stopped, the
+/// pods deleted, the old backend's device (and the routes through it) and the bridge removed,
+/// then flanneld started with the new net-conf.json and the pods created again.
+fn flannel_path(
+    fc: &Cluster,
+    exe: &Path,
+    backend: &str,
+    running: &mut Vec<Flanneld>,
+) -> Result<PodPair> {
+    for mut f in running.drain(..) {
+        f.stop()?;
+    }
+    if kubectl(fc, &["get", "namespace", NS]).is_ok() {
+        kubectl(
+            fc,
+            &["delete", "namespace", NS, "--wait=true", "--timeout=120s"],
+        )?;
+    }
+    let mtu = if backend == "vxlan" { 1450 } else { 1500 };
+    for n in fc.cfg.node_names() {
+        let ns = fc.cfg.node_ns(&n);
+        for dev in ["flannel.1", "cni0"] {
+            if run(Command::new("ip").args(["-n", &ns, "link", "show", "dev", dev])).is_ok() {
+                run(Command::new("ip").args(["-n", &ns, "link", "del", dev]))?;
+            }
+        }
+        place_flannel_conflist(fc, &n, mtu)?;
+    }
+    for n in fc.cfg.node_names() {
+        running.push(Flanneld::start(fc, &n, exe, backend)?);
+    }
+    let names = fc.cfg.node_names();
+    let cidrs: Vec<String> = names
+        .iter()
+        .map(|n| pod_cidr(fc, n))
+        .collect::<Result<_>>()?;
+    wait_until(
+        &format!("flanneld's {backend} routes on both nodes"),
+        Duration::from_secs(90),
+        Duration::from_millis(200),
+        || {
+            for f in running.iter_mut() {
+                ensure!(
+                    f.running(),
+                    "flanneld exited (see {}/flanneld-*.log)",
+                    fc.cfg.log_dir().display()
+                );
+            }
+            for (i, n) in names.iter().enumerate() {
+                for (j, cidr) in cidrs.iter().enumerate() {
+                    if i == j {
+                        continue;
+                    }
+                    let r = node_routes(fc, n, &[cidr])?;
+                    let ok = match backend {
+                        "host-gw" => r.contains(&format!("via {} dev eth0", fc.cfg.node_ip(j + 1))),
+                        _ => r.contains("dev flannel.1") && r.contains("onlink"),
+                    };
+                    if !ok {
+                        return Ok(false);
+                    }
+                }
+            }
+            Ok(true)
+        },
+    )?;
+    eprintln!(
+        "flanneld ({backend}) routes on {FL_CLUSTER} node-1:\n{}",
+        node_routes(fc, "node-1", &[])?
+    );
+    Ok(bench_pods(fc)?.0)
+}
+
 // ---------------------------------------------------------------- the run
+
+/// The four paths of one backend, set up and compared.
+#[allow(clippy::too_many_arguments)]
+fn datapaths(
+    c: &Cluster,
+    fc: &Cluster,
+    cleanup: &Cleanup,
+    script: &Path,
+    exe: &Path,
+    flanneld: &mut Vec<Flanneld>,
+    backend: &str,
+    reps: u64,
+    dur: u64,
+) -> Result<(Compared, String, String)> {
+    let (weft, weft_client_ip) = bench_pods(c)?;
+    let fl = flannel_path(fc, exe, backend, flanneld)?;
+    let mode = if backend == "host-gw" {
+        "hostgw"
+    } else {
+        "vxlan"
+    };
+    reference(script, &cleanup.work, REF_PREFIX, &["setup", mode])?;
+    reference(script, &cleanup.work, REF_TABLES_PREFIX, &["setup", mode])?;
+    let (on_weft, loaded) = load_weft_tables(c, &cleanup.work, &weft_client_ip, &weft.server_ip)?;
+    eprintln!(
+        "reference datapath ({mode}) set up in {REF_PREFIX}* and {REF_TABLES_PREFIX}*; weft's node-1 \
+         holds\n{on_weft}loaded into {REF_TABLES_PREFIX}n1 (and node-2's into {REF_TABLES_PREFIX}n2):\n{loaded}"
+    );
+    let refp = reference_path(REF_PREFIX);
+    let reft = reference_path(REF_TABLES_PREFIX);
+    for (tag, p) in [
+        ("reference", &refp),
+        ("reference+tables", &reft),
+        ("weft", &weft),
+        ("flanneld", &fl),
+    ] {
+        start_servers(cleanup, tag, p)?;
+    }
+    eprintln!(
+        "{backend}: {} ({reps} rounds of {dur} s per metric, load average {})",
+        PATHS.join(", "),
+        loadavg()
+    );
+    let cmp = compare(&[&refp, &reft, &weft, &fl], reps, dur)?;
+    cleanup.stop_servers(None);
+    Ok((cmp, on_weft, loaded))
+}
 
 struct Report {
     rss_3: f64,
     vxlan: Compared,
     hostgw: Compared,
+    tables_on_weft: String,
     added_ms: Vec<f64>,
     to_running_ms: Vec<f64>,
     cni_add_ms: Vec<f64>,
+    seq_to_running_ms: Vec<f64>,
+    seq_cni_add_ms: Vec<f64>,
     sim_created_s: f64,
     sim_programmed_s: f64,
     rss_500: f64,
     reps: u64,
     dur: u64,
+    load: Vec<String>,
 }
 
-fn bench(c: &Cluster, cleanup: &Cleanup, script: &Path, reps: u64, dur: u64) -> Result<Report> {
+fn bench(
+    c: &Cluster,
+    fl_cfg: ClusterConfig,
+    cleanup: &Cleanup,
+    script: &Path,
+    reps: u64,
+    dur: u64,
+) -> Result<Report> {
+    let mut load = vec![loadavg()];
     let rt = tokio::runtime::Runtime::new()?;
     let client = rt.block_on(c.client())?;
-    eprintln!("installing weft");
-    install_weft(c, &[])?;
-    wait_fabric_available(c, "default", Duration::from_secs(180))?;
-    let weft = weft_path(c)?;
-    std::thread::sleep(Duration::from_secs(5));
-    let rss_3 = agent_rss_mib(c, "node-1")?;
+    // flanneld's cluster comes up while weft is installed; it is always joined before any error
+    // returns, so that the teardown never races its bring-up.
+    let fl_up = std::thread::spawn(move || Cluster::up(fl_cfg));
+    let weft_setup = (|| -> Result<f64> {
+        eprintln!("installing weft");
+        install_weft(c, &[])?;
+        wait_fabric_available(c, "default", Duration::from_secs(180))?;
+        bench_pods(c)?;
+        std::thread::sleep(Duration::from_secs(5));
+        agent_rss_mib(c, "node-1")
+    })();
+    let fc = fl_up
+        .join()
+        .map_err(|_| anyhow::anyhow!("bringing up {FL_CLUSTER} panicked"))??;
+    eprintln!("cluster {FL_CLUSTER} up");
+    let rss_3 = weft_setup?;
+    let exe = ensure_flanneld(&fc)?;
+    let mut flanneld = Vec::new();
 
     alive(c, "VXLAN")?;
-    eprintln!("VXLAN: weft vs the reference ({reps} rounds of {dur} s per metric)");
-    reference(script, &cleanup.work, &["setup", "vxlan"])?;
-    eprintln!("reference datapath (vxlan) set up in {REF_PREFIX}* namespaces");
-    let refp = reference_path();
-    start_servers(cleanup, "weft", &weft)?;
-    start_servers(cleanup, "reference", &refp)?;
-    let vxlan = compare(&weft, &refp, reps, dur)?;
-    cleanup.stop_servers(None);
+    let (vxlan, tables_on_weft, _) = datapaths(
+        c,
+        &fc,
+        cleanup,
+        script,
+        &exe,
+        &mut flanneld,
+        "vxlan",
+        reps,
+        dur,
+    )?;
+    load.push(loadavg());
 
     alive(c, "node added")?;
     eprintln!("node added → routed ({ADDED_SAMPLES} nodes, one at a time)");
@@ -515,37 +845,51 @@ fn bench(c: &Cluster, cleanup: &Cleanup, script: &Path, reps: u64, dur: u64) -> 
     alive(c, "CNI ADD")?;
     eprintln!("CNI ADD: {CNI_PODS} pods at once on node-3");
     let (to_running_ms, cni_add_ms) = rt.block_on(cni_add(c, &client))?;
+    eprintln!("CNI ADD: {CNI_SEQ_PODS} pods one at a time on node-3");
+    let (seq_to_running_ms, seq_cni_add_ms) = rt.block_on(cni_add_one_at_a_time(c, &client))?;
 
     alive(c, "500 simulated")?;
     eprintln!("{SIMULATED} simulated nodes");
     let (sim_created_s, sim_programmed_s, rss_500) = rt.block_on(simulated_nodes(c, &client))?;
 
     alive(c, "host-gw")?;
-    eprintln!("host-gw: weft vs the reference");
     set_backend(c, "host-gw")?;
     // New pods, so that they get host-gw's MTU (the uplink's) as the reference's pods do.
     kubectl(
         c,
         &["delete", "namespace", NS, "--wait=true", "--timeout=120s"],
     )?;
-    let weft = weft_path(c)?;
-    reference(script, &cleanup.work, &["setup", "hostgw"])?;
-    start_servers(cleanup, "weft", &weft)?;
-    start_servers(cleanup, "reference", &refp)?;
-    let hostgw = compare(&weft, &refp, reps, dur)?;
-    cleanup.stop_servers(None);
+    let (hostgw, _, _) = datapaths(
+        c,
+        &fc,
+        cleanup,
+        script,
+        &exe,
+        &mut flanneld,
+        "host-gw",
+        reps,
+        dur,
+    )?;
+    load.push(loadavg());
+    for mut f in flanneld {
+        f.stop()?;
+    }
     Ok(Report {
         rss_3,
         vxlan,
         hostgw,
+        tables_on_weft,
         added_ms,
         to_running_ms,
         cni_add_ms,
+        seq_to_running_ms,
+        seq_cni_add_ms,
         sim_created_s,
         sim_programmed_s,
         rss_500,
         reps,
         dur,
+        load,
     })
 }
 
@@ -554,12 +898,21 @@ type Row = (&'static str, &'static str, fn(&Sample) -> f64, bool);
 
 fn print(r: &mut Report) {
     println!(
-        "\nweft's datapath vs the kernel's hand-built reference (pod on node 1 → pod on node 2; \
-         medians of {} rounds, {} s each; ratio = weft ÷ reference, latency: reference ÷ weft; target ≥ 0.97)\n",
-        r.reps, r.dur
+        "\nthe datapaths, pod on node 1 → pod on node 2 (medians of {} rounds, {} s each, round-robin; \
+         load average at start / after VXLAN / after host-gw: {}):\n\
+         reference = the kernel's hand-built datapath; +tables = the same with weft's nftables tables \
+         loaded in its node namespaces; weft = set up by weft's agent; flanneld = set up by flanneld \
+         v0.28.10.\nratio = path ÷ reference (latency: reference ÷ path), so above 1 is better; \
+         target for weft ≥ 0.97\n",
+        r.reps,
+        r.dur,
+        r.load.join(" / ")
     );
-    println!("| backend | metric | weft | reference | ratio |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| backend | metric | reference | reference+tables | weft | flanneld | weft ÷ ref | \
+         weft ÷ ref+tables | flanneld ÷ ref | ref+tables ÷ ref |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (name, cmp) in [("vxlan", &r.vxlan), ("host-gw", &r.hostgw)] {
         let rows: [Row; 4] = [
             (
@@ -588,12 +941,27 @@ fn print(r: &mut Report) {
             ),
         ];
         for (metric, unit, f, higher) in rows {
-            let w = med_of(&cmp.weft, f);
-            let rf = med_of(&cmp.reference, f);
-            let ratio = if higher { w / rf } else { rf / w };
-            println!("| {name} | {metric} | {w:.2} {unit} | {rf:.2} {unit} | {ratio:.2} |");
+            let [rf, rt, w, fl] = [0, 1, 2, 3].map(|i| med_of(&cmp.samples[i], f));
+            let ratio = |x: f64, base: f64| if higher { x / base } else { base / x };
+            println!(
+                "| {name} | {metric} | {rf:.2} {unit} | {rt:.2} {unit} | {w:.2} {unit} | {fl:.2} {unit} \
+                 | {:.2} | {:.2} | {:.2} | {:.2} |",
+                ratio(w, rf),
+                ratio(w, rt),
+                ratio(fl, rf),
+                ratio(rt, rf)
+            );
         }
     }
+    println!(
+        "\n(+tables: what weft's node-1 held, loaded with its addresses carried over: {})",
+        r.tables_on_weft
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("\nweft's control plane on the same cluster\n");
     println!("| metric | p50 | p99 | n | target |");
     println!("|---|---|---|---|---|");
@@ -613,6 +981,18 @@ fn print(r: &mut Report) {
     row(
         "pod created → Running, 100 pods at once on one node",
         &mut r.to_running_ms,
+        "",
+    );
+    row(
+        &format!(
+            "CNI ADD (nodelet's timing), {CNI_SEQ_PODS} pods one at a time on one node (each Running before the next)"
+        ),
+        &mut r.seq_cni_add_ms,
+        "p99 < 50 ms",
+    );
+    row(
+        "pod created → Running, one at a time",
+        &mut r.seq_to_running_ms,
         "",
     );
     row(
@@ -637,6 +1017,7 @@ fn main() -> Result<()> {
     for p in ["iperf3", "sockperf"] {
         need(p, "apt-get install iperf3 sockperf")?;
     }
+    need("nft", "apt-get install nftables")?;
     need("nsenter", "apt-get install util-linux")?;
     need(
         "python3",
@@ -653,23 +1034,40 @@ fn main() -> Result<()> {
         .to_path_buf();
     let bins = private_bins(&work, &own_bins)?;
     let script = reference_script()?;
-    let mut cfg = ClusterConfig::new(CLUSTER, 3, bins);
+    let mut cfg = ClusterConfig::new(CLUSTER, 3, bins.clone());
     cfg.api_port = API_PORT;
     cfg.port_base = PORT_BASE;
     cfg.underlay_octet = UNDERLAY_OCTET;
     cfg.cluster_cidrs = vec![POD_NETWORK.into()];
+    let fl_cfg = flannel_config(bins);
     let cleanup = Arc::new(Cleanup::new(cfg.clone(), work.clone()));
     {
         let (script, work) = (script.clone(), work.clone());
         cleanup.on_teardown(move || {
-            if let Err(e) = reference(&script, &work, &["teardown"]) {
-                eprintln!("reference teardown: {e:#}");
+            for prefix in [REF_PREFIX, REF_TABLES_PREFIX] {
+                if let Err(e) = reference(&script, &work, prefix, &["teardown"]) {
+                    eprintln!("reference teardown ({prefix}*): {e:#}");
+                }
+            }
+        });
+    }
+    {
+        // flanneld and everything else in its nodes go with the cluster.
+        let fl_cfg = fl_cfg.clone();
+        cleanup.on_teardown(move || {
+            if Cluster::is_running(&fl_cfg) || fl_cfg.state_dir().exists() {
+                match Cluster::attach(fl_cfg.clone()).and_then(Cluster::down) {
+                    Ok(()) => eprintln!("cluster {} removed", fl_cfg.name),
+                    Err(e) => eprintln!("cluster {} teardown: {e:#}", fl_cfg.name),
+                }
             }
         });
     }
     guard(cleanup.clone(), WATCHDOG);
     let started = Instant::now();
-    let mut report = run_guarded(cfg, &cleanup, |c| bench(c, &cleanup, &script, reps, dur))?;
+    let mut report = run_guarded(cfg, &cleanup, |c| {
+        bench(c, fl_cfg, &cleanup, &script, reps, dur)
+    })?;
     print(&mut report);
     println!("\n(whole run: {:.0} s)", started.elapsed().as_secs_f64());
     Ok(())
