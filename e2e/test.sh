@@ -12,6 +12,7 @@ cargo test --workspace
 (cd e2e/kubeletapi && go vet ./... && go test ./...)
 # The chart lifecycle on its own local cluster (needs root, ~70 s).
 cargo test -p weft-e2e --test chart -- --ignored
-# A fixed, named subset of the network-policy-api conformance suites (both pinned versions) on its
-# own local cluster (needs root, ~3 min; the full runs: weft-e2e conformance policy-api).
+# A fixed, named subset of Kubernetes' Netpol e2e tests and of the network-policy-api conformance
+# suites (both pinned versions), each on its own local 3-node cluster (needs root, ~6 min; the full
+# runs: weft-e2e conformance netpol | policy-api, see docs/conformance.md).
 cargo test -p weft-e2e --test conformance -- --ignored --nocapture

@@ -187,6 +187,7 @@ fn main() -> Result<()> {
             weft_e2e::helm::ensure_helm(&cache)?;
             weft_e2e::kstatus::ensure_kstatus(&cache)?;
             weft_e2e::policyapi::ensure_policy_crds(&cache)?;
+            weft_e2e::conformance::ensure_netpol_suite(&cache)?;
             for v in weft_e2e::conformance::policy_api::VERSIONS {
                 weft_e2e::conformance::policy_api::ensure_suite(&cache, v)?;
             }

@@ -155,3 +155,86 @@ fn policy_api_subset(c: &Cluster) -> Result<()> {
 fn policy_api_named_subset_passes() {
     on_cluster(policy_api_subset);
 }
+
+/// The Netpol subset: specs of `[sig-network] Netpol` by their names, chosen to cover ingress
+/// isolation on TCP and UDP (and SCTP, which this kernel skips), a named port, egress denial, an
+/// ipBlock with `except`, and a policy updated while it is enforced. Each name is the end of a spec's
+/// full text; pods of the suite spread over the cluster's 3 nodes and the suite probes through
+/// Services' ClusterIPs, so this is policy after kube-proxy's DNAT, across nodes.
+const NETPOL_SUBSET: &[&str] = &[
+    "should support a 'default-deny-ingress' policy [Feature:NetworkPolicy]",
+    "should allow ingress access on one named port [Feature:NetworkPolicy]",
+    "should deny egress from pods based on PodSelector [Feature:NetworkPolicy]",
+    "should enforce except clause while egress access to server in CIDR block [Feature:NetworkPolicy]",
+    "should enforce updated policy [Feature:NetworkPolicy]",
+];
+
+/// Escapes a spec name for a ginkgo focus (a Go regular expression).
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|ch| {
+            let special = "\\.+*?()|[]{}^$".contains(ch);
+            special.then_some('\\').into_iter().chain([ch])
+        })
+        .collect()
+}
+
+fn netpol_subset(c: &Cluster) -> Result<()> {
+    use weft_e2e::conformance::{KERNEL_SKIPS, NETPOL_FOCUS, render_summary, run_netpol};
+    let focus = format!(
+        "{NETPOL_FOCUS}.*({})",
+        NETPOL_SUBSET
+            .iter()
+            .map(|n| regex_escape(n))
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    let skips: Vec<&str> = KERNEL_SKIPS.iter().map(|(p, _)| *p).collect();
+    let report = std::env::temp_dir().join(format!("weft-conformance-{}-netpol", c.cfg.name));
+    let started = Instant::now();
+    let cases = run_netpol(c, &focus, &skips.join("|"), &report)?;
+    eprint!(
+        "{}",
+        render_summary(
+            &format!(
+                "Netpol subset on cluster {:?} ({} nodes), {:.0} s",
+                c.cfg.name,
+                c.cfg.nodes,
+                started.elapsed().as_secs_f64()
+            ),
+            &cases,
+            KERNEL_SKIPS
+        )
+    );
+    for name in NETPOL_SUBSET {
+        ensure!(
+            cases
+                .iter()
+                .any(|c| c.name.ends_with(name) && matches!(c.verdict, Verdict::Passed)),
+            "Netpol: no passed spec named {name:?}"
+        );
+    }
+    let failed: Vec<&str> = cases
+        .iter()
+        .filter(|c| matches!(c.verdict, Verdict::Failed(_)))
+        .map(|c| c.name.as_str())
+        .collect();
+    ensure!(failed.is_empty(), "Netpol: failed: {failed:?}");
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root, brings up a local cluster and runs upstream suites (minutes): \
+            cargo test -p weft-e2e --test conformance -- --ignored --nocapture"]
+fn netpol_named_subset_passes() {
+    on_cluster(netpol_subset);
+}
+
+#[test]
+fn spec_names_are_escaped_for_ginkgo() {
+    assert_eq!(
+        regex_escape("should support a 'default-deny-ingress' policy [Feature:NetworkPolicy]"),
+        r"should support a 'default-deny-ingress' policy \[Feature:NetworkPolicy\]"
+    );
+    assert_eq!(regex_escape("a.b(c)|d"), r"a\.b\(c\)\|d");
+}
