@@ -16,9 +16,11 @@
 //! ports: on a kernel without SCTP the nodelet withholds those (an Event on the pod), and every test
 //! that probes SCTP in any of its subtests is left out whole, listed with its reason.
 //!
-//! A run first removes what an earlier one left in the cluster (an interrupted run's base namespaces
-//! and the cluster-wide policies the suites' manifests name; the Go test binary cleans up only when
-//! it ends by itself), so runs can follow each other, and `weft-e2e down` removes everything.
+//! The Go test binary cleans up only when it ends by itself, so the suite runs in a process group of
+//! its own: Ctrl-C (or SIGTERM) reaches weft-e2e, which kills the group and deletes the base
+//! namespaces and the cluster-wide policies the suites' manifests name. A run also starts by
+//! removing whatever an earlier one left, so runs can follow each other; `weft-e2e down` removes
+//! everything anyway.
 //!
 //! Invariant: a test is left out only for a reason [`plan_run`] names (this kernel has no SCTP, or it
 //! needs a feature weft does not claim), and every left-out test is printed with it; anything the
@@ -478,11 +480,83 @@ pub fn manifest_policies(manifest: &str) -> Vec<(&'static str, String)> {
         .collect()
 }
 
+/// Set by SIGINT/SIGTERM while a suite runs.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// While a suite runs: SIGINT and SIGTERM are caught, and a watcher kills the suite's process group
+/// when one arrives.
+struct Interrupt {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    watcher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Interrupt {
+    fn catch(group: u32) -> Result<Self> {
+        use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+        use std::sync::atomic::Ordering;
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        let act = SigAction::new(
+            SigHandler::Handler(on_interrupt),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        for sig in [Signal::SIGINT, Signal::SIGTERM] {
+            // SAFETY: the handler only stores to an atomic.
+            unsafe { sigaction(sig, &act) }.context("failed to catch SIGINT/SIGTERM")?;
+        }
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let d = done.clone();
+        let watcher = std::thread::spawn(move || {
+            while !d.load(Ordering::SeqCst) {
+                if INTERRUPTED.load(Ordering::SeqCst) {
+                    let pgid = nix::unistd::Pid::from_raw(-(group as i32));
+                    let _ = nix::sys::signal::kill(pgid, Signal::SIGKILL);
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        Ok(Self {
+            done,
+            watcher: Some(watcher),
+        })
+    }
+
+    /// Stops watching and restores the default handlers; whether a signal came.
+    fn release(mut self) -> bool {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> bool {
+        use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
+        let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+        for sig in [Signal::SIGINT, Signal::SIGTERM] {
+            // SAFETY: restoring the default disposition.
+            let _ = unsafe { sigaction(sig, &dfl) };
+        }
+        INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Removes what an earlier run left (one interrupted, or the other version's namespaces, which a
 /// suite deletes as it ends without waiting): the cluster-scoped policies that either version's
-/// manifests name, and the base namespaces; waits until those are gone, since pods cannot be
-/// created in a namespace that is terminating.
-fn clear_earlier_runs(c: &Cluster) -> Result<()> {
+/// manifests name, and the base namespaces; with `wait`, waits until those are gone, since pods
+/// cannot be created in a namespace that is terminating.
+fn clear_earlier_runs(c: &Cluster, wait: bool) -> Result<()> {
     let mut policies: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for v in VERSIONS {
         let base = module_dir(&c.cfg.cache_dir, v)?.join("conformance/base");
@@ -520,6 +594,9 @@ fn clear_earlier_runs(c: &Cluster) -> Result<()> {
             .kubectl()
             .args(["delete", "namespace", "--ignore-not-found", "--wait=false"])
             .args(&left))?;
+    }
+    if !wait {
+        return Ok(());
     }
     let deadline = std::time::Instant::now() + NAMESPACES_GONE_WITHIN;
     let mut said = false;
@@ -568,7 +645,7 @@ pub fn run_suite(c: &Cluster, v: &Version, only: &[String], report_dir: &Path) -
     )?;
     let _ = std::fs::remove_dir_all(report_dir);
     std::fs::create_dir_all(report_dir)?;
-    clear_earlier_runs(c)?;
+    clear_earlier_runs(c, true)?;
     let mut cmd = Command::new("go");
     cmd.args(["tool", "test2json", "-t", "-p"])
         .arg(format!("network-policy-api@{}", v.module))
@@ -581,11 +658,16 @@ pub fn run_suite(c: &Cluster, v: &Version, only: &[String], report_dir: &Path) -
     if let Some(skip) = &plan.skip {
         cmd.arg(format!("-test.skip={skip}"));
     }
+    // Its own process group: Ctrl-C reaches only this process, which stops the suite and removes
+    // what it created (the Go test binary, killed by a signal, cleans up nothing).
+    use std::os::unix::process::CommandExt;
     let mut child = cmd
         .env("KUBECONFIG", c.cfg.kubeconfig())
         .stdout(Stdio::piped())
+        .process_group(0)
         .spawn()
         .with_context(|| format!("failed to run {} under go tool test2json", suite.display()))?;
+    let interrupt = Interrupt::catch(child.id())?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut stream = String::new();
     for line in std::io::BufReader::new(stdout).lines() {
@@ -600,6 +682,11 @@ pub fn run_suite(c: &Cluster, v: &Version, only: &[String], report_dir: &Path) -
         stream.push('\n');
     }
     let status = child.wait()?;
+    if interrupt.release() {
+        eprintln!("interrupted: removing the suite's namespaces and policies");
+        clear_earlier_runs(c, false)?;
+        bail!("the network-policy-api {} suite was interrupted", v.module);
+    }
     std::fs::write(report_dir.join("go-test.json"), &stream)?;
     let cases = parse_test_json(&stream);
     if cases.is_empty() {
