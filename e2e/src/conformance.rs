@@ -27,6 +27,17 @@ pub const KERNEL_SKIPS: &[(&str, &str)] = &[(
     "this kernel has no SCTP sockets",
 )];
 
+/// `s` as a literal in a Go regular expression (a ginkgo focus, `go test -run`); `/` too, which
+/// `go test` reads as the separator of subtest levels.
+pub fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$/".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
+}
+
 /// The outcome of one spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use support::*;
 use weft_e2e::Cluster;
 use weft_e2e::conformance::policy_api::{self, not_run};
-use weft_e2e::conformance::{Verdict, render_report};
+use weft_e2e::conformance::{Verdict, regex_escape, render_report};
 use weft_e2e::install::{install_weft, wait_fabric_available};
 use weft_e2e::policyapi::install_policy_crds;
 
@@ -168,16 +168,6 @@ const NETPOL_SUBSET: &[&str] = &[
     "should enforce except clause while egress access to server in CIDR block [Feature:NetworkPolicy]",
     "should enforce updated policy [Feature:NetworkPolicy]",
 ];
-
-/// Escapes a spec name for a ginkgo focus (a Go regular expression).
-fn regex_escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|ch| {
-            let special = "\\.+*?()|[]{}^$".contains(ch);
-            special.then_some('\\').into_iter().chain([ch])
-        })
-        .collect()
-}
 
 fn netpol_subset(c: &Cluster) -> Result<()> {
     use weft_e2e::conformance::{KERNEL_SKIPS, NETPOL_FOCUS, render_summary, run_netpol};

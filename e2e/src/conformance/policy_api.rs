@@ -183,20 +183,8 @@ pub struct RunPlan {
 }
 
 fn alternatives(names: &[&str]) -> String {
-    let escaped: Vec<String> = names.iter().map(|n| regex_escape(n)).collect();
+    let escaped: Vec<String> = names.iter().map(|n| super::regex_escape(n)).collect();
     format!("^({})$", escaped.join("|"))
-}
-
-fn regex_escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let special = "\\.+*?()|[]{}^$/".contains(c);
-            special
-                .then_some('\\')
-                .into_iter()
-                .chain(std::iter::once(c))
-        })
-        .collect()
 }
 
 /// Plans a run of `tests` (the whole suite, or only those named in `only`): a test that needs a
