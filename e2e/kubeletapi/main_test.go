@@ -134,9 +134,9 @@ type closer struct{ bytes.Buffer }
 
 func (*closer) Close() error { return nil }
 
-// Exec enters the target's namespaces with nsenter; the test's own process stands for the
-// container (entering one's own namespaces needs root too).
-func TestExecCarriesStreamsAndTheExitCode(t *testing.T) {
+// An executor whose container is the test's own process: exec enters the target's namespaces
+// with nsenter, and entering one's own needs root too.
+func selfExecutor(t *testing.T) executor {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (nsenter)")
 	}
@@ -145,8 +145,13 @@ func TestExecCarriesStreamsAndTheExitCode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return executor{n, rec}
+}
+
+func TestExecCarriesStreamsAndTheExitCode(t *testing.T) {
+	exe := selfExecutor(t)
 	var out, errw closer
-	err = executor{n, rec}.ExecInContainer(context.Background(), "p", "u1", "c",
+	err := exe.ExecInContainer(context.Background(), "p", "u1", "c",
 		[]string{"/bin/sh", "-c", "echo out; echo err >&2; cat; exit 3"},
 		strings.NewReader("in\n"), &out, &errw, false, nil, 0)
 	var code utilexec.CodeExitError
@@ -156,7 +161,7 @@ func TestExecCarriesStreamsAndTheExitCode(t *testing.T) {
 	if out.String() != "out\nin\n" || errw.String() != "err\n" {
 		t.Errorf("stdout %q stderr %q", out.String(), errw.String())
 	}
-	err = executor{n, rec}.ExecInContainer(context.Background(), "p", "u1", "c",
+	err = exe.ExecInContainer(context.Background(), "p", "u1", "c",
 		[]string{"/no/such/program"}, nil, &out, &errw, false, nil, 0)
 	if !errors.As(err, &code) || code.ExitStatus() != 127 {
 		t.Errorf("a missing program: %v", err)
@@ -166,14 +171,7 @@ func TestExecCarriesStreamsAndTheExitCode(t *testing.T) {
 // With a terminal (kubectl exec -it): the command's stdin and stdout are a terminal of the size the
 // client asked for, input is echoed by it, stderr arrives merged, and the exit code still travels.
 func TestExecWithATerminal(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (nsenter)")
-	}
-	n := fixture(t, containerState{Pid: os.Getpid(), Restarts: 0, Running: true})
-	rec, err := n.pod("ns", "p")
-	if err != nil {
-		t.Fatal(err)
-	}
+	exe := selfExecutor(t)
 	resize := make(chan remotecommand.TerminalSize, 1)
 	resize <- remotecommand.TerminalSize{Width: 91, Height: 17}
 	close(resize)
@@ -184,7 +182,7 @@ func TestExecWithATerminal(t *testing.T) {
 		_, _ = feed.Write([]byte("hello\n"))
 	}()
 	var out closer
-	err = executor{n, rec}.ExecInContainer(context.Background(), "p", "u1", "c",
+	err := exe.ExecInContainer(context.Background(), "p", "u1", "c",
 		[]string{"/bin/sh", "-c", "read line; test -t 0 && test -t 1 && echo \"tty $(stty size) $line\"; echo err >&2; exit 4"},
 		in, &out, nil, true, resize, 0)
 	var code utilexec.CodeExitError
