@@ -721,8 +721,16 @@ fn flannel_path(
         },
     )?;
     eprintln!(
-        "flanneld ({backend}) routes on {FL_CLUSTER} node-1:\n{}",
-        node_routes(fc, "node-1", &[])?
+        "flanneld ({backend}) routes on {FL_CLUSTER} node-1:\n{}and its nftables tables:\n{}",
+        node_routes(fc, "node-1", &[])?,
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &fc.cfg.node_ns("node-1"),
+            "nft",
+            "list",
+            "tables"
+        ]))?
     );
     Ok(bench_pods(fc)?.0)
 }
