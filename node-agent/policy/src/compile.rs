@@ -5,7 +5,8 @@
 //! their allows), the Baseline-tier policies, then the default allow. Peers become named sets keyed
 //! by what they select, so the same selector in many policies is one set; named ports resolve on
 //! the destination pod (at compile time for ingress, through a (address, protocol, port) set for
-//! egress) and a name that matches nothing matches nothing. Invariant: deterministic output; set and
+//! egress) and a name that matches nothing matches nothing. A `nodes` peer is a set of the selected
+//! Nodes' `status.addresses` IPs. Invariant: deterministic output; set and
 //! chain names are hashes of their defining content, so equal content has equal names.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -21,7 +22,7 @@ use crate::ir::{
 use crate::model::{
     NsScope, ObjectRef, Peer, PodSelection, Policy, PortSpec, Proto, Rule, TierKind,
 };
-use crate::selector::Labels;
+use crate::selector::{Labels, Selector};
 
 /// Hex digits of the hash in set and chain names (64 bits).
 pub const NAME_HASH_LEN: usize = 16;
@@ -117,6 +118,31 @@ impl<'a> Compiler<'a> {
         name
     }
 
+    /// The set of the addresses of the Nodes `sel` selects (shared by key, like pod sets: node
+    /// churn changes its elements only).
+    fn node_set(&mut self, sel: &Selector) -> String {
+        let key = format!("nodes {sel}");
+        if let Some(n) = self.set_names.get(&key) {
+            return n.clone();
+        }
+        let addrs: BTreeSet<IpAddr> = self
+            .index
+            .nodes()
+            .filter(|(_, n)| sel.matches(&n.labels))
+            .flat_map(|(_, n)| n.ips.iter().copied())
+            .collect();
+        let name = hashed_name("h", &key);
+        self.addr_sets.insert(
+            name.clone(),
+            AddrSet {
+                what: key.clone(),
+                elems: SetElems::Addrs(addrs),
+            },
+        );
+        self.set_names.insert(key, name.clone());
+        name
+    }
+
     fn cidr_set(&mut self, cidrs: &[IpCidr]) -> String {
         let list: Vec<String> = cidrs.iter().map(|c| c.to_string()).collect();
         let key = format!("cidrs {}", list.join(","));
@@ -189,6 +215,7 @@ impl<'a> Compiler<'a> {
                 )),
                 Peer::Networks(n) if n.is_empty() => {}
                 Peer::Networks(n) => out.push(Remote::In(self.cidr_set(n))),
+                Peer::Nodes(sel) => out.push(Remote::In(self.node_set(sel))),
             }
         }
         out.sort();

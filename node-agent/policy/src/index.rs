@@ -1,6 +1,7 @@
 //! The index: synchronous state over the watched objects, fed with apply/delete.
 //!
-//! It keeps only what policy needs (labels, addresses, node, named container ports, phase) and
+//! It keeps only what policy needs (labels, addresses, node, named container ports, phase; a
+//! Node's labels and the IPs of its `status.addresses`, for `nodes` peers) and
 //! converts each policy once, when it arrives, into the normalized [`model`](crate::model) form with
 //! its refusals. Invariant: the index is a pure function of the set of objects applied and not
 //! deleted since (applying an object twice or in another order gives the same index); it never
@@ -9,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use weft_crds::policy_api::{v1alpha1, v1alpha2, v1beta1};
 
@@ -68,11 +69,22 @@ impl PodInfo {
     }
 }
 
-/// Synchronous state over Pods, Namespaces and the four policy kinds.
+/// What the index keeps of a Node: what a `nodes` peer selects on and what it matches.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeInfo {
+    /// Labels.
+    pub labels: Labels,
+    /// The IPs in `status.addresses` (every type: InternalIP, ExternalIP, and any other entry
+    /// whose value is an IP address; host names are skipped), sorted and deduplicated.
+    pub ips: Vec<IpAddr>,
+}
+
+/// Synchronous state over Pods, Namespaces, Nodes and the four policy kinds.
 #[derive(Debug, Clone, Default)]
 pub struct Index {
     pods: BTreeMap<String, BTreeMap<String, PodInfo>>,
     namespaces: BTreeMap<String, Labels>,
+    nodes: BTreeMap<String, NodeInfo>,
     network_policies: BTreeMap<String, BTreeMap<String, Policy>>,
     cluster_policies: BTreeMap<ObjectRef, Policy>,
     pod_problems: BTreeMap<PodKey, Vec<String>>,
@@ -178,6 +190,39 @@ impl Index {
     /// Removes a namespace.
     pub fn delete_namespace(&mut self, name: &str) {
         self.namespaces.remove(name);
+    }
+
+    /// Adds or replaces a Node (its labels and addresses). Returns whether that changed what the
+    /// index holds (a Node's status is rewritten often, its labels and addresses rarely).
+    pub fn apply_node(&mut self, node: &Node) -> bool {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let mut ips: Vec<IpAddr> = node
+            .status
+            .iter()
+            .flat_map(|s| s.addresses.iter().flatten())
+            .filter_map(|a| a.address.trim().parse().ok())
+            .collect();
+        ips.sort();
+        ips.dedup();
+        let info = NodeInfo {
+            labels: node.metadata.labels.clone().unwrap_or_default(),
+            ips,
+        };
+        if self.nodes.get(&name) == Some(&info) {
+            return false;
+        }
+        self.nodes.insert(name, info);
+        true
+    }
+
+    /// Removes a Node.
+    pub fn delete_node(&mut self, name: &str) {
+        self.nodes.remove(name);
+    }
+
+    /// Every Node, by name.
+    pub fn nodes(&self) -> impl Iterator<Item = (&String, &NodeInfo)> {
+        self.nodes.iter()
     }
 
     /// Adds or replaces a NetworkPolicy.

@@ -23,7 +23,7 @@ pub mod render;
 pub mod selector;
 
 pub use compile::{NodeInput, compile_node};
-pub use index::{Index, PodKey};
+pub use index::{Index, NodeInfo, PodKey};
 pub use ir::{Because, Decision, Direction, Ir, Size, Verdict};
 pub use model::{Action, Kind, ObjectRef, Proto, TierKind};
 pub use render::{

@@ -168,6 +168,9 @@ pub enum Peer {
     },
     /// A CNP/ANP `networks` list.
     Networks(Vec<IpCidr>),
+    /// A CNP/ANP/BANP `nodes` peer (egress only): the IPs in `status.addresses` of the Nodes whose
+    /// labels match (an empty selector selects every Node).
+    Nodes(Selector),
     /// Every address (the fail-closed reading of a Deny/Pass peer with no field set).
     All,
 }
@@ -584,11 +587,8 @@ fn cluster_peers(errs: &mut Errs, peers: &[ClusterPeer<'_>], field: &str) -> Opt
                 ns: NsScope::Selected(errs.sel(n, &format!("{f}.pods.namespaceSelector"))),
                 pods: errs.sel(s, &format!("{f}.pods.podSelector")),
             }));
-        } else if p.nodes.is_some() {
-            errs.0.push(Refusal::Unsupported {
-                field: format!("{f}.nodes"),
-                what: "a nodes peer",
-            });
+        } else if let Some(n) = p.nodes {
+            out.push(Peer::Nodes(errs.sel(n, &format!("{f}.nodes"))));
         } else if !p.domain_names.is_empty() {
             errs.0.push(Refusal::Unsupported {
                 field: format!("{f}.domainNames"),

@@ -169,7 +169,8 @@ fn cluster_peer(egress: bool) -> BoxedStrategy<Value> {
     let nss = selector().prop_map(|n| json!({"namespaces": n}));
     if egress {
         let nets = prop::collection::vec(cidr(), 1..3).prop_map(|c| json!({"networks": c}));
-        prop_oneof![pods, nss, nets].boxed()
+        let nodes = selector().prop_map(|n| json!({"nodes": n}));
+        prop_oneof![3 => pods, 3 => nss, 3 => nets, 2 => nodes].boxed()
     } else {
         prop_oneof![pods, nss].boxed()
     }
@@ -305,6 +306,7 @@ fn pod_spec() -> impl Strategy<Value = PodSpec> {
 #[derive(Debug, Clone)]
 struct Scenario {
     ns_labels: Vec<Value>,
+    node_labels: Vec<Value>,
     pods: Vec<PodSpec>,
     nps: Vec<(usize, Value)>,
     cnps: Vec<Value>,
@@ -343,15 +345,19 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 .collect::<Vec<_>>()
         }),
         prop::option::of(anp_spec(true, 0)),
+        prop::collection::vec(labels(), 2),
     )
-        .prop_map(|(ns_labels, pods, nps, cnps, anps, banp)| Scenario {
-            ns_labels,
-            pods,
-            nps,
-            cnps,
-            anps,
-            banp,
-        })
+        .prop_map(
+            |(ns_labels, pods, nps, cnps, anps, banp, node_labels)| Scenario {
+                ns_labels,
+                node_labels,
+                pods,
+                nps,
+                cnps,
+                anps,
+                banp,
+            },
+        )
 }
 
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
@@ -398,7 +404,32 @@ fn build(s: &Scenario) -> (Index, reference::World) {
             .hosts
             .insert(n.node_name.clone(), n.host_addrs.clone());
     }
+    // The Node objects: n1's InternalIPs are its host addresses; n2 also has an ExternalIP that is
+    // no host address of the node input (every IP of `status.addresses` counts for `nodes` peers).
+    world.nodes = vec![
+        node(
+            "n1",
+            s.node_labels[0].clone(),
+            &[
+                ("InternalIP", "192.168.1.1"),
+                ("InternalIP", "fd00:1::1"),
+                ("Hostname", "n1"),
+            ],
+        ),
+        node(
+            "n2",
+            s.node_labels[1].clone(),
+            &[
+                ("InternalIP", "192.168.1.2"),
+                ("ExternalIP", "10.9.9.9"),
+                ("Hostname", "n2"),
+            ],
+        ),
+    ];
     let mut ix = Index::new();
+    for o in &world.nodes {
+        ix.apply_node(o);
+    }
     for o in &world.namespaces {
         ix.apply_namespace(o);
     }

@@ -88,6 +88,78 @@ fn no_policy_ruleset_matches_golden() {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// The showcase plus `nodes` peers: an Admin-tier CNP denying team=a egress to the nodes of zone
+/// b (n2's InternalIP and ExternalIP) and an ANP allowing TCP/10250 to every node.
+fn nodes_showcase() -> Index {
+    let mut ix = showcase();
+    ix.apply_cluster_network_policy(&cnp("deny-zone-b-nodes", json!({
+        "tier": "Admin", "priority": 5,
+        "subject": {"namespaces": {"matchLabels": {"team": "a"}}},
+        "egress": [{"name": "deny-zone-b", "action": "Deny", "to": [{"nodes": {"matchLabels": {"zone": "b"}}}]}]
+    })));
+    ix.apply_admin_network_policy(&anp(
+        "kubelet-anywhere",
+        json!({
+            "priority": 1,
+            "subject": {"namespaces": {}},
+            "egress": [{"name": "kubelet", "action": "Allow", "to": [{"nodes": {}}],
+                        "ports": [{"portNumber": {"protocol": "TCP", "port": 10250}}]}]
+        }),
+    ));
+    ix
+}
+
+/// n2 moved to zone a, n1 to zone b.
+fn nodes_swapped(mut ix: Index) -> Index {
+    ix.apply_node(&node(
+        "n1",
+        json!({"kubernetes.io/os": "linux", "zone": "b"}),
+        &[
+            ("InternalIP", "192.168.1.1"),
+            ("InternalIP", "fd00:1::1"),
+            ("Hostname", "n1"),
+        ],
+    ));
+    ix.apply_node(&node(
+        "n2",
+        json!({"kubernetes.io/os": "linux", "zone": "a"}),
+        &[
+            ("InternalIP", "192.168.1.2"),
+            ("ExternalIP", "203.0.113.2"),
+            ("Hostname", "n2"),
+        ],
+    ));
+    ix
+}
+
+#[test]
+fn nodes_peers_ruleset_and_node_churn_match_golden() {
+    let ix = nodes_showcase();
+    let before = compile_node(&ix, &node1());
+    weft_crds::golden::check_golden(
+        &golden("nodes-n1.nft"),
+        &render_ruleset(&before),
+        REGENERATE,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let after = compile_node(&nodes_swapped(ix), &node1());
+    let update = render_update(&before, &after);
+    assert!(
+        !update.full,
+        "node churn must not replace the table:\n{}",
+        update.script
+    );
+    for word in ["chain", "table", " set "] {
+        assert!(
+            !update.script.contains(word),
+            "{word} in a node churn update:\n{}",
+            update.script
+        );
+    }
+    weft_crds::golden::check_golden(&golden("nodes-n1-churn.nft"), &update.script, REGENERATE)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 fn replica(name: &str, last: u8) -> k8s_openapi::api::core::v1::Pod {
     pod(
         "x",
@@ -398,7 +470,12 @@ fn incremental_updates_leave_the_kernel_as_a_full_load_would() {
     let mut pass = base.clone();
     pass.apply_admin_network_policy(&anp("pass-y", json!({"priority": 1, "subject": {"namespaces": {"matchLabels": {"team": "b"}}},
         "ingress": [{"action": "Pass", "from": [{"namespaces": {}}], "ports": [{"namedPort": "http"}]}]})));
+    let nodes = nodes_showcase();
+    let swapped = nodes_swapped(nodes.clone());
     let cases = [
+        ("nodes peers added", &base, &nodes),
+        ("node churn", &nodes, &swapped),
+        ("node churn back", &swapped, &nodes),
         ("churn", &base, &churn),
         ("churn back", &churn, &base),
         ("policy removed", &base, &no_np),

@@ -17,6 +17,11 @@ const YB: &str = "10.244.1.21";
 const XC: &str = "10.244.2.10";
 const ZC: &str = "10.244.2.30";
 const OUTSIDE: &str = "8.8.8.8";
+/// n1's InternalIP (zone=a).
+const N1: &str = "192.168.1.1";
+/// n2's InternalIP and ExternalIP (zone=b).
+const N2: &str = "192.168.1.2";
+const N2_EXT: &str = "203.0.113.2";
 
 use Decision::{Allowed as A, Denied as D};
 
@@ -583,13 +588,26 @@ fn malformed_policies_are_refused_with_a_message_and_fail_closed() {
             vec![(YA, XA, Tcp, 80, D), (XA, YA, Tcp, 80, A)],
         ),
         (
-            "unsupported nodes peer",
+            "unsupported domainNames peer",
             Obj::Anp(
                 json!({"priority": 1, "subject": {"namespaces": {"matchLabels": {"team": "b"}}},
-               "egress": [{"action": "Allow", "to": [{"nodes": {}}]}]}),
+               "egress": [{"action": "Allow", "to": [{"domainNames": ["example.com"]}]}]}),
             ),
-            "spec.egress[0].to[0].nodes: a nodes peer is not supported by weft yet",
+            "spec.egress[0].to[0].domainNames: a domainNames peer is not supported by weft yet",
             vec![(YB, XB, Tcp, 80, D), (XB, YB, Tcp, 80, A)],
+        ),
+        (
+            "malformed nodes selector",
+            Obj::Cnp(
+                json!({"tier": "Admin", "priority": 1, "subject": {"namespaces": {"matchLabels": {"team": "b"}}},
+               "egress": [{"action": "Deny", "to": [{"nodes": {"matchExpressions": [{"key": "zone", "operator": "Near", "values": ["a"]}]}}]}]}),
+            ),
+            "spec.egress[0].to[0].nodes.matchExpressions[0]: unknown selector operator \"Near\"",
+            vec![
+                (YB, XB, Tcp, 80, D),
+                (YB, N2, Tcp, 80, D),
+                (XB, YB, Tcp, 80, A),
+            ],
         ),
         (
             "subject with both fields",
@@ -783,4 +801,160 @@ fn size_counts_what_the_ruleset_holds() {
     );
     // The set of x's pods (x/a, x/b dual-stack, x/c) plus 3 map entries per local address.
     assert_eq!(size.elements, 5 + 3 * 8);
+}
+
+/// `nodes` egress peers (CNP v1beta1, ANP/BANP v1alpha1): the IPs in the selected Nodes'
+/// `status.addresses` (InternalIP and ExternalIP alike), an empty selector selecting every Node; a
+/// pod's own node stays reachable (it is never filtered).
+#[test]
+fn nodes_peers() {
+    let zone_b = json!({"matchLabels": {"zone": "b"}});
+    let team_a = json!({"namespaces": {"matchLabels": {"team": "a"}}});
+    let rows: Vec<(&str, Vec<Obj>, Vec<Probe>)> = vec![
+        (
+            "Admin CNP Deny to nodes zone=b from team=a",
+            vec![Obj::Cnp(
+                json!({"tier": "Admin", "priority": 5, "subject": team_a,
+                "egress": [{"action": "Deny", "to": [{"nodes": zone_b}]}]}),
+            )],
+            vec![
+                (XA, N2, Tcp, 80, D),
+                (XB, N2, Udp, 53, D),
+                (XA, N2_EXT, Tcp, 80, D),
+                (XA, N1, Tcp, 80, A),
+                (XC, N1, Tcp, 80, A),
+                (XC, N2, Tcp, 80, A),
+                (YA, N2, Tcp, 80, A),
+                (XA, XC, Tcp, 80, A),
+                (XA, OUTSIDE, Tcp, 80, A),
+            ],
+        ),
+        (
+            "ANP Deny to every node (empty selector)",
+            vec![Obj::Anp(json!({"priority": 5, "subject": team_a,
+                "egress": [{"action": "Deny", "to": [{"nodes": {}}]}]}))],
+            vec![
+                (XC, N1, Tcp, 80, D),
+                (XA, N2, Tcp, 80, D),
+                (XA, N2_EXT, Tcp, 80, D),
+                (XA, XC, Tcp, 80, A),
+                (XA, OUTSIDE, Tcp, 80, A),
+                (ZC, N1, Tcp, 80, A),
+            ],
+        ),
+        (
+            "Baseline Deny to nodes loses to a NetworkPolicy allow",
+            vec![
+                Obj::Banp(json!({"subject": team_a,
+                    "egress": [{"action": "Deny", "to": [{"nodes": {"matchLabels": {"kubernetes.io/os": "linux"}}}]}]})),
+                Obj::Np(
+                    "x",
+                    json!({"podSelector": sel_a(), "policyTypes": ["Egress"],
+                        "egress": [{"to": [{"ipBlock": {"cidr": "192.168.1.0/24"}}]}]}),
+                ),
+            ],
+            vec![
+                (XA, N2, Tcp, 80, A),
+                (XB, N2, Tcp, 80, D),
+                (XB, N2_EXT, Tcp, 80, D),
+                (XA, XC, Tcp, 80, D),
+                (YB, N2, Tcp, 80, A),
+            ],
+        ),
+        (
+            "the upstream shape: Accept nodes TCP/36363, Pass nodes UDP/34345, Deny nodes and 0.0.0.0/0",
+            vec![Obj::Cnp(
+                json!({"tier": "Admin", "priority": 75, "subject": team_a, "egress": [
+                {"action": "Accept", "to": [{"nodes": {"matchLabels": {"kubernetes.io/os": "linux"}}}],
+                 "protocols": [{"tcp": {"destinationPort": {"number": 36363}}}]},
+                {"action": "Pass", "to": [{"nodes": {"matchLabels": {"kubernetes.io/os": "linux"}}}],
+                 "protocols": [{"udp": {"destinationPort": {"number": 34345}}}]},
+                {"action": "Deny", "to": [{"nodes": {"matchLabels": {"kubernetes.io/os": "linux"}}},
+                                          {"networks": ["0.0.0.0/0"]}]}]}),
+            )],
+            vec![
+                (XA, N2, Tcp, 36363, A),
+                (XA, N2, Udp, 34345, A),
+                (XA, N2, Tcp, 36364, D),
+                (XA, N2, Udp, 34346, D),
+                (XA, N2, Sctp, 9003, D),
+                (XA, OUTSIDE, Tcp, 36363, D),
+                (XA, XC, Tcp, 80, D),
+            ],
+        ),
+    ];
+    for (name, objs, probes) in rows {
+        check(name, objs, &probes);
+    }
+}
+
+/// Node churn (a label or address change, a Node gone) changes the elements of the nodes set only:
+/// no chain changes, no table replacement. Re-applying an unchanged Node (a status heartbeat) is
+/// reported as no change.
+#[test]
+fn node_churn_is_set_elements_only() {
+    use weft_policy::{Index, render_update};
+    let policy = cnp(
+        "deny-zone-b",
+        json!({"tier": "Admin", "priority": 5, "subject": {"namespaces": {"matchLabels": {"team": "a"}}},
+            "egress": [{"action": "Deny", "to": [{"nodes": {"matchLabels": {"zone": "b"}}}]}]}),
+    );
+    let mut ix: Index = cluster();
+    ix.apply_cluster_network_policy(&policy);
+    let before = compile_node(&ix, &node1());
+    assert!(
+        !ix.apply_node(&nodes()[1]),
+        "an unchanged Node is no change"
+    );
+    // n1 joins zone b with a new address; n2 leaves it.
+    let mut n1 = nodes()[0].clone();
+    n1.metadata
+        .labels
+        .as_mut()
+        .expect("labels")
+        .insert("zone".into(), "b".into());
+    n1.status
+        .as_mut()
+        .expect("status")
+        .addresses
+        .as_mut()
+        .expect("addresses")
+        .push(
+            serde_json::from_value(json!({"type": "ExternalIP", "address": "203.0.113.1"}))
+                .expect("addr"),
+        );
+    assert!(ix.apply_node(&n1));
+    ix.delete_node("n2");
+    let after = compile_node(&ix, &node1());
+    assert_eq!(before.chains, after.chains, "profiles do not change");
+    assert_eq!(
+        before.addr_sets.keys().collect::<Vec<_>>(),
+        after.addr_sets.keys().collect::<Vec<_>>(),
+        "the same sets"
+    );
+    let set = |ir: &weft_policy::Ir| {
+        ir.addr_sets
+            .values()
+            .find(|s| s.what == "nodes zone=b")
+            .map(|s| format!("{:?}", s.elems))
+            .expect("the nodes set")
+    };
+    assert!(set(&before).contains("192.168.1.2") && set(&before).contains("203.0.113.2"));
+    assert!(set(&after).contains("192.168.1.1") && set(&after).contains("fd00:1::1"));
+    assert!(set(&after).contains("203.0.113.1") && !set(&after).contains("192.168.1.2"));
+    let u = render_update(&before, &after);
+    assert!(!u.full, "{}", u.script);
+    for line in u.script.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            line.contains(" element "),
+            "only element changes, got: {line}\n{}",
+            u.script
+        );
+    }
+    // XA (on n1) may still reach its own node; XC (n2) may not reach n1 any more.
+    let ix_ref = &ix;
+    assert_eq!(judge(ix_ref, XA, N1, Tcp, 80), A);
+    assert_eq!(judge(ix_ref, XC, N1, Tcp, 80), D);
+    assert_eq!(judge(ix_ref, XC, "203.0.113.1", Tcp, 80), D);
+    assert_eq!(judge(ix_ref, XA, N2, Tcp, 80), A);
 }

@@ -317,8 +317,7 @@ fn handle(
     match u {
         Update::Apply(o) => {
             keys.entry(o.kind()).or_default().insert(o.key());
-            o.apply_to(index);
-            true
+            o.apply_to(index)
         }
         Update::Delete(o) => {
             keys.entry(o.kind()).or_default().remove(&o.key());

@@ -4,9 +4,11 @@
 //! complete set of objects of that kind, so objects deleted while the watch was down are removed
 //! from the index too. The cluster-wide policy APIs are watched only when the fabric honours them
 //! and the API server serves them (a CRD that is not installed is not an error: it is not watched).
+//! Nodes are watched for `nodes` peers (labels and `status.addresses` only are kept: a Node's
+//! status heartbeats change nothing the index holds, and [`Object::apply_to`] says so).
 
 use futures::stream::{BoxStream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::ListParams;
 use kube::runtime::WatchStreamExt;
@@ -23,6 +25,8 @@ pub enum Object {
     Pod(Box<Pod>),
     /// A Namespace.
     Namespace(Box<Namespace>),
+    /// A Node (name, labels and `status.addresses` only; see [`slim_node`]).
+    Node(Box<Node>),
     /// A NetworkPolicy.
     NetworkPolicy(Box<NetworkPolicy>),
     /// A ClusterNetworkPolicy, v1beta1.
@@ -42,6 +46,8 @@ pub enum WatchKind {
     Pod,
     /// Namespaces.
     Namespace,
+    /// Nodes.
+    Node,
     /// NetworkPolicies.
     NetworkPolicy,
     /// ClusterNetworkPolicies (either version).
@@ -78,6 +84,7 @@ impl Object {
         match self {
             Object::Pod(_) => WatchKind::Pod,
             Object::Namespace(_) => WatchKind::Namespace,
+            Object::Node(_) => WatchKind::Node,
             Object::NetworkPolicy(_) => WatchKind::NetworkPolicy,
             Object::Cnp(_) | Object::CnpV1alpha2(_) => WatchKind::Cnp,
             Object::Anp(_) => WatchKind::Anp,
@@ -90,6 +97,7 @@ impl Object {
         match self {
             Object::Pod(o) => key(o.as_ref()),
             Object::Namespace(o) => key(o.as_ref()),
+            Object::Node(o) => key(o.as_ref()),
             Object::NetworkPolicy(o) => key(o.as_ref()),
             Object::Cnp(o) => key(o.as_ref()),
             Object::CnpV1alpha2(o) => key(o.as_ref()),
@@ -98,17 +106,20 @@ impl Object {
         }
     }
 
-    /// Feeds the object into the index.
-    pub fn apply_to(&self, index: &mut Index) {
+    /// Feeds the object into the index; returns whether the index may have changed (false only
+    /// for a Node whose labels and addresses are what the index holds already).
+    pub fn apply_to(&self, index: &mut Index) -> bool {
         match self {
             Object::Pod(o) => index.apply_pod(o),
             Object::Namespace(o) => index.apply_namespace(o),
+            Object::Node(o) => return index.apply_node(o),
             Object::NetworkPolicy(o) => index.apply_network_policy(o),
             Object::Cnp(o) => index.apply_cluster_network_policy(o),
             Object::CnpV1alpha2(o) => index.apply_cluster_network_policy_v1alpha2(o),
             Object::Anp(o) => index.apply_admin_network_policy(o),
             Object::Banp(o) => index.apply_baseline_admin_network_policy(o),
         }
+        true
     }
 }
 
@@ -117,10 +128,28 @@ pub fn delete_from(index: &mut Index, kind: WatchKind, (ns, name): &(String, Str
     match kind {
         WatchKind::Pod => index.delete_pod(ns, name),
         WatchKind::Namespace => index.delete_namespace(name),
+        WatchKind::Node => index.delete_node(name),
         WatchKind::NetworkPolicy => index.delete_network_policy(ns, name),
         WatchKind::Cnp => index.delete_cluster_network_policy(name),
         WatchKind::Anp => index.delete_admin_network_policy(name),
         WatchKind::Banp => index.delete_baseline_admin_network_policy(name),
+    }
+}
+
+/// What the index needs of a Node (name, labels, `status.addresses`): the rest of a Node (images,
+/// conditions, capacity) is not kept in memory.
+pub fn slim_node(n: Node) -> Node {
+    Node {
+        metadata: kube::api::ObjectMeta {
+            name: n.metadata.name,
+            labels: n.metadata.labels,
+            ..Default::default()
+        },
+        spec: None,
+        status: Some(NodeStatus {
+            addresses: n.status.and_then(|s| s.addresses),
+            ..Default::default()
+        }),
     }
 }
 
@@ -185,6 +214,9 @@ pub async fn watch_all(
             WatchKind::Namespace,
             |o| Object::Namespace(Box::new(o)),
         ),
+        watch(Api::<Node>::all(client.clone()), WatchKind::Node, |o| {
+            Object::Node(Box::new(slim_node(o)))
+        }),
         watch(
             Api::<NetworkPolicy>::all(client.clone()),
             WatchKind::NetworkPolicy,
@@ -194,6 +226,7 @@ pub async fn watch_all(
     let mut kinds = vec![
         WatchKind::Pod,
         WatchKind::Namespace,
+        WatchKind::Node,
         WatchKind::NetworkPolicy,
     ];
     let mut watched = Watched::default();
@@ -224,4 +257,38 @@ pub async fn watch_all(
         }
     }
     (futures::stream::select_all(streams).boxed(), watched, kinds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(zone: &str, heartbeat: &str) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1", "labels": {"zone": zone}, "resourceVersion": heartbeat},
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}, {"type": "Hostname", "address": "n1"}],
+                "conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-12-02T00:00:00Z"}]
+            }
+        }))
+        .expect("node")
+    }
+
+    #[test]
+    fn a_node_heartbeat_changes_nothing_and_a_relabel_does() {
+        let mut index = Index::new();
+        let slim = slim_node(node("a", "1"));
+        assert_eq!(slim.metadata.labels, node("a", "1").metadata.labels);
+        let status = slim.status.as_ref().expect("status");
+        assert_eq!(status.addresses.as_ref().map(Vec::len), Some(2));
+        assert!(status.conditions.is_none());
+        assert!(Object::Node(Box::new(slim)).apply_to(&mut index));
+        let again = Object::Node(Box::new(slim_node(node("a", "2"))));
+        assert!(!again.apply_to(&mut index), "a heartbeat is no change");
+        let relabelled = Object::Node(Box::new(slim_node(node("b", "3"))));
+        assert!(relabelled.apply_to(&mut index));
+        assert_eq!(relabelled.kind(), WatchKind::Node);
+        delete_from(&mut index, WatchKind::Node, &relabelled.key());
+        assert_eq!(index.nodes().count(), 0);
+    }
 }

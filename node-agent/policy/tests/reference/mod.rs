@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -21,8 +21,10 @@ pub struct World {
     pub cnps: Vec<v1beta1::ClusterNetworkPolicy>,
     pub anps: Vec<v1alpha1::AdminNetworkPolicy>,
     pub banp: Option<v1alpha1::BaselineAdminNetworkPolicy>,
-    /// Host addresses per node name.
+    /// Host addresses per node name (the node's own addresses, always reachable from its pods).
     pub hosts: BTreeMap<String, Vec<IpAddr>>,
+    /// The Node objects (what `nodes` peers select).
+    pub nodes: Vec<Node>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -269,6 +271,21 @@ impl World {
         })
     }
 
+    /// A `nodes` peer: "selects the nodeIPs ... by matching on the IPs present in the
+    /// node.Status.Addresses field of the node"; an empty selector selects all Nodes.
+    fn nodes_peer(&self, sel: &LabelSelector, remote: IpAddr) -> bool {
+        self.nodes.iter().any(|n| {
+            selector_matches(sel, &n.metadata.labels.clone().unwrap_or_default())
+                && n.status
+                    .as_ref()
+                    .and_then(|s| s.addresses.as_ref())
+                    .is_some_and(|a| {
+                        a.iter()
+                            .any(|a| a.address.parse::<IpAddr>().ok() == Some(remote))
+                    })
+        })
+    }
+
     fn subject(
         &self,
         ns: Option<&LabelSelector>,
@@ -411,6 +428,8 @@ impl World {
                                     Some(&pp.pod_selector),
                                     remote,
                                 )
+                            } else if let Some(n) = &p.nodes {
+                                self.nodes_peer(n, remote)
                             } else {
                                 p.networks.iter().any(|c| cidr_contains(c, remote))
                             }
@@ -484,6 +503,8 @@ impl World {
                                         Some(&pp.pod_selector),
                                         remote,
                                     )
+                                } else if let Some(n) = &p.nodes {
+                                    self.nodes_peer(n, remote)
                                 } else {
                                     p.networks.iter().any(|c| cidr_contains(c, remote))
                                 }
@@ -541,6 +562,8 @@ impl World {
                                         Some(&pp.pod_selector),
                                         remote,
                                     )
+                                } else if let Some(n) = &p.nodes {
+                                    self.nodes_peer(n, remote)
                                 } else {
                                     p.networks.iter().any(|c| cidr_contains(c, remote))
                                 }

@@ -1,7 +1,7 @@
 //! Small builders for the tests: API objects from JSON, the way they arrive from the API server.
 #![allow(dead_code)]
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{Value, json};
 use weft_crds::policy_api::{v1alpha1, v1beta1};
@@ -35,6 +35,44 @@ pub fn pod(
         "status": {"phase": "Running", "podIP": ips.first(), "podIPs": pod_ips}
     }))
     .expect("pod")
+}
+
+/// A Node with `labels` and `status.addresses` given as `(type, address)`.
+pub fn node(name: &str, labels: Value, addresses: &[(&str, &str)]) -> Node {
+    let addrs: Vec<Value> = addresses
+        .iter()
+        .map(|(t, a)| json!({"type": t, "address": a}))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "status": {"addresses": addrs}
+    }))
+    .expect("node")
+}
+
+/// The Node objects of n1 (zone=a: InternalIPs 192.168.1.1 and fd00:1::1) and n2 (zone=b:
+/// InternalIP 192.168.1.2, ExternalIP 203.0.113.2), each with its Hostname entry.
+pub fn nodes() -> Vec<Node> {
+    vec![
+        node(
+            "n1",
+            json!({"kubernetes.io/os": "linux", "zone": "a"}),
+            &[
+                ("InternalIP", "192.168.1.1"),
+                ("InternalIP", "fd00:1::1"),
+                ("Hostname", "n1"),
+            ],
+        ),
+        node(
+            "n2",
+            json!({"kubernetes.io/os": "linux", "zone": "b"}),
+            &[
+                ("InternalIP", "192.168.1.2"),
+                ("ExternalIP", "203.0.113.2"),
+                ("Hostname", "n2"),
+            ],
+        ),
+    ]
 }
 
 pub fn network_policy(ns: &str, name: &str, spec: Value) -> NetworkPolicy {
@@ -90,9 +128,13 @@ pub fn node2() -> NodeInput {
     }
 }
 
-/// Namespaces x (team=a), y (team=b), z; pods a,b in x and y on n1 (dual-stack), c in x and z on n2.
+/// Namespaces x (team=a), y (team=b), z; pods a,b in x and y on n1 (dual-stack), c in x and z on n2;
+/// the Node objects of [`nodes`].
 pub fn cluster() -> Index {
     let mut ix = Index::new();
+    for n in nodes() {
+        ix.apply_node(&n);
+    }
     ix.apply_namespace(&namespace("x", json!({"team": "a"})));
     ix.apply_namespace(&namespace("y", json!({"team": "b"})));
     ix.apply_namespace(&namespace("z", json!({})));
