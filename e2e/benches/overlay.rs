@@ -51,9 +51,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weft_e2e::bench::{
     AGNHOST, Cleanup, PodPair, after, agent_rss_mib, alive, env_num, ghost_node, guard, in_ns,
-    iperf3_gbps, kubectl, loadavg, median, need, need_root, percentile, pod_doc, private_bins,
-    replace_addrs, run_bounded, run_guarded, sockperf_pp_rtt_us, sockperf_tp_kpps, start_iperf3,
-    start_sockperf, strip_ansi,
+    iperf3_gbps, kubectl, loadavg, median, need, need_root, patch_fabric, percentile, pod_doc,
+    private_bins, replace_addrs, run_bounded, run_guarded, sockperf_pp_rtt_us, sockperf_tp_kpps,
+    start_iperf3, start_sockperf, strip_ansi,
 };
 use weft_e2e::flannel::{Flanneld, ensure_flanneld, place_flannel_conflist};
 use weft_e2e::install::{install_weft, wait_fabric_available};
@@ -492,18 +492,7 @@ async fn cni_add_one_at_a_time(c: &Cluster, client: &kube::Client) -> Result<(Ve
 }
 
 fn set_backend(c: &Cluster, backend: &str) -> Result<()> {
-    kubectl(
-        c,
-        &[
-            "patch",
-            "networkfabric",
-            "default",
-            "--type",
-            "merge",
-            "-p",
-            &format!(r#"{{"spec":{{"overlay":{{"backend":"{backend}"}}}}}}"#),
-        ],
-    )?;
+    patch_fabric(c, serde_json::json!({"overlay": {"backend": backend}}))?;
     let octet = c.cfg.underlay_octet;
     wait_until(
         &format!("{backend} routes on every node"),

@@ -22,11 +22,15 @@
 //!    agent's own `policy_apply_seconds` histogram; the agent's VmRSS; pod created → reachable at
 //!    50 pods/s, clusterloader2's pod-creation reachability method;
 //! 4. the per-packet cost on the VXLAN path (pod on node-1 → pod on node-2, both selected by
-//!    policies): sockperf 64-byte UDP rate and TCP ping-pong with weft's policy on, off (the
-//!    fabric's `spec.policy.enabled: false`) and kube-router on, alternating rounds;
+//!    policies): sockperf 64-byte UDP rate and TCP ping-pong with weft's policy on and off (the
+//!    fabric's `spec.policy.enabled: false`), alternating rounds; weft's figures are printed here;
 //! 5. kube-router (`--run-firewall` only, in node-1's and node-2's namespaces via `ip netns exec`,
-//!    weft's policy off): its full sync time, API event → ipset member, VmRSS, pod created →
-//!    reachable; it does not implement ClusterNetworkPolicy (n/a in the table).
+//!    with a kubeconfig and `--hostname-override`, weft's policy off): process start → first full
+//!    sync, its full sync durations (its log at `-v=1`), API event → member of the ipset kube-router
+//!    names for it (`ipset test`), VmRSS, pod created → reachable, and the same per-packet rounds
+//!    with its three jumps from INPUT/FORWARD/OUTPUT in place and removed (starting it again for
+//!    each round would cost a first sync of minutes). It does not implement ClusterNetworkPolicy
+//!    (n/a in the table). A failure here is reported beside what it measured so far.
 //!
 //! Everything it created (cluster, scratch namespace, kube-router processes, servers) is removed at
 //! the end, also on failure, panic, SIGINT/SIGTERM or the watchdog.
@@ -54,9 +58,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weft_crds::policy_api::v1beta1::ClusterNetworkPolicy;
 use weft_e2e::bench::{
-    Cleanup, PAUSE, PodPair, alive, env_num, ghost_node, guard, has_token, http_get_in, in_ns,
-    kubectl, loadavg, median, need, need_root, percentile, pod_doc, private_bins, rss_mib_on_node,
-    run_bounded, run_guarded, sockperf_pp_rtt_us, sockperf_tp_kpps, start_sockperf,
+    Cleanup, PAUSE, PodPair, alive, alternate, env_num, ghost_node, guard, has_token, http_get_in,
+    in_ns, kubectl, loadavg, median, need, need_root, patch_fabric, percentile, pod_doc,
+    private_bins, rss_mib_on_node, run_bounded, run_guarded, sockperf_pp_rtt_us, sockperf_tp_kpps,
+    start_sockperf,
 };
 use weft_e2e::install::{install_weft, wait_fabric_available};
 use weft_e2e::kuberouter::{full_syncs_ms, ingress_ipblock_set, ingress_pod_peers_set};
@@ -1155,18 +1160,7 @@ fn weft_table_on(c: &Cluster, node: &str) -> bool {
 
 /// Switches weft's policy on or off through the fabric and waits until node-1 and node-2 agree.
 fn set_weft_policy(c: &Cluster, p: &PodPair, on: bool) -> Result<()> {
-    kubectl(
-        c,
-        &[
-            "patch",
-            "networkfabric",
-            "default",
-            "--type",
-            "merge",
-            "-p",
-            &format!(r#"{{"spec":{{"policy":{{"enabled":{on}}}}}}}"#),
-        ],
-    )?;
+    patch_fabric(c, json!({"policy": {"enabled": on}}))?;
     wait_until(
         &format!(
             "weft's policy {} on node-1 and node-2",
@@ -1323,38 +1317,34 @@ fn bench(c: &Cluster, cleanup: &Cleanup, kr_bin: PathBuf) -> Result<Report> {
 
     // The per-packet cost of weft's policy: on and off (the fabric), alternating rounds.
     let mut off = Vec::new();
-    let mut on = true;
-    for r in 0..reps {
-        let order = if r % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for want in order {
+    let on = alternate(
+        reps,
+        |on| {
             alive(c, "datapath")?;
-            if want != on {
-                set_weft_policy(c, &p, want)?;
-                on = want;
-                if want {
-                    // The fresh agent's first full transaction, from its first list event.
-                    let m = agent_metrics(c, MEASURED)?;
-                    let sum = metric(&m, "weft_agent_policy_apply_seconds_sum{kind=\"full\"}");
-                    let n = metric(&m, "weft_agent_policy_apply_seconds_count{kind=\"full\"}");
-                    if let (Some(sum), Some(1.0)) = (sum, n) {
-                        weft.first_sync_s.push(sum);
-                    }
+            set_weft_policy(c, &p, on)?;
+            if on {
+                // The fresh agent's first full transaction, from its first list event.
+                let m = agent_metrics(c, MEASURED)?;
+                let sum = metric(&m, "weft_agent_policy_apply_seconds_sum{kind=\"full\"}");
+                let n = metric(&m, "weft_agent_policy_apply_seconds_count{kind=\"full\"}");
+                if let (Some(sum), Some(1.0)) = (sum, n) {
+                    weft.first_sync_s.push(sum);
                 }
             }
-            check_path(&p, want)?;
+            Ok(())
+        },
+        |r, on| {
+            check_path(&p, on)?;
             let s = sample(&p, dur)?;
-            log_sample(r, if want { "weft" } else { "weft off" }, &s);
-            if want {
+            log_sample(r, if on { "weft" } else { "weft off" }, &s);
+            if on {
                 weft.samples.push(s);
             } else {
                 off.push(s);
             }
-        }
-    }
+            Ok(())
+        },
+    )?;
     if on {
         set_weft_policy(c, &p, false)?;
     }
@@ -1539,40 +1529,36 @@ fn kube_router_phase(
         hooks.iter().all(|h| h.len() == 3),
         "kube-router's hooks are not the three expected: {hooks:?}"
     );
-    let mut hooked = true;
-    for r in 0..reps {
-        let order = if r % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for want in order {
+    let hooked = alternate(
+        reps,
+        |on| {
             alive(c, "kube-router datapath")?;
-            if want != hooked {
-                for (n, h) in NODES.iter().zip(&hooks) {
-                    hook_kube_router(c, n, h, want)?;
-                }
-                hooked = want;
+            for (n, h) in NODES.iter().zip(&hooks) {
+                hook_kube_router(c, n, h, on)?;
             }
-            check_path(p, want)?;
+            Ok(())
+        },
+        |r, on| {
+            check_path(p, on)?;
             let s = sample(p, dur)?;
-            check_path(p, want)?;
+            check_path(p, on)?;
             log_sample(
                 r,
-                if want {
+                if on {
                     "kube-router"
                 } else {
                     "kube-router unhooked"
                 },
                 &s,
             );
-            if want {
+            if on {
                 side.samples.push(s);
             } else {
                 off.push(s);
             }
-        }
-    }
+            Ok(())
+        },
+    )?;
     if !hooked {
         for (n, h) in NODES.iter().zip(&hooks) {
             hook_kube_router(c, n, h, true)?;

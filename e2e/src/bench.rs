@@ -245,6 +245,51 @@ pub fn kubectl(c: &Cluster, args: &[&str]) -> Result<String> {
     run(c.kubectl().args(args))
 }
 
+/// Merge-patches the NetworkFabric `default` with `spec` (a JSON object of spec fields).
+pub fn patch_fabric(c: &Cluster, spec: serde_json::Value) -> Result<()> {
+    let patch = serde_json::json!({ "spec": spec }).to_string();
+    kubectl(
+        c,
+        &[
+            "patch",
+            "networkfabric",
+            "default",
+            "--type",
+            "merge",
+            "-p",
+            &patch,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Alternating rounds of an on/off comparison: round 1 measures on then off, round 2 off then on,
+/// and so on, so that drift of a loaded machine hits both alike and each round switches once.
+/// `switch(on)` is called only when the state changes (the state before round 1 is `on`);
+/// `measure(round, on)` then takes one sample. Returns the final state.
+pub fn alternate(
+    reps: u64,
+    mut switch: impl FnMut(bool) -> Result<()>,
+    mut measure: impl FnMut(u64, bool) -> Result<()>,
+) -> Result<bool> {
+    let mut state = true;
+    for r in 0..reps {
+        let order = if r % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for want in order {
+            if want != state {
+                switch(want)?;
+                state = want;
+            }
+            measure(r, want)?;
+        }
+    }
+    Ok(state)
+}
+
 /// The 1-minute load average, for the record of a run.
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -587,6 +632,39 @@ mod tests {
         assert_eq!(percentile(&mut v, 99.0), 99.0);
         assert_eq!(median(&mut [3.0, 1.0, 2.0, 4.0]), 2.5);
         assert!(percentile(&mut [], 99.0).is_nan());
+    }
+
+    #[test]
+    fn rounds_alternate_and_switch_once_per_round() {
+        let mut log = Vec::new();
+        let log_ref = std::cell::RefCell::new(&mut log);
+        let end = alternate(
+            3,
+            |on| {
+                log_ref.borrow_mut().push(format!("switch {on}"));
+                Ok(())
+            },
+            |r, on| {
+                log_ref.borrow_mut().push(format!("{r} {on}"));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert!(!end);
+        assert_eq!(
+            log,
+            [
+                "0 true",
+                "switch false",
+                "0 false",
+                "1 false",
+                "switch true",
+                "1 true",
+                "2 true",
+                "switch false",
+                "2 false"
+            ]
+        );
     }
 
     #[test]
