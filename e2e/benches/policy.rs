@@ -1447,8 +1447,16 @@ fn kube_router_hooks(c: &Cluster, node: &str) -> Result<Vec<String>> {
 }
 
 /// Removes (`-D`) or puts back at the top (`-I <chain> 1`) kube-router's jumps on `node`.
+/// Puts kube-router's jumps `hooks` back at the top of their chains (`on`, those missing only), or
+/// removes every jump it has now (it re-adds them at each full sync).
 fn hook_kube_router(c: &Cluster, node: &str, hooks: &[String], on: bool) -> Result<()> {
-    for h in hooks {
+    let present = kube_router_hooks(c, node)?;
+    let todo: Vec<&String> = if on {
+        hooks.iter().filter(|h| !present.contains(h)).collect()
+    } else {
+        present.iter().collect()
+    };
+    for h in todo {
         let (chain, rest) = h
             .split_once(' ')
             .context("an iptables rule without a chain")?;
@@ -1539,24 +1547,34 @@ fn kube_router_phase(
             Ok(())
         },
         |r, on| {
-            check_path(p, on)?;
-            let s = sample(p, dur)?;
-            check_path(p, on)?;
-            log_sample(
-                r,
-                if on {
+            // kube-router re-adds its jumps at the end of every full sync (pod events keep it
+            // syncing here): an "unhooked" sample is taken again when they came back meanwhile.
+            for _ in 0..3 {
+                if !on {
+                    for (n, h) in NODES.iter().zip(&hooks) {
+                        hook_kube_router(c, n, h, false)?;
+                    }
+                }
+                check_path(p, on)?;
+                let s = sample(p, dur)?;
+                if check_path(p, on).is_err() {
+                    eprintln!("  kube-router hooked itself in again during the sample; again");
+                    continue;
+                }
+                let what = if on {
                     "kube-router"
                 } else {
                     "kube-router unhooked"
-                },
-                &s,
-            );
-            if on {
-                side.samples.push(s);
-            } else {
-                off.push(s);
+                };
+                log_sample(r, what, &s);
+                if on {
+                    side.samples.push(s);
+                } else {
+                    off.push(s);
+                }
+                return Ok(());
             }
-            Ok(())
+            bail!("kube-router kept hooking itself in during 3 samples")
         },
     )?;
     if !hooked {
