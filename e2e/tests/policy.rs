@@ -341,6 +341,8 @@ struct Ctx<'a> {
     base: World,
     touched_pods: Vec<(String, String)>,
     touched_ns: Vec<(&'static str, String)>,
+    /// Node labels a scenario set (the suite's own keys: removed by cleanup).
+    touched_nodes: Vec<(String, String)>,
 }
 
 impl Ctx<'_> {
@@ -403,6 +405,22 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Sets or removes a label of a Node; cleanup removes every label set this way (so `key` must
+    /// be the suite's own, absent from the base cluster).
+    fn label_node(&mut self, node: &str, key: &str, value: Option<&str>) -> Result<()> {
+        let arg = match value {
+            Some(v) => format!("{key}={v}"),
+            None => format!("{key}-"),
+        };
+        output(
+            self.c
+                .kubectl()
+                .args(["label", "node", node, &arg, "--overwrite"]),
+        )?;
+        self.touched_nodes.push((node.to_string(), key.to_string()));
+        Ok(())
+    }
+
     /// Deletes one of the suite's objects, e.g. `("networkpolicy", "x", "deny")`.
     fn delete(&mut self, kind: &str, ns: &str, name: &str) -> Result<()> {
         let mut cmd = self.c.kubectl();
@@ -455,8 +473,15 @@ impl Ctx<'_> {
                 .cloned();
             self.label_ns(ns, &key, v.as_deref())?;
         }
+        let mut nodes = std::mem::take(&mut self.touched_nodes);
+        nodes.sort();
+        nodes.dedup();
+        for (node, key) in nodes {
+            self.label_node(&node, &key, None)?;
+        }
         self.touched_pods.clear();
         self.touched_ns.clear();
+        self.touched_nodes.clear();
         expect_matrix(
             &self.w,
             "policies removed: every pod reaches every pod",
@@ -548,6 +573,7 @@ fn trial(name: &'static str, f: Scenario) -> Trial {
                 base,
                 touched_pods: Vec::new(),
                 touched_ns: Vec::new(),
+                touched_nodes: Vec::new(),
             };
             let result = f(&mut ctx);
             let cleaned = ctx.cleanup();
@@ -826,6 +852,11 @@ fn main() {
             svc_target_port,
         ),
         ("svc_nodeport_from_the_external_host", svc_nodeport),
+        // ---- `nodes` peers (CNP v1beta1) ----
+        (
+            "cnp_admin_deny_egress_to_nodes_by_label",
+            cnp_deny_egress_to_nodes,
+        ),
         (
             "metric_denied_probe_counts_on_the_judging_node",
             metric_dropped,
@@ -2541,6 +2572,112 @@ fn svc_nodeport(t: &mut Ctx) -> Result<()> {
         "    NodePort {ip}:{np80} (→ x/b:80) from {external}: denied, then allowed by the ipBlock; {np8080} (→ 81) denied"
     );
     Ok(())
+}
+
+// ---- `nodes` peers ----
+
+/// Whether a TCP connection from `from`'s network namespace to `addr` opens within the probe
+/// timeout: Ok(true) connected, Ok(false) timed out (a policy drop); anything else (refused,
+/// unreachable) is an error, so that a missing server cannot pass for a deny.
+fn connects(from: &Endpoint, addr: std::net::SocketAddr) -> Result<bool> {
+    weft_e2e::netns::in_netns(
+        &from.netns,
+        move || match std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Ok(false),
+            Err(e) => Err(anyhow::anyhow!("connect {addr}: {e}")),
+        },
+    )
+}
+
+/// Every pod against every node's address (the agent's metrics port, which listens on the node's
+/// network namespace like any host-network server); lists the probes whose outcome differs from
+/// `expect(source pod, node name)`.
+fn node_mismatches(t: &Ctx, expect: &dyn Fn(&Pod, &str) -> bool) -> Result<Vec<String>> {
+    let port = u16::try_from(weft_crds::fabric::DEFAULT_METRICS_PORT)?;
+    let mut jobs = Vec::new();
+    for e in &t.w.endpoints {
+        for k in 1..=3usize {
+            let addr = std::net::SocketAddr::new(t.c.cfg.node_ip(k).into(), port);
+            let e = e.clone();
+            jobs.push((
+                e.id.clone(),
+                format!("node-{k}"),
+                addr,
+                std::thread::spawn(move || connects(&e, addr)),
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for (from, node, addr, job) in jobs {
+        let got = job
+            .join()
+            .map_err(|_| anyhow::anyhow!("probe thread panicked"))??;
+        let want = expect(t.w.pod(&from), &node);
+        if want != got {
+            out.push(format!(
+                "{from} -> {node} ({addr}): expected {}, got {}",
+                if want { "allowed" } else { "denied" },
+                if got { "allowed" } else { "denied" }
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Polls the pod → node probes until they equal the expectation; on a timeout, lists those that
+/// differ.
+fn expect_nodes(t: &Ctx, what: &str, expect: &dyn Fn(&Pod, &str) -> bool) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let diff = node_mismatches(t, expect)?;
+        if diff.is_empty() {
+            eprintln!(
+                "    {what}: 27 pod -> node probes as expected after {:.1}s",
+                start.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if start.elapsed() > APPLIED_WITHIN {
+            bail!(
+                "{what}: {} pod -> node probes differ:\n  {}",
+                diff.len(),
+                diff.join("\n  ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// An Admin-tier ClusterNetworkPolicy denies egress from namespace x to the nodes labelled
+/// `e2e.weft.dev/no-x=true` (their `status.addresses`), first node-2: x's pods on node-1 and
+/// node-3 cannot reach node-2's address; x's pods on node-2 still reach their own node (never
+/// filtered); y and z reach every node, and x reaches node-1 and node-3. Pod-to-pod traffic is
+/// untouched. Then the label moves from node-2 to node-3 (node churn, the policy unchanged) and
+/// the deny follows it.
+fn cnp_deny_egress_to_nodes(t: &mut Ctx) -> Result<()> {
+    const KEY: &str = "e2e.weft.dev/no-x";
+    expect_nodes(t, "no policy: every pod reaches every node", &|_, _| true)?;
+    t.label_node("node-2", KEY, Some("true"))?;
+    t.apply(vec![cnp(
+        "deny-x-to-labelled-nodes",
+        json!({"tier": "Admin", "priority": 20, "subject": {"namespaces": ns_sel("x")},
+               "egress": [{"name": "no-labelled-nodes", "action": "Deny",
+                           "to": [{"nodes": {"matchLabels": {KEY: "true"}}}]}]}),
+    )])?;
+    expect_nodes(
+        t,
+        "x cannot reach node-2 except from node-2 itself; all else reaches every node",
+        &|s, node| !(s.ns == "x" && node == "node-2" && s.node != "node-2"),
+    )?;
+    t.expect("pod-to-pod traffic is untouched", &|_, _, _, _| true)?;
+    t.label_node("node-3", KEY, Some("true"))?;
+    t.label_node("node-2", KEY, None)?;
+    expect_nodes(
+        t,
+        "the label moved to node-3: x cannot reach node-3 except from node-3 itself",
+        &|s, node| !(s.ns == "x" && node == "node-3" && s.node != "node-3"),
+    )
 }
 
 // ---- the drop metric ----

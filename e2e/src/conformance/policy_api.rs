@@ -14,7 +14,9 @@
 //! The suite probes by `kubectl exec`-ing `/agnhost connect` in the base pods; "denied" means the
 //! connection timed out (a policy that drops). Every base pod also runs agnhost `porter` with SCTP
 //! ports: on a kernel without SCTP the nodelet withholds those (an Event on the pod), and every test
-//! that probes SCTP in any of its subtests is left out whole, listed with its reason.
+//! that probes SCTP in any of its subtests is left out whole, listed with its reason, except the
+//! tests a version names in [`Version::sctp_subtests_only`]: of those only the subtests that probe
+//! SCTP are left out (listed as `Test/subtest`), and the others run.
 //!
 //! The Go test binary cleans up only when it ends by itself, so the suite runs in a process group of
 //! its own: Ctrl-C (or SIGTERM) reaches weft-e2e, which kills the group and deletes the base
@@ -57,21 +59,30 @@ pub struct Version {
     pub claimed: &'static [&'static str],
     /// Features weft does not claim, with why.
     pub unclaimed: &'static [(&'static str, &'static str)],
+    /// Tests of which, on a kernel without SCTP, only the subtests that probe SCTP are left out
+    /// (the rest run), instead of the whole test.
+    pub sctp_subtests_only: &'static [&'static str],
     /// Whether the suite probes only once right after it creates or changes a policy (v0.1.7),
     /// so that a check can fail when the agents' update (tens of milliseconds) loses the race
     /// against the `kubectl exec` of the probe; v0.3.0 polls each probe for up to 10 s.
     pub probes_once: bool,
 }
 
-const NODE_PEERS: &str = "weft's policy engine refuses `nodes` peers";
-
 /// The two pinned versions, in the order they run.
 pub const VERSIONS: &[Version] = &[
     Version {
         module: "v0.3.0",
         api: "ClusterNetworkPolicy v1beta1/v1alpha2",
-        claimed: &["ClusterNetworkPolicy", "ClusterNetworkPolicyNamedPorts"],
-        unclaimed: &[("ClusterNetworkPolicyEgressNodePeers", NODE_PEERS)],
+        claimed: &[
+            "ClusterNetworkPolicy",
+            "ClusterNetworkPolicyNamedPorts",
+            "ClusterNetworkPolicyEgressNodePeers",
+        ],
+        unclaimed: &[],
+        sctp_subtests_only: &[
+            "CNPAdminTierEgressNodePeers",
+            "CNPBaselineTierEgressNodePeers",
+        ],
         probes_once: false,
     },
     Version {
@@ -82,10 +93,13 @@ pub const VERSIONS: &[Version] = &[
             "BaselineAdminNetworkPolicy",
             "AdminNetworkPolicyNamedPorts",
             "BaselineAdminNetworkPolicyNamedPorts",
+            "AdminNetworkPolicyEgressNodePeers",
+            "BaselineAdminNetworkPolicyEgressNodePeers",
         ],
-        unclaimed: &[
-            ("AdminNetworkPolicyEgressNodePeers", NODE_PEERS),
-            ("BaselineAdminNetworkPolicyEgressNodePeers", NODE_PEERS),
+        unclaimed: &[],
+        sctp_subtests_only: &[
+            "AdminNetworkPolicyEgressNodePeers",
+            "BaselineAdminNetworkPolicyEgressNodePeers",
         ],
         probes_once: true,
     },
@@ -119,6 +133,8 @@ pub struct SuiteTest {
     pub subtests: usize,
     /// How many of them probe SCTP.
     pub sctp_subtests: usize,
+    /// The names of those, as Go reports them (spaces become `_`).
+    pub sctp_subtest_names: Vec<String>,
 }
 
 /// Reads the conformance tests out of the suite's sources (`conformance/tests/*.go`): each
@@ -159,6 +175,12 @@ pub fn scan_suite(sources: &[String]) -> Vec<SuiteTest> {
                 features,
                 subtests: subs.len(),
                 sctp_subtests: subs.iter().filter(|s| s.contains("\"sctp\"")).count(),
+                sctp_subtest_names: subs
+                    .iter()
+                    .filter(|s| s.contains("\"sctp\""))
+                    .filter_map(|s| s.split('"').next())
+                    .map(|n| n.replace(' ', "_"))
+                    .collect(),
             });
         }
     }
@@ -221,6 +243,19 @@ pub fn plan_run(
         });
         if let Some(why) = unclaimed {
             left_out.push((t.name.clone(), LeftOut::Unclaimed(why)));
+        } else if t.sctp_subtests > 0
+            && t.sctp_subtests < t.subtests
+            && !kernel_has_sctp
+            && v.sctp_subtests_only.contains(&t.name.as_str())
+        {
+            for sub in &t.sctp_subtest_names {
+                left_out.push((
+                    format!("{}/{sub}", t.name),
+                    LeftOut::Kernel(
+                        "this subtest probes SCTP; this kernel has no SCTP sockets (the test's other subtests run)".into(),
+                    ),
+                ));
+            }
         } else if t.sctp_subtests > 0 && !kernel_has_sctp {
             left_out.push((
                 t.name.clone(),
@@ -237,8 +272,31 @@ pub fn plan_run(
     } else {
         format!("^{ROOT_TEST}$/{}", alternatives(&only))
     };
-    let skipped: Vec<&str> = left_out.iter().map(|(n, _)| n.as_str()).collect();
-    let skip = (!skipped.is_empty()).then(|| format!("^{ROOT_TEST}$/{}", alternatives(&skipped)));
+    // Whole tests in one alternative; each test's left-out subtests in one of their own (Go splits
+    // the pattern at unbracketed `|` first, then each alternative at `/` by level).
+    let whole: Vec<&str> = left_out
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| !n.contains('/'))
+        .collect();
+    let mut patterns = Vec::new();
+    if !whole.is_empty() {
+        patterns.push(format!("^{ROOT_TEST}$/{}", alternatives(&whole)));
+    }
+    let mut subs: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (n, _) in &left_out {
+        if let Some((test, sub)) = n.split_once('/') {
+            subs.entry(test).or_default().push(sub);
+        }
+    }
+    for (test, subs) in subs {
+        patterns.push(format!(
+            "^{ROOT_TEST}$/^{}$/{}",
+            super::regex_escape(test),
+            alternatives(&subs)
+        ));
+    }
+    let skip = (!patterns.is_empty()).then(|| patterns.join("|"));
     Ok(RunPlan {
         run,
         skip,
@@ -758,9 +816,11 @@ var CNPAdminTierGress = suite.ConformanceTest{
                 ],
                 subtests: 1,
                 sctp_subtests: 0,
+                sctp_subtest_names: vec![],
             }
         );
         assert_eq!((t[1].subtests, t[1].sctp_subtests), (2, 1));
+        assert_eq!(t[1].sctp_subtest_names, vec!["deny".to_string()]);
         assert_eq!(t[2].name, "CNPAdminTierGress");
         assert_eq!((t[2].subtests, t[2].sctp_subtests), (2, 1));
     }
@@ -770,17 +830,21 @@ var CNPAdminTierGress = suite.ConformanceTest{
         let v = version("v0.3.0").unwrap();
         let plan = plan_run(v, &scanned(), &[], false).unwrap();
         assert_eq!(plan.run, "^TestConformance$");
+        // CNPAdminTierGress is left out whole; of the node peers test (named in
+        // `sctp_subtests_only`) only its SCTP subtest.
         assert_eq!(
             plan.skip.as_deref(),
-            Some("^TestConformance$/^(CNPAdminTierEgressNodePeers|CNPAdminTierGress)$")
+            Some(
+                "^TestConformance$/^(CNPAdminTierGress)$|^TestConformance$/^CNPAdminTierEgressNodePeers$/^(deny)$"
+            )
         );
         assert_eq!(
             plan.left_out,
             vec![
                 (
-                    "CNPAdminTierEgressNodePeers".into(),
-                    LeftOut::Unclaimed(
-                        "needs feature ClusterNetworkPolicyEgressNodePeers: weft's policy engine refuses `nodes` peers".into()
+                    "CNPAdminTierEgressNodePeers/deny".into(),
+                    LeftOut::Kernel(
+                        "this subtest probes SCTP; this kernel has no SCTP sockets (the test's other subtests run)".into()
                     )
                 ),
                 (
@@ -792,10 +856,14 @@ var CNPAdminTierGress = suite.ConformanceTest{
             ]
         );
         let groups = not_run(&plan);
-        assert_eq!(groups[0].specs[0].0, "CNPAdminTierGress");
-        assert_eq!(groups[1].specs[0].0, "CNPAdminTierEgressNodePeers");
+        assert_eq!(groups[0].specs.len(), 2);
+        assert!(groups[1].specs.is_empty());
         let with_sctp = plan_run(v, &scanned(), &[], true).unwrap();
-        assert_eq!(with_sctp.left_out.len(), 1, "{with_sctp:?}");
+        assert_eq!(
+            (with_sctp.left_out.len(), with_sctp.skip),
+            (0, None),
+            "with SCTP everything runs"
+        );
     }
 
     #[test]
@@ -821,6 +889,7 @@ var CNPAdminTierGress = suite.ConformanceTest{
             features: vec!["AdminNetworkPolicy".into(), "SomethingNew".into()],
             subtests: 1,
             sctp_subtests: 0,
+            sctp_subtest_names: vec![],
         }];
         let plan = plan_run(v, &t, &[], true).unwrap();
         assert_eq!(
