@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
 use weft_e2e::Cluster;
+use weft_e2e::bench::patch_fabric;
 use weft_e2e::install::{install_weft, wait_fabric_available};
 use weft_e2e::probe::{self, Endpoint, Family};
 use weft_e2e::serve::parse_ports;
@@ -503,17 +504,8 @@ fn agent_restart_drops_nothing(c: &Cluster) -> Result<()> {
 /// nodes keeps going the whole time.
 fn fabric_change_drops_nothing(c: &Cluster) -> Result<()> {
     let before = get_json(c, &["networkfabric", "default"])?["metadata"]["generation"].clone();
-    let set_log_level = |level: &str| {
-        output(c.kubectl().args([
-            "patch",
-            "networkfabric",
-            "default",
-            "--type",
-            "merge",
-            "-p",
-            &format!(r#"{{"spec":{{"agent":{{"logLevel":"{level}"}}}}}}"#),
-        ]))
-    };
+    let set_log_level =
+        |level: &str| patch_fabric(c, serde_json::json!({"agent": {"logLevel": level}}));
     // 15 s across nodes while the rollout replaces every agent.
     let result = ping_while(c, "node-3", 1500, || {
         set_log_level("debug")?;
@@ -538,15 +530,7 @@ fn fabric_change_drops_nothing(c: &Cluster) -> Result<()> {
 
 fn host_gw_backend(c: &Cluster) -> Result<()> {
     let eps = pods(c)?;
-    output(c.kubectl().args([
-        "patch",
-        "networkfabric",
-        "default",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"overlay":{"backend":"host-gw"}}}"#,
-    ]))?;
+    patch_fabric(c, serde_json::json!({"overlay": {"backend": "host-gw"}}))?;
     let octet = c.cfg.underlay_octet;
     time_until(c, "host-gw routes", Duration::from_secs(60), |r| {
         r.contains(&format!("via 10.{octet}.0.1"))
@@ -559,15 +543,7 @@ fn host_gw_backend(c: &Cluster) -> Result<()> {
         "the vxlan device stayed: {links}"
     );
     assert_full_matrix(&eps)?;
-    output(c.kubectl().args([
-        "patch",
-        "networkfabric",
-        "default",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"overlay":{"backend":"vxlan"}}}"#,
-    ]))?;
+    patch_fabric(c, serde_json::json!({"overlay": {"backend": "vxlan"}}))?;
     time_until(c, "vxlan routes again", Duration::from_secs(60), |r| {
         r.contains("dev flannel.1 proto 87 onlink")
     })?;
