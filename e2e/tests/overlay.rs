@@ -565,13 +565,36 @@ fn wrong_vni_reconciled(c: &Cluster) -> Result<()> {
             .with_context(|| format!("no {key} in {details}"))
     };
     let (local, port) = (field("local")?, field("dstport")?);
-    node_ip(c, "node-3", "link del flannel.1")?;
-    node_ip(
-        c,
-        "node-3",
-        &format!(
-            "link add flannel.1 type vxlan id 42 local {local} dstport {port} dev eth0 nolearning"
-        ),
+    // Deleted and re-made in one `ip -batch`, and again if the agent re-created its device in
+    // between (it syncs on every Node event and resync tick).
+    let batch = format!(
+        "link del flannel.1\nlink add flannel.1 type vxlan id 42 local {local} dstport {port} dev eth0 nolearning\n"
+    );
+    eventually(
+        "a flannel.1 with VNI 42 on node-3",
+        Duration::from_secs(20),
+        || {
+            let mut ip = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &c.cfg.node_ns("node-3"),
+                    "ip",
+                    "-batch",
+                    "-",
+                ])
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()?;
+            std::io::Write::write_all(ip.stdin.as_mut().context("ip's stdin")?, batch.as_bytes())?;
+            let out = ip.wait_with_output()?;
+            ensure!(
+                out.status.success(),
+                "ip -batch: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            Ok(Some(()))
+        },
     )?;
     // Any Node event makes the agents sync; a resync tick would too, later.
     output(c.kubectl().args([
