@@ -91,7 +91,7 @@ func (n *node) container(rec *podRecord, container string) (*containerState, err
 	var st containerState
 	data, err := os.ReadFile(filepath.Join(n.podsDir, rec.UID, "containers", container+".json"))
 	if err != nil {
-		return nil, &httpError{http.StatusNotFound, fmt.Sprintf("container %q in pod %q has not run a process on this node", container, rec.Name)}
+		return nil, &httpError{http.StatusNotFound, fmt.Sprintf("container %q in pod %q has not run a process on this node: it has not started yet, or it has ports and no command, so the nodelet's built-in port server answers for it and there is no process to enter; exec works in containers that run a command (e.g. /agnhost pause)", container, rec.Name)}
 	}
 	if err := json.Unmarshal(data, &st); err != nil {
 		return nil, err
