@@ -604,6 +604,7 @@ fn wrong_vni_reconciled(c: &Cluster) -> Result<()> {
         "--overwrite",
         "weft.test/poke=wrong-vni",
     ]))?;
+    let mut seen = String::new();
     let message = eventually(
         "the fabric to say that node-3's device was reconciled",
         Duration::from_secs(60),
@@ -613,17 +614,26 @@ fn wrong_vni_reconciled(c: &Cluster) -> Result<()> {
                 .as_array()
                 .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
                 .context("no Degraded condition")?;
-            Ok(
-                (degraded["status"] == "False" && degraded["reason"] == "DatapathReconciled")
-                    .then(|| degraded["message"].as_str().unwrap_or_default().to_owned()),
-            )
+            seen = format!(
+                "{}/{}: {}",
+                degraded["status"].as_str().unwrap_or_default(),
+                degraded["reason"].as_str().unwrap_or_default(),
+                degraded["message"].as_str().unwrap_or_default()
+            );
+            // Other nodes' notices may stand beside node-3's; wait for node-3's.
+            Ok((degraded["status"] == "False"
+                && degraded["reason"] == "DatapathReconciled"
+                && seen.contains("node-3: at ")
+                && seen.contains("device flannel.1 has VNI 42 (want 1)"))
+            .then(|| seen.clone()))
         },
-    )?;
+    )
+    .with_context(|| {
+        format!(
+            "the fabric's Degraded condition should name node-3 and the wrong VNI; last: {seen}"
+        )
+    })?;
     eprintln!("Degraded=False DatapathReconciled: {message}");
-    ensure!(
-        message.contains("node-3: at ") && message.contains("device flannel.1 has VNI 42 (want 1)"),
-        "the fabric's status does not name node-3 and the wrong VNI: {message}"
-    );
     let details = node_ip(c, "node-3", "-d link show flannel.1")?;
     ensure!(
         details.contains("vxlan id 1 "),

@@ -260,11 +260,7 @@ impl<K: Kernel + Sync> Agent<K> {
         let failed: Vec<&'static str> = report.failures.iter().map(|f| f.op).collect();
         self.metrics.netlink(&report.done, &failed);
         if report.failures.is_empty() {
-            let replaced = changes
-                .delete_devices
-                .iter()
-                .map(|(_, reason)| reason.clone())
-                .collect();
+            let replaced = changes.replaced();
             return Ok((changes.len(), replaced));
         }
         for f in &report.failures {

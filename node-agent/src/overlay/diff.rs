@@ -71,6 +71,18 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// Why each device that is deleted and made again with the fabric's values is replaced:
+    /// someone else's device under weft's name (an old flannel, a hand edit). A device the fabric
+    /// no longer wants (a backend switch, an old VNI) is removed as part of the fabric's change
+    /// and is not listed.
+    pub fn replaced(&self) -> Vec<String> {
+        self.delete_devices
+            .iter()
+            .filter(|(name, _)| self.create_devices.iter().any(|d| &d.name == name))
+            .map(|(_, reason)| reason.clone())
+            .collect()
+    }
+
     /// Whether nothing needs to change.
     pub fn is_empty(&self) -> bool {
         self.delete_devices.is_empty()
@@ -409,6 +421,7 @@ mod tests {
         assert!(c.delete_devices[0].1.contains("VNI 2 (want 1)"), "{c:?}");
         assert!(c.delete_devices[0].1.contains("local address 10.99.0.77"));
         assert_eq!(c.create_devices.len(), 1);
+        assert_eq!(c.replaced(), [c.delete_devices[0].1.clone()]);
         // Entries die with the device: all re-added, none deleted.
         assert_eq!(
             (c.add_fdb.len(), c.add_neighbours.len(), c.add_routes.len()),
@@ -450,11 +463,14 @@ mod tests {
         let c = diff_datapath(&desired(), &observed);
         assert_eq!(c.delete_devices.len(), 1);
         assert_eq!(c.delete_devices[0].0, "flannel.7");
+        // Removed by the fabric's change, not replaced: no news for the node's condition.
+        assert!(c.replaced().is_empty());
         // Its routes go with the device: no separate delete.
         assert!(c.del_routes.is_empty());
         // host-gw: the vxlan device goes.
         let c = diff_datapath(&Datapath::default(), &desired());
         assert_eq!(c.delete_devices.len(), 1);
+        assert!(c.replaced().is_empty());
         assert!(c.del_routes.is_empty() && c.del_fdb.is_empty());
     }
 }
