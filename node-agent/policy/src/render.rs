@@ -574,6 +574,70 @@ fn element_statements(s: &mut String, verb: &str, set: &str, items: &[String]) {
     }
 }
 
+/// One element of a set or verdict map of the policy table, as the kernel keys it. The set's
+/// rendered name (with its `-v4`/`-v6` suffix) is in [`ElemOp::set`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Elem {
+    /// An address: pod and node sets, `host-*` (`type ipv4_addr` / `ipv6_addr`).
+    Addr(IpAddr),
+    /// An address twice: `self-*` (`type ipv4_addr . ipv4_addr`).
+    Pair(IpAddr),
+    /// Address, protocol and port: named-port sets (`type ipv4_addr . inet_proto .
+    /// inet_service`).
+    AddrPort(IpAddr, Proto, u16),
+    /// An address mapped to `goto <chain>`: the `from-pod-*` and `to-pod-*` verdict maps. A
+    /// deletion only needs the address; the chain is ignored.
+    Goto(IpAddr, String),
+}
+
+impl Elem {
+    /// The address the element is about (the key's first field).
+    pub fn addr(&self) -> IpAddr {
+        match self {
+            Elem::Addr(ip) | Elem::Pair(ip) | Elem::AddrPort(ip, _, _) | Elem::Goto(ip, _) => *ip,
+        }
+    }
+
+    /// The element in nft's syntax: the whole element for an addition, the key for a deletion.
+    pub fn render(&self, add: bool) -> String {
+        match self {
+            Elem::Addr(ip) => ip.to_string(),
+            Elem::Pair(ip) => format!("{ip} . {ip}"),
+            Elem::AddrPort(ip, proto, port) => format!("{ip} . {proto} . {port}"),
+            Elem::Goto(ip, chain) if add => format!("{ip} : goto {chain}"),
+            Elem::Goto(ip, _) => ip.to_string(),
+        }
+    }
+}
+
+/// One element added to or deleted from a set or map of the policy table ([`FAMILY`] [`TABLE`]).
+/// Pod churn is a list of these, applied in order as one transaction: the deletions of a change
+/// come before its additions (a map entry whose verdict changes is deleted, then added).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElemOp {
+    /// Added (true) or deleted.
+    pub add: bool,
+    /// The set's rendered name, e.g. `p-15a1a44accb3a72d-v4` or `to-pod-v6`.
+    pub set: String,
+    /// The element.
+    pub elem: Elem,
+}
+
+/// The `nft -f` script of `ops`, one statement per element, in order (one transaction).
+pub fn render_elem_ops(ops: &[ElemOp]) -> String {
+    let mut s = String::new();
+    for op in ops {
+        let verb = if op.add { "add" } else { "delete" };
+        let _ = writeln!(
+            s,
+            "{verb} element {FAMILY} {TABLE} {} {{ {} }}",
+            op.set,
+            op.elem.render(op.add)
+        );
+    }
+    s
+}
+
 /// The whole ruleset as one `nft -f` script that replaces the table atomically; the drop counters
 /// start at zero.
 pub fn render_ruleset(ir: &Ir) -> String {

@@ -98,6 +98,13 @@ pub trait NftApplier: Send + Sync {
     fn delete_table(&self, family: Family, name: &str) -> Result<(), Error> {
         self.apply(&render_delete_table(family, name))
     }
+
+    /// Adds and deletes elements of the policy table's sets and maps, in order, as one atomic
+    /// transaction (pod churn). The default renders them for [`NftApplier::apply`]; an
+    /// implementation may write them more directly (same semantics: all or nothing).
+    fn apply_elements(&self, ops: &[weft_policy::ElemOp]) -> Result<(), Error> {
+        self.apply(&weft_policy::render_elem_ops(ops))
+    }
 }
 
 /// Named counters of a table: name → (packets, bytes).
