@@ -10,6 +10,7 @@
 //! chain names are hashes of their defining content, so equal content has equal names.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
 use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
@@ -61,21 +62,76 @@ struct Compiler<'a> {
     set_names: BTreeMap<String, String>,
     /// Memo of [`Compiler::pod_set`] by selection, to skip formatting its key again.
     pod_set_names: HashMap<PodSelection, String>,
+    /// What the incremental path needs (returned by [`compile_node_memo`]).
+    memo: Memo,
+}
+
+/// Whether `sel` selects the pod `key` (`pod`) whose namespace has `ns_labels`.
+pub(crate) fn selects(sel: &PodSelection, key: &PodKey, ns_labels: &Labels, pod: &PodInfo) -> bool {
+    pod.is_live() && ns_matches(&sel.ns, &key.namespace, ns_labels) && sel.pods.matches(&pod.labels)
+}
+
+/// The policies selecting `pod` for `dir`, per tier in evaluation order (Admin by priority,
+/// NetworkPolicy, Baseline by priority).
+pub(crate) fn selecting<'i>(
+    index: &'i Index,
+    ns_labels: &Labels,
+    key: &PodKey,
+    pod: &PodInfo,
+    dir: Direction,
+) -> [Vec<&'i Policy>; 3] {
+    let rules_of = |p: &'i Policy| match dir {
+        Direction::Ingress => p.ingress.as_ref(),
+        Direction::Egress => p.egress.as_ref(),
+    };
+    let mut admin: Vec<&Policy> = Vec::new();
+    let mut baseline: Vec<&Policy> = Vec::new();
+    for p in index.cluster_policies() {
+        if rules_of(p).is_some() && selects(&p.subject, key, ns_labels, pod) {
+            match p.tier {
+                TierKind::Admin => admin.push(p),
+                _ => baseline.push(p),
+            }
+        }
+    }
+    admin.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    baseline.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    let nps: Vec<&Policy> = index
+        .network_policies_in(&key.namespace)
+        .filter(|p| rules_of(p).is_some() && selects(&p.subject, key, ns_labels, pod))
+        .collect();
+    [admin, nps, baseline]
+}
+
+/// What a profile is a function of: direction, the selecting policies per tier (from
+/// [`selecting`]) and, for ingress, the pod's named ports.
+pub(crate) fn profile_key(sel: &[Vec<&Policy>; 3], pod: &PodInfo, dir: Direction) -> ProfileKey {
+    (
+        dir,
+        sel.iter()
+            .map(|tier| tier.iter().map(|p| p.source.clone()).collect())
+            .collect(),
+        match dir {
+            Direction::Ingress => pod.named_ports.clone(),
+            Direction::Egress => Vec::new(),
+        },
+    )
+}
+
+/// What the incremental path ([`crate::incremental`]) needs to know about the compile that made
+/// an [`Ir`]: what each churning set holds, and which profile chain each combination of selecting
+/// policies got.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memo {
+    /// Pod-address sets by name: the selection whose live pods' addresses they hold.
+    pub pod_sets: BTreeMap<String, PodSelection>,
+    /// Named-port sets by name: the port's name and protocol (any when `None`).
+    pub port_sets: BTreeMap<String, (String, Option<Proto>)>,
+    /// Profile chains by what they are a function of.
+    pub profiles: BTreeMap<ProfileKey, String>,
 }
 
 impl<'a> Compiler<'a> {
-    fn selects(&self, sel: &PodSelection, key: &PodKey, pod: &PodInfo) -> bool {
-        static EMPTY: Labels = Labels::new();
-        let labels = self
-            .ns_labels
-            .get(key.namespace.as_str())
-            .copied()
-            .unwrap_or(&EMPTY);
-        pod.is_live()
-            && ns_matches(&sel.ns, &key.namespace, labels)
-            && sel.pods.matches(&pod.labels)
-    }
-
     /// The set of addresses of the pods `sel` selects (shared by key).
     fn pod_set(&mut self, sel: &PodSelection) -> String {
         if let Some(n) = self.pod_set_names.get(sel) {
@@ -107,6 +163,7 @@ impl<'a> Compiler<'a> {
             }
         }
         let name = hashed_name("p", &key);
+        self.memo.pod_sets.insert(name.clone(), sel.clone());
         self.addr_sets.insert(
             name.clone(),
             AddrSet {
@@ -186,6 +243,9 @@ impl<'a> Compiler<'a> {
             }
         }
         let set = hashed_name("n", &key);
+        self.memo
+            .port_sets
+            .insert(set.clone(), (name.to_owned(), proto));
         self.port_sets.insert(
             set.clone(),
             PortSet {
@@ -291,28 +351,13 @@ impl<'a> Compiler<'a> {
 
     /// The policies selecting `pod` for `dir`, per tier in evaluation order.
     fn selecting(&self, key: &PodKey, pod: &PodInfo, dir: Direction) -> [Vec<&'a Policy>; 3] {
-        let rules_of = |p: &'a Policy| match dir {
-            Direction::Ingress => p.ingress.as_ref(),
-            Direction::Egress => p.egress.as_ref(),
-        };
-        let mut admin: Vec<&Policy> = Vec::new();
-        let mut baseline: Vec<&Policy> = Vec::new();
-        for p in self.index.cluster_policies() {
-            if rules_of(p).is_some() && self.selects(&p.subject, key, pod) {
-                match p.tier {
-                    TierKind::Admin => admin.push(p),
-                    _ => baseline.push(p),
-                }
-            }
-        }
-        admin.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
-        baseline.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
-        let nps: Vec<&Policy> = self
-            .index
-            .network_policies_in(&key.namespace)
-            .filter(|p| rules_of(p).is_some() && self.selects(&p.subject, key, pod))
-            .collect();
-        [admin, nps, baseline]
+        static EMPTY: Labels = Labels::new();
+        let labels = self
+            .ns_labels
+            .get(key.namespace.as_str())
+            .copied()
+            .unwrap_or(&EMPTY);
+        selecting(self.index, labels, key, pod, dir)
     }
 
     /// The profile chain of the policies `sel` (from [`Compiler::selecting`]) for a pod with
@@ -363,7 +408,7 @@ impl<'a> Compiler<'a> {
 }
 
 /// What a profile is a function of: direction, the selecting policies per tier, the named ports.
-type ProfileKey = (Direction, Vec<Vec<ObjectRef>>, Vec<NamedPort>);
+pub type ProfileKey = (Direction, Vec<Vec<ObjectRef>>, Vec<NamedPort>);
 
 /// Sorts and merges overlapping or adjacent inclusive ranges.
 fn merge_ranges(mut r: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
@@ -381,6 +426,12 @@ fn merge_ranges(mut r: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
 /// Compiles the policy of the node described by `node`: every live pod of the index scheduled to
 /// `node.node_name` gets an ingress and an egress profile.
 pub fn compile_node(index: &Index, node: &NodeInput) -> Ir {
+    compile_node_memo(index, node).0
+}
+
+/// [`compile_node`], and what [`crate::incremental::apply_pod_changes`] needs to follow pod churn
+/// from the result without compiling again.
+pub fn compile_node_memo(index: &Index, node: &NodeInput) -> (Ir, Memo) {
     let mut c = Compiler {
         index,
         ns_labels: index.namespaces().map(|(n, l)| (n.as_str(), l)).collect(),
@@ -388,6 +439,7 @@ pub fn compile_node(index: &Index, node: &NodeInput) -> Ir {
         port_sets: BTreeMap::new(),
         set_names: BTreeMap::new(),
         pod_set_names: HashMap::new(),
+        memo: Memo::default(),
     };
     let mut chains = BTreeMap::new();
     let mut pods = BTreeMap::new();
@@ -411,16 +463,7 @@ pub fn compile_node(index: &Index, node: &NodeInput) -> Ir {
         let mut names = Vec::new();
         for dir in [Direction::Ingress, Direction::Egress] {
             let sel = c.selecting(&key, pod, dir);
-            let profile: ProfileKey = (
-                dir,
-                sel.iter()
-                    .map(|tier| tier.iter().map(|p| p.source.clone()).collect())
-                    .collect(),
-                match dir {
-                    Direction::Ingress => pod.named_ports.clone(),
-                    Direction::Egress => Vec::new(),
-                },
-            );
+            let profile = profile_key(&sel, pod, dir);
             if let Some(name) = profiles.get(&profile) {
                 names.push(name.clone());
                 continue;
@@ -445,14 +488,45 @@ pub fn compile_node(index: &Index, node: &NodeInput) -> Ir {
             },
         );
     }
-    Ir {
+    // A rule whose ports resolve to nothing (a named port the pod lacks) or whose peers are
+    // empty makes sets that no chain uses; drop them, so that the sets are a function of the
+    // chains alone (the incremental path relies on it).
+    let used: BTreeSet<&str> = chains
+        .values()
+        .flat_map(|ch: &Chain| {
+            ch.admin
+                .iter()
+                .chain(&ch.baseline)
+                .chain(ch.np.iter().flat_map(|t| &t.allow))
+        })
+        .flat_map(|r| {
+            let remote = match &r.remote {
+                Remote::Any => vec![],
+                Remote::In(a) => vec![a.as_str()],
+                Remote::InExcept(a, b) => vec![a.as_str(), b.as_str()],
+            };
+            let port = match &r.ports {
+                PortMatch::Named(n) => Some(n.as_str()),
+                _ => None,
+            };
+            remote.into_iter().chain(port)
+        })
+        .collect();
+    c.addr_sets.retain(|k, _| used.contains(k.as_str()));
+    c.port_sets.retain(|k, _| used.contains(k.as_str()));
+    let mut memo = c.memo;
+    memo.pod_sets.retain(|k, _| used.contains(k.as_str()));
+    memo.port_sets.retain(|k, _| used.contains(k.as_str()));
+    memo.profiles = profiles;
+    let ir = Ir {
         host_addrs: node.host_addrs.iter().copied().collect(),
         pod_cidrs: node.pod_cidrs.clone(),
         addr_sets: c.addr_sets,
         port_sets: c.port_sets,
         chains,
         pods,
-    }
+    };
+    (ir, memo)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! deleted since (applying an object twice or in another order gives the same index); it never
 //! fails and never panics on API input.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -88,6 +88,9 @@ pub struct Index {
     network_policies: BTreeMap<String, BTreeMap<String, Policy>>,
     cluster_policies: BTreeMap<ObjectRef, Policy>,
     pod_problems: BTreeMap<PodKey, Vec<String>>,
+    /// Every pod holding an address (live or not), for the incremental compiler's check that an
+    /// address changes hands only through a full compile.
+    by_ip: BTreeMap<IpAddr, BTreeSet<PodKey>>,
 }
 
 impl Index {
@@ -159,14 +162,36 @@ impl Index {
         } else {
             self.pod_problems.insert(key.clone(), bad);
         }
+        self.forget_ips(&key);
+        for ip in &info.ips {
+            self.by_ip.entry(*ip).or_default().insert(key.clone());
+        }
         self.pods
             .entry(key.namespace)
             .or_default()
             .insert(key.name, info);
     }
 
+    fn forget_ips(&mut self, key: &PodKey) {
+        let Some(old) = self.pod(key) else {
+            return;
+        };
+        for ip in old.ips.clone() {
+            if let Some(keys) = self.by_ip.get_mut(&ip) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_ip.remove(&ip);
+                }
+            }
+        }
+    }
+
     /// Removes a pod.
     pub fn delete_pod(&mut self, namespace: &str, name: &str) {
+        self.forget_ips(&PodKey {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
         if let Some(ns) = self.pods.get_mut(namespace) {
             ns.remove(name);
             if ns.is_empty() {
@@ -351,6 +376,17 @@ impl Index {
     /// One pod.
     pub fn pod(&self, key: &PodKey) -> Option<&PodInfo> {
         self.pods.get(&key.namespace)?.get(&key.name)
+    }
+
+    /// The pods holding `ip` in their status (live or not).
+    pub fn pods_with_ip(&self, ip: &IpAddr) -> impl Iterator<Item = &PodKey> {
+        self.by_ip.get(ip).into_iter().flatten()
+    }
+
+    /// A namespace's labels (none when its object has not arrived).
+    pub fn namespace_labels(&self, name: &str) -> &Labels {
+        static EMPTY: Labels = Labels::new();
+        self.namespaces.get(name).unwrap_or(&EMPTY)
     }
 
     /// Every namespace known from a Namespace object or from its pods, with its labels (none for

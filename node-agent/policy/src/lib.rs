@@ -16,19 +16,21 @@
 //! affects; nothing is half-enforced and nothing panics on API input.
 
 pub mod compile;
+pub mod incremental;
 pub mod index;
 pub mod ir;
 pub mod model;
 pub mod render;
 pub mod selector;
 
-pub use compile::{NodeInput, compile_node};
+pub use compile::{Memo, NodeInput, compile_node, compile_node_memo};
+pub use incremental::apply_pod_changes;
 pub use index::{Index, NodeInfo, PodKey};
 pub use ir::{Because, Decision, Direction, Ir, Size, Verdict};
 pub use model::{Action, Kind, ObjectRef, Proto, TierKind};
 pub use render::{
     CounterSeed, DROP_COUNTERS, DropCounter, DropReason, Elem, ElemOp, TABLE, Update, drop_counter,
-    render_elem_ops, render_ruleset, render_ruleset_seeded, render_update,
+    render_elem_ops, render_ruleset, render_ruleset_seeded, render_update, ruleset_elements,
 };
 
 /// Why the engine refuses (part of) an API object. The message says what to fix.

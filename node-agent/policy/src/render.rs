@@ -156,7 +156,7 @@ fn comment(s: &str) -> String {
 }
 
 /// The families the node's pods live in (its pod CIDRs'; both when none are given).
-fn node_families(ir: &Ir) -> Vec<IpFamily> {
+pub(crate) fn node_families(ir: &Ir) -> Vec<IpFamily> {
     let f: BTreeSet<IpFamily> = ir.pod_cidrs.iter().map(|c| c.family()).collect();
     if f.is_empty() {
         FAMILIES.to_vec()
@@ -263,6 +263,13 @@ fn elements(ir: &Ir) -> Entries {
         }
     }
     out
+}
+
+/// The elements of every set and map of the ruleset of `ir`, by rendered set name, each as nft
+/// writes it (`addr`, `addr . addr`, `addr . tcp . 80`, `addr : goto chain`): what the kernel
+/// holds after [`render_ruleset`], for tests and diagnostics.
+pub fn ruleset_elements(ir: &Ir) -> BTreeMap<String, Vec<String>> {
+    elements(ir)
 }
 
 /// The parts of the table that exist whatever the policies: the drop counters, the base sets,

@@ -556,3 +556,230 @@ fn the_generator_reaches_denials_and_allows() {
         "{seen:?}"
     );
 }
+
+/// A change to one pod: what the incremental compiler follows.
+#[derive(Debug, Clone)]
+enum PodEvent {
+    /// New labels.
+    Relabel(usize, Value),
+    /// Deleted.
+    Delete(usize),
+    /// Phase Succeeded: it keeps its address in status but policy forgets it.
+    Terminate(usize),
+    /// A new address on the same node.
+    Readdress(usize),
+    /// The address of another pod (that one may still hold it).
+    TakeAddress(usize, usize),
+    /// A new pod.
+    Add(PodSpec),
+}
+
+fn pod_event() -> impl Strategy<Value = PodEvent> {
+    prop_oneof![
+        3 => (0..8usize, labels()).prop_map(|(i, l)| PodEvent::Relabel(i, l)),
+        2 => (0..8usize).prop_map(PodEvent::Delete),
+        1 => (0..8usize).prop_map(PodEvent::Terminate),
+        2 => (0..8usize).prop_map(PodEvent::Readdress),
+        1 => (0..8usize, 0..8usize).prop_map(|(a, b)| PodEvent::TakeAddress(a, b)),
+        3 => pod_spec().prop_map(PodEvent::Add),
+    ]
+}
+
+/// Applies `e` to the world's pods and the index; returns the pod it changed.
+fn apply_event(
+    world: &mut reference::World,
+    ix: &mut Index,
+    e: &PodEvent,
+    serial: &mut u8,
+) -> Option<weft_policy::PodKey> {
+    let key = |p: &k8s_openapi::api::core::v1::Pod| weft_policy::PodKey {
+        namespace: p.metadata.namespace.clone().unwrap_or_default(),
+        name: p.metadata.name.clone().unwrap_or_default(),
+    };
+    let n = world.pods.len();
+    *serial += 1;
+    match e {
+        PodEvent::Add(p) => {
+            let node = p.node;
+            let v4 = format!("10.244.{}.{}", node + 1, 100 + *serial);
+            let v6 = format!("fd00:10:244:1::{:x}", 100 + *serial);
+            let ips: Vec<&str> = if node == 0 { vec![&v4, &v6] } else { vec![&v4] };
+            let pod = pod(
+                NAMESPACES[p.ns],
+                &format!("q{serial}"),
+                &format!("n{}", node + 1),
+                p.labels.clone(),
+                &ips,
+                &p.ports,
+            );
+            ix.apply_pod(&pod);
+            let k = key(&pod);
+            world.pods.push(pod);
+            Some(k)
+        }
+        _ if n == 0 => None,
+        PodEvent::Delete(i) => {
+            let pod = world.pods.remove(i % n);
+            let k = key(&pod);
+            ix.delete_pod(&k.namespace, &k.name);
+            Some(k)
+        }
+        PodEvent::Relabel(i, l) => {
+            let pod = &mut world.pods[i % n];
+            pod.metadata.labels = serde_json::from_value(l.clone()).ok();
+            ix.apply_pod(pod);
+            Some(key(pod))
+        }
+        PodEvent::Terminate(i) => {
+            let pod = &mut world.pods[i % n];
+            if let Some(s) = pod.status.as_mut() {
+                s.phase = Some("Succeeded".into());
+            }
+            ix.apply_pod(pod);
+            Some(key(pod))
+        }
+        PodEvent::Readdress(i) => {
+            let pod = &mut world.pods[i % n];
+            let node = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
+            let octet = if node == "n1" { 1 } else { 2 };
+            let ip = format!("10.244.{octet}.{}", 150 + *serial);
+            if let Some(s) = pod.status.as_mut() {
+                s.pod_ip = Some(ip.clone());
+                s.pod_ips = Some(vec![k8s_openapi::api::core::v1::PodIP { ip }]);
+            }
+            ix.apply_pod(pod);
+            Some(key(pod))
+        }
+        PodEvent::TakeAddress(a, b) => {
+            let from = world.pods[b % n].status.clone();
+            let pod = &mut world.pods[a % n];
+            if let (Some(s), Some(f)) = (pod.status.as_mut(), from) {
+                s.pod_ip = f.pod_ip;
+                s.pod_ips = f.pod_ips;
+            }
+            ix.apply_pod(pod);
+            Some(key(pod))
+        }
+    }
+}
+
+/// The kernel's view of the elements: set → key → element (`addr : goto c` is keyed by `addr`).
+type Kernel = BTreeMap<String, BTreeMap<String, String>>;
+
+fn kernel_of(ir: &weft_policy::Ir) -> Kernel {
+    weft_policy::ruleset_elements(ir)
+        .into_iter()
+        .map(|(set, elems)| {
+            let m = elems
+                .into_iter()
+                .map(|e| (e.split(" : ").next().unwrap_or_default().to_owned(), e))
+                .collect();
+            (set, m)
+        })
+        .collect()
+}
+
+/// Follows `events` (in batches of `batch`) with the incremental compiler from a full compile of
+/// `s`, on both nodes; after every batch, whenever it did not ask for a full compile, its IR must
+/// equal a full compile's and its operations must take the previous elements to the new ones.
+/// Returns how many batches it followed without a compile.
+fn check_incremental(
+    s: &Scenario,
+    events: &[PodEvent],
+    batch: usize,
+) -> Result<usize, TestCaseError> {
+    let (mut ix, mut world) = build(s);
+    let mut state: Vec<_> = nodes()
+        .iter()
+        .map(|n| weft_policy::compile_node_memo(&ix, n))
+        .collect();
+    let mut followed = 0;
+    let mut serial = 0u8;
+    for chunk in events.chunks(batch.max(1)) {
+        let mut changed: BTreeMap<weft_policy::PodKey, Option<weft_policy::index::PodInfo>> =
+            BTreeMap::new();
+        for e in chunk {
+            let before = ix.clone();
+            if let Some(k) = apply_event(&mut world, &mut ix, e, &mut serial) {
+                changed
+                    .entry(k.clone())
+                    .or_insert_with(|| before.pod(&k).cloned());
+            }
+        }
+        for (node, (ir, memo)) in nodes().iter().zip(state.iter_mut()) {
+            let full = weft_policy::compile_node_memo(&ix, node);
+            let mut next = ir.clone();
+            match weft_policy::apply_pod_changes(&mut next, memo, &ix, node, &changed) {
+                None => {
+                    prop_assert_eq!(&next, &*ir, "a refusal changed nothing");
+                }
+                Some(ops) => {
+                    prop_assert_eq!(&next, &full.0, "after {:?} on {}", chunk, node.node_name);
+                    let mut k = kernel_of(ir);
+                    for op in &ops {
+                        let set = k.entry(op.set.clone()).or_default();
+                        let key = op.elem.render(false);
+                        if op.add {
+                            prop_assert!(
+                                !set.contains_key(&key),
+                                "{:?} adds an element the kernel holds",
+                                op
+                            );
+                            set.insert(key, op.elem.render(true));
+                        } else {
+                            prop_assert!(
+                                set.remove(&key).is_some(),
+                                "{:?} deletes an element the kernel does not hold",
+                                op
+                            );
+                        }
+                    }
+                    prop_assert_eq!(k, kernel_of(&full.0), "elements after {:?}", chunk);
+                    followed += 1;
+                }
+            }
+            *ir = full.0;
+            *memo = full.1;
+        }
+    }
+    Ok(followed)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 200,
+        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn pod_churn_followed_without_a_compile_equals_a_full_compile(
+        s in scenario(),
+        events in prop::collection::vec(pod_event(), 1..12),
+        batch in 1..4usize,
+    ) {
+        check_incremental(&s, &events, batch)?;
+    }
+}
+
+/// The incremental path is taken, not just refused every time (which would pass the property
+/// vacuously).
+#[test]
+fn most_pod_churn_is_followed_without_a_compile() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let (mut followed, mut batches) = (0, 0);
+    for _ in 0..60 {
+        let s = scenario().new_tree(&mut runner).expect("tree").current();
+        let events = prop::collection::vec(pod_event(), 6)
+            .new_tree(&mut runner)
+            .expect("tree")
+            .current();
+        followed += check_incremental(&s, &events, 1).expect("agrees");
+        batches += 2 * events.len();
+    }
+    assert!(followed * 2 > batches, "{followed} of {batches}");
+}
