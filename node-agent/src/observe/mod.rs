@@ -87,6 +87,7 @@ pub struct Metrics {
     netlink_errors: Family<Labels, Counter>,
     gc_removals: Family<Labels, Counter>,
     policy_apply: Family<Labels, Histogram>,
+    policy_stage: Family<Labels, Histogram>,
     policy_errors: Counter,
     policy_problems: Gauge,
     policy_elements: Gauge,
@@ -184,6 +185,14 @@ impl Metrics {
             "From the first API event of a change to its nftables transaction committed, by kind (incremental, full)",
             policy_apply.clone(),
         );
+        let policy_stage = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        });
+        registry.register(
+            "policy_stage_seconds",
+            "Time spent per stage of a policy change: follow (pod churn without a compile), compile, render, kernel (the nftables transaction)",
+            policy_stage.clone(),
+        );
         let policy_errors = Counter::default();
         registry.register(
             "policy_sync_errors",
@@ -225,6 +234,7 @@ impl Metrics {
             policy_dropped_bytes,
             scrape_hooks: Mutex::new(Vec::new()),
             policy_apply,
+            policy_stage,
             policy_errors,
             policy_problems,
             policy_elements,
@@ -246,9 +256,10 @@ impl Metrics {
         }
     }
 
-    /// Records a committed policy transaction and the ruleset it put in force.
-    pub fn policy_applied(&self, full: bool, seconds: f64, ir: &weft_policy::Ir) {
-        let kind = if full { "full" } else { "incremental" };
+    /// Records a committed policy transaction of `kind` (`full`: the table replaced;
+    /// `incremental`: compiled, then only the difference written; `elements`: pod churn followed
+    /// without a compile, set and map elements only) and the ruleset it put in force.
+    pub fn policy_applied(&self, kind: &'static str, seconds: f64, ir: &weft_policy::Ir) {
         self.policy_apply
             .get_or_create(&[("kind", kind)])
             .observe(seconds);
@@ -300,6 +311,14 @@ impl Metrics {
             }
         }
         self.render()
+    }
+
+    /// Records how long one stage of a policy change took: `follow` (pod churn followed without a
+    /// compile), `compile`, `render` (the update script), `kernel` (the transaction).
+    pub fn policy_stage(&self, stage: &'static str, seconds: f64) {
+        self.policy_stage
+            .get_or_create(&[("stage", stage)])
+            .observe(seconds);
     }
 
     /// Records a failed policy transaction.

@@ -11,7 +11,11 @@ use k8s_openapi::api::core::v1::Node;
 use kube::{Api, Client};
 use tracing::{debug, error, info, warn};
 use weft_crds::{AgentConfig, IpCidr};
-use weft_policy::{Index, Ir, NodeInput, compile_node, render_ruleset_seeded, render_update};
+use weft_policy::index::PodInfo;
+use weft_policy::{
+    Index, Ir, Memo, NodeInput, PodKey, apply_pod_changes, compile_node_memo,
+    render_ruleset_seeded, render_update,
+};
 
 use super::drops::DropCounters;
 use super::watch::{Update, WatchKind, delete_from, watch_all};
@@ -205,9 +209,14 @@ impl PolicyEngine {
         let mut index = Index::new();
         let mut keys: BTreeMap<WatchKind, BTreeSet<(String, String)>> = BTreeMap::new();
         let mut listed: BTreeSet<WatchKind> = BTreeSet::new();
-        // What the kernel holds: unknown at start (a restart), so the first transaction replaces
-        // the table whole.
-        let mut kernel: Option<Ir> = None;
+        // What the last compile knew: `Some` while the kernel holds exactly `status.ir` (the
+        // compiled state lives there, shared with the verdict endpoint). Unknown at start (a
+        // restart) and after a failed transaction: the next transaction replaces the table whole.
+        let mut memo: Option<Memo> = None;
+        // Pods changed since the last transaction, with what the index held of them before, and
+        // whether anything but pods changed.
+        let mut pods_changed: BTreeMap<PodKey, Option<PodInfo>> = BTreeMap::new();
+        let mut others_changed = false;
         let mut dirty = true;
         let mut since: Option<Instant> = None;
         let mut retry: Option<Duration> = None;
@@ -227,6 +236,14 @@ impl PolicyEngine {
                         batch.push(more);
                     }
                     for u in batch {
+                        match pod_key(&u) {
+                            Some(k) => {
+                                let before = index.pod(&k).cloned();
+                                pods_changed.entry(k).or_insert(before);
+                            }
+                            None if !matches!(u, Update::Error(..)) => others_changed = true,
+                            None => {}
+                        }
                         if handle(&mut index, &mut keys, &mut listed, u) {
                             dirty = true;
                             since.get_or_insert_with(Instant::now);
@@ -239,7 +256,70 @@ impl PolicyEngine {
             if !dirty || kinds.iter().any(|k| !listed.contains(k)) {
                 continue;
             }
-            let next = compile_node(&index, &self.node_input(&pod_cidrs));
+            // Pod churn alone: follow it from the last compile, without compiling (see
+            // `weft_policy::incremental`); anything else, or what it cannot follow, compiles.
+            let follow = !others_changed && retry.is_none();
+            let changes = std::mem::take(&mut pods_changed);
+            others_changed = false;
+            if follow && let Some(m) = &memo {
+                let started = Instant::now();
+                let ops = {
+                    let Ok(mut st) = self.status.lock() else {
+                        return;
+                    };
+                    let node = NodeInput {
+                        node_name: self.node_name.clone(),
+                        ..NodeInput::default()
+                    };
+                    st.ir
+                        .as_mut()
+                        .and_then(|ir| apply_pod_changes(ir, m, &index, &node, &changes))
+                };
+                if let Some(ops) = ops {
+                    self.metrics
+                        .policy_stage("follow", started.elapsed().as_secs_f64());
+                    dirty = false;
+                    if ops.is_empty() {
+                        since = None;
+                        continue;
+                    }
+                    let nft = self.nft.clone();
+                    let started = Instant::now();
+                    let applied =
+                        tokio::task::spawn_blocking(move || nft.apply_elements(&ops)).await;
+                    self.metrics
+                        .policy_stage("kernel", started.elapsed().as_secs_f64());
+                    match applied {
+                        Ok(Ok(())) => {
+                            let seconds = since.take().map_or(0.0, |s| s.elapsed().as_secs_f64());
+                            if let Ok(st) = self.status.lock()
+                                && let Some(ir) = &st.ir
+                            {
+                                self.metrics.policy_applied("elements", seconds, ir);
+                            }
+                        }
+                        Ok(Err(e)) => self.failed(
+                            error_chain(&e),
+                            &mut memo,
+                            &mut retry,
+                            &mut wake,
+                            &mut dirty,
+                        ),
+                        Err(e) => self.failed(
+                            format!("the nftables task failed: {e}"),
+                            &mut memo,
+                            &mut retry,
+                            &mut wake,
+                            &mut dirty,
+                        ),
+                    }
+                    continue;
+                }
+            }
+            let started = Instant::now();
+            let (next, next_memo) = compile_node_memo(&index, &self.node_input(&pod_cidrs));
+            self.metrics
+                .policy_stage("compile", started.elapsed().as_secs_f64());
             let refused = index.problems();
             let problems: Vec<String> = refused.iter().map(ToString::to_string).collect();
             for (p, text) in refused.iter().zip(&problems) {
@@ -251,17 +331,29 @@ impl PolicyEngine {
             }
             self.metrics.set_policy_problems(problems.len());
             last_problems.clone_from(&problems);
-            let update = match &kernel {
-                Some(prev) => render_update(prev, &next),
-                None => weft_policy::render::Update {
-                    full: true,
-                    script: weft_policy::render_ruleset(&next),
-                },
+            let started = Instant::now();
+            let update = {
+                let Ok(st) = self.status.lock() else {
+                    return;
+                };
+                match (&memo, &st.ir) {
+                    (Some(_), Some(prev)) => render_update(prev, &next),
+                    _ => weft_policy::render::Update {
+                        full: true,
+                        script: String::new(),
+                    },
+                }
             };
-            if update.script.is_empty() {
+            self.metrics
+                .policy_stage("render", started.elapsed().as_secs_f64());
+            if !update.full && update.script.is_empty() {
                 dirty = false;
                 since = None;
-                kernel = Some(next);
+                memo = Some(next_memo);
+                if let Ok(mut s) = self.status.lock() {
+                    s.ir = Some(next);
+                    s.problems = problems;
+                }
                 continue;
             }
             debug!(
@@ -270,11 +362,19 @@ impl PolicyEngine {
                 "applying policy"
             );
             let full = update.full;
-            match self.apply(update, &next, &drops).await {
+            let started = Instant::now();
+            let applied = self.apply(update, &next, &drops).await;
+            self.metrics
+                .policy_stage("kernel", started.elapsed().as_secs_f64());
+            match applied {
                 Ok(()) => {
                     let seconds = since.take().map_or(0.0, |s| s.elapsed().as_secs_f64());
-                    self.metrics.policy_applied(full, seconds, &next);
-                    if kernel.is_none() {
+                    self.metrics.policy_applied(
+                        if full { "full" } else { "incremental" },
+                        seconds,
+                        &next,
+                    );
+                    if memo.is_none() {
                         info!(
                             pods = next.pods.len(),
                             sets = next.addr_sets.len(),
@@ -282,28 +382,51 @@ impl PolicyEngine {
                         );
                     }
                     if let Ok(mut s) = self.status.lock() {
-                        s.ir = Some(next.clone());
+                        s.ir = Some(next);
                         s.problems = problems;
                         s.error = None;
                     }
-                    kernel = Some(next);
+                    memo = Some(next_memo);
                     dirty = false;
                     retry = None;
                 }
-                Err(e) => {
-                    self.metrics.policy_failed();
-                    let d = retry.map_or(MIN_RETRY, |d| (d * 2).min(MAX_RETRY));
-                    retry = Some(d);
-                    error!(error = %e, retry_in = ?d, "applying the policy ruleset failed; the previous ruleset stays in force");
-                    if let Ok(mut s) = self.status.lock() {
-                        s.error = Some(e);
-                    }
-                    // The kernel may hold anything now: replace the table whole next time.
-                    kernel = None;
-                    wake = tokio::time::Instant::now() + d;
-                }
+                Err(e) => self.failed(e, &mut memo, &mut retry, &mut wake, &mut dirty),
             }
         }
+    }
+
+    /// A transaction failed: the previous ruleset stays in force (the kernel aborted it), but what
+    /// the kernel holds is no longer known for sure, so the next attempt, after a backoff,
+    /// compiles and replaces the table whole.
+    fn failed(
+        &self,
+        e: String,
+        memo: &mut Option<Memo>,
+        retry: &mut Option<Duration>,
+        wake: &mut tokio::time::Instant,
+        dirty: &mut bool,
+    ) {
+        self.metrics.policy_failed();
+        let d = retry.map_or(MIN_RETRY, |d| (d * 2).min(MAX_RETRY));
+        *retry = Some(d);
+        error!(error = %e, retry_in = ?d, "applying the policy ruleset failed; the previous ruleset stays in force");
+        if let Ok(mut s) = self.status.lock() {
+            s.error = Some(e);
+        }
+        *memo = None;
+        *dirty = true;
+        *wake = tokio::time::Instant::now() + d;
+    }
+}
+
+/// The pod an update is about, if it is a pod's (added, changed or deleted).
+fn pod_key(u: &Update) -> Option<PodKey> {
+    match u {
+        Update::Apply(o) | Update::Delete(o) if o.kind() == WatchKind::Pod => {
+            let (namespace, name) = o.key();
+            Some(PodKey { namespace, name })
+        }
+        _ => None,
     }
 }
 
