@@ -197,6 +197,29 @@ pub enum Error {
         /// nft's own message (its stderr, trimmed).
         stderr: String,
     },
+    /// The kernel refused a batch of set element changes sent through nf_tables netlink
+    /// ([`crate::nft::apply_set_elements`]); the batch was aborted, nothing of it is in force.
+    #[error("{what}: {reason}; the batch of {ops} element changes was not applied")]
+    NftNetlink {
+        /// The first refused operation, e.g. "adding 10.0.0.5 to set p-…-v4 of inet weft-policy".
+        what: String,
+        /// The kernel's errno (positive).
+        errno: i32,
+        /// The errno's text and what it means here, e.g. "No such file or directory (the set
+        /// does not exist)".
+        reason: String,
+        /// How many operations the batch held.
+        ops: usize,
+    },
+    /// The nf_tables netlink socket failed before the kernel could answer (open, send, receive).
+    #[error("failed to {what} (nf_tables netlink)")]
+    NftNetlinkIo {
+        /// What was being done.
+        what: String,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The masquerade table cannot be planned from the fabric and the lease.
     #[error("cannot plan masquerade: {0}")]
     MasqueradePlan(String),
@@ -255,7 +278,11 @@ impl Error {
             Error::NetlinkSocket(_) | Error::Netlink { .. } | Error::OverlayApply { .. } => {
                 "ApplyOverlay"
             }
-            Error::NftMissing { .. } | Error::NftRun { .. } | Error::NftFailed { .. } => "ApplyNft",
+            Error::NftMissing { .. }
+            | Error::NftRun { .. }
+            | Error::NftFailed { .. }
+            | Error::NftNetlink { .. }
+            | Error::NftNetlinkIo { .. } => "ApplyNft",
         }
     }
 }

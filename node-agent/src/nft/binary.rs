@@ -3,13 +3,15 @@
 //! `nft -f -` parses the whole script, turns it into one netlink batch and commits it as one kernel
 //! transaction; when any command of the batch fails, nft reports it and the kernel aborts the batch.
 //! The process inherits the network namespace of the calling thread, which is how the privileged
-//! tests and the benchmark point it at a namespace of their own.
+//! tests and the benchmark point it at a namespace of their own. Element changes of the policy
+//! table ([`NftApplier::apply_elements`]) skip the process: they go to the kernel as one native
+//! netlink batch (`super::netlink`).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use super::{Counters, Family, NFT_BINARY, NftApplier, parse_counters};
+use super::{Counters, Family, NFT_BINARY, NftApplier, TABLE_POLICY, parse_counters};
 use crate::Error;
 
 /// What nft prints (with `LC_ALL=C`) when the table to list does not exist (ENOENT).
@@ -149,6 +151,12 @@ impl NftApplier for NftBinary {
             return Ok(None);
         }
         Err(failed(&what, &output))
+    }
+
+    /// Pod churn without a process: one native nf_tables netlink batch in the calling thread's
+    /// network namespace ([`super::apply_set_elements`]), all or nothing like [`Self::apply`].
+    fn apply_elements(&self, ops: &[weft_policy::ElemOp]) -> Result<(), Error> {
+        super::apply_set_elements(Family::Inet, TABLE_POLICY, ops)
     }
 }
 

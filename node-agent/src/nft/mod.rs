@@ -12,7 +12,10 @@
 //! ```
 //!
 //! Why the binary and its text language rather than JSON or native netlink: see
-//! `docs/adr/0303-nftables-applier.md` (measured: one transaction costs a few milliseconds).
+//! `docs/adr/0303-nftables-applier.md` (measured: one transaction costs a few milliseconds). The
+//! one exception is pod churn, element changes of the policy table's sets and maps
+//! ([`NftApplier::apply_elements`]), which [`NftBinary`] writes as a native nf_tables netlink batch
+//! ([`apply_set_elements`], module `netlink`), without an `nft` process (ADR addendum 2026-12-02).
 //!
 //! Invariants:
 //! - every [`NftApplier::apply`] is one atomic transaction: the kernel commits all of the script or
@@ -27,12 +30,14 @@
 
 mod binary;
 mod fake;
+mod netlink;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 pub use binary::NftBinary;
 pub use fake::FakeNft;
+pub use netlink::apply_set_elements;
 
 use crate::Error;
 
