@@ -50,6 +50,15 @@ pub const FAMILY: &str = "inet";
 pub const FORWARD_PRIORITY: &str = "filter";
 /// The dispatch chain to ingress profiles.
 pub const TO_POD_CHAIN: &str = "to-pod";
+/// The conntrack mark bit that remembers that a connection was allowed. Established and related
+/// traffic is accepted first; a flow that sees no reply (one-way UDP: streaming, logs, metrics)
+/// stays in conntrack state `new`, so without the mark every one of its packets would walk the
+/// profiles again. The final accept of a profile sets it, and the second rule of `forward` accepts
+/// a marked flow, exactly as an established one (a later policy change does not cut either).
+pub const ALLOWED_CT_MARK: &str = "0x00010000";
+/// The final verdict of an allowed connection: mark the flow, accept.
+const ALLOW_FLOW: &str = "ct mark set ct mark | 0x00010000 accept";
+
 /// Longest comment rendered (nftables allows 128 bytes).
 pub const COMMENT_MAX: usize = 120;
 /// Most elements per `add element` statement (keeps lines bounded).
@@ -318,6 +327,10 @@ fn base(ir: &Ir, seed: &CounterSeed) -> String {
         "\t\ttype filter hook forward priority {FORWARD_PRIORITY}; policy accept;"
     );
     let _ = writeln!(s, "\t\tct state established,related accept");
+    let _ = writeln!(
+        s,
+        "\t\tct mark & {ALLOWED_CT_MARK} == {ALLOWED_CT_MARK} accept comment \"allowed before, no reply yet\""
+    );
     for f in &node {
         let (sfx, ip, _) = fam(*f);
         let _ = writeln!(
@@ -347,7 +360,7 @@ fn base(ir: &Ir, seed: &CounterSeed) -> String {
             drop_verdict(Direction::Ingress, DropReason::Unprogrammed)
         );
     }
-    let _ = writeln!(s, "\t\taccept");
+    let _ = writeln!(s, "\t\t{ALLOW_FLOW}");
     let _ = writeln!(s, "\t}}");
     s
 }
@@ -422,7 +435,7 @@ fn skeleton(ir: &Ir, seed: &CounterSeed) -> String {
 /// Renders one profile; returns the names of the chains it declares, the main chain first.
 fn render_chain(s: &mut String, ir: &Ir, node: &[IpFamily], name: &str, c: &Chain) -> Vec<String> {
     let allow = match c.direction {
-        Direction::Ingress => "accept".to_owned(),
+        Direction::Ingress => ALLOW_FLOW.to_owned(),
         Direction::Egress => format!("goto {TO_POD_CHAIN}"),
     };
     let dir = c.direction;

@@ -174,7 +174,7 @@ fn raw_sctp_inits_pass_or_drop_as_the_policy_says() {
     ));
     let ruleset = render_ruleset(&compile_node(&ix, &node1()));
     assert!(
-        ruleset.contains("sctp dport 9000 accept"),
+        ruleset.contains("sctp dport 9000 ct mark set ct mark | 0x00010000 accept"),
         "the rule under test:\n{ruleset}"
     );
     node.load(&ruleset);
