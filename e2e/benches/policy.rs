@@ -39,6 +39,7 @@
 //! (seconds per sockperf sample, default 5), `WEFT_BENCH_EVENTS` (samples per event kind, default
 //! 20 for weft; `WEFT_BENCH_KR_EVENTS`, default 1, for kube-router, whose every event costs a full
 //! sync of minutes here), `WEFT_BENCH_CL2_PODS` (target pods of the reachability test, default 100),
+//! `WEFT_BENCH_PEER=none` (weft's part only, no kube-router: about 12 minutes instead of 30+),
 //! `WEFT_E2E_BIN_DIR` (where weft-agent, weft-operator, weft-e2e and weft-nodelet are).
 
 use anyhow::{Context, Result, bail, ensure};
@@ -59,9 +60,9 @@ use std::time::{Duration, Instant};
 use weft_crds::policy_api::v1beta1::ClusterNetworkPolicy;
 use weft_e2e::bench::{
     Cleanup, PAUSE, PodPair, alive, alternate, env_num, ghost_node, guard, has_token, http_get_in,
-    in_ns, kubectl, loadavg, median, need, need_root, patch_fabric, percentile, pod_doc,
-    private_bins, rss_mib_on_node, run_bounded, run_guarded, sockperf_pp_rtt_us, sockperf_tp_kpps,
-    start_sockperf,
+    in_ns, kubectl, loadavg, median, need, need_root, patch_fabric, peak_mib_on_node, percentile,
+    pod_doc, private_bins, rss_mib_on_node, run_bounded, run_guarded, sockperf_pp_rtt_us,
+    sockperf_tp_kpps, start_sockperf,
 };
 use weft_e2e::install::{install_weft, wait_fabric_available};
 use weft_e2e::kuberouter::{full_syncs_ms, ingress_ipblock_set, ingress_pod_peers_set};
@@ -323,16 +324,26 @@ fn metric(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// Cumulative buckets (upper bound in s, count) of the agent's apply histogram, both kinds added.
+/// Cumulative buckets (upper bound in s, count) of the agent's apply histogram, all kinds added.
 fn apply_buckets(text: &str) -> BTreeMap<String, f64> {
+    buckets(text, "weft_agent_policy_apply_seconds", None)
+}
+
+/// Cumulative buckets (upper bound in s, count) of histogram `metric` in a scrape, over the
+/// series whose labels include `only` (`key="value"`), or all series added.
+fn buckets(text: &str, metric: &str, only: Option<&str>) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
+    let prefix = format!("{metric}_bucket{{");
     for l in text.lines() {
-        let Some(rest) = l.strip_prefix("weft_agent_policy_apply_seconds_bucket{") else {
+        let Some(rest) = l.strip_prefix(&prefix) else {
             continue;
         };
         let Some((labels, value)) = rest.split_once("} ") else {
             continue;
         };
+        if only.is_some_and(|o| !labels.split(',').any(|kv| kv == o)) {
+            continue;
+        }
         let Some(le) = labels
             .split(',')
             .find_map(|kv| kv.strip_prefix("le=\""))
@@ -343,6 +354,36 @@ fn apply_buckets(text: &str) -> BTreeMap<String, f64> {
         if let Ok(v) = value.trim().parse::<f64>() {
             *out.entry(le).or_insert(0.0) += v;
         }
+    }
+    out
+}
+
+/// The agent's stages (`weft_agent_policy_stage_seconds`) and transaction kinds
+/// (`weft_agent_policy_apply_seconds` by kind) between two scrapes: one line per stage with its
+/// count and the bucket bounds of its median and 99th percentile, then the count per kind.
+fn stage_summary(before: &str, after: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for stage in ["follow", "compile", "render", "kernel"] {
+        let only = format!("stage=\"{stage}\"");
+        let (b, a) = (
+            buckets(before, "weft_agent_policy_stage_seconds", Some(&only)),
+            buckets(after, "weft_agent_policy_stage_seconds", Some(&only)),
+        );
+        let n = a.get("+Inf").copied().unwrap_or(0.0) - b.get("+Inf").copied().unwrap_or(0.0);
+        out.push(format!(
+            "{stage}: {n:.0} × (p50 {} / p99 {})",
+            bucket_percentile(&b, &a, 50.0),
+            bucket_percentile(&b, &a, 99.0)
+        ));
+    }
+    for kind in ["elements", "incremental", "full"] {
+        let only = format!("kind=\"{kind}\"");
+        let (b, a) = (
+            buckets(before, "weft_agent_policy_apply_seconds", Some(&only)),
+            buckets(after, "weft_agent_policy_apply_seconds", Some(&only)),
+        );
+        let n = a.get("+Inf").copied().unwrap_or(0.0) - b.get("+Inf").copied().unwrap_or(0.0);
+        out.push(format!("{kind} transactions: {n:.0}"));
     }
     out
 }
@@ -1212,7 +1253,11 @@ struct Side {
     pod_event_ms: Vec<f64>,
     policy_event_ms: Vec<f64>,
     histogram: Option<(String, String)>,
+    /// The agent's own stage timings over the events (see [`stage_summary`]).
+    stages: Vec<String>,
     rss_mib: f64,
+    /// Peak resident set since the agent started (VmHWM).
+    peak_mib: f64,
     reach: Reach,
     samples: Vec<Sample>,
     ruleset: String,
@@ -1286,7 +1331,8 @@ fn bench(c: &Cluster, cleanup: &Cleanup, kr_bin: PathBuf) -> Result<Report> {
 
     alive(c, "events")?;
     eprintln!("weft: API event → kernel ({n_events} pods added, {n_events} policies changed)");
-    let before = apply_buckets(&agent_metrics(c, MEASURED)?);
+    let scrape_before = agent_metrics(c, MEASURED)?;
+    let before = apply_buckets(&scrape_before);
     let monitor = Monitor::start(c, MEASURED)?;
     let (mut pod_ms, mut policy_ms) = (Vec::new(), Vec::new());
     rt.block_on(events(
@@ -1300,7 +1346,9 @@ fn bench(c: &Cluster, cleanup: &Cleanup, kr_bin: PathBuf) -> Result<Report> {
         &mut policy_ms,
     ))?;
     drop(monitor);
-    let after = apply_buckets(&agent_metrics(c, MEASURED)?);
+    let scrape_after = agent_metrics(c, MEASURED)?;
+    let after = apply_buckets(&scrape_after);
+    weft.stages = stage_summary(&scrape_before, &scrape_after);
     weft.histogram = Some((
         bucket_percentile(&before, &after, 50.0),
         bucket_percentile(&before, &after, 99.0),
@@ -1309,6 +1357,9 @@ fn bench(c: &Cluster, cleanup: &Cleanup, kr_bin: PathBuf) -> Result<Report> {
     weft.policy_event_ms = policy_ms;
     std::thread::sleep(Duration::from_secs(5));
     weft.rss_mib = rss_mib_on_node(c, MEASURED, "weft-agent")?;
+    // The peak since the agent started: it has been running since before the 10,000 pods
+    // arrived, so this includes working through that backlog.
+    weft.peak_mib = peak_mib_on_node(c, MEASURED, "weft-agent")?;
 
     alive(c, "reachability")?;
     eprintln!("weft: pod created → reachable ({cl2_pods} pods at 50/s)");
@@ -1363,6 +1414,11 @@ fn bench(c: &Cluster, cleanup: &Cleanup, kr_bin: PathBuf) -> Result<Report> {
     };
     println!("\n## weft alone (kube-router's part follows)");
     print(&report);
+    if std::env::var("WEFT_BENCH_PEER").as_deref() == Ok("none") {
+        eprintln!("WEFT_BENCH_PEER=none: kube-router's part skipped");
+        cleanup.stop_servers(None);
+        return Ok(report);
+    }
 
     // kube-router, weft's policy off. Its failures are reported with what it measured so far.
     let kr = Arc::new(KubeRouter {
@@ -1490,6 +1546,7 @@ fn kube_router_phase(
     loads.push(loadavg());
     check_path(p, true)?;
     side.rss_mib = rss_mib_on_node(c, MEASURED, "kube-router")?;
+    side.peak_mib = peak_mib_on_node(c, MEASURED, "kube-router")?;
     side.full_sync_ms = kr.syncs(MEASURED);
     side.ruleset = kube_router_ruleset(c);
     eprintln!(
@@ -1677,8 +1734,16 @@ fn print(r: &Report) {
         "| the agent's own policy_apply_seconds over those events (p50 / p99, bucket bounds) | {hp50} / {hp99} | n/a | |"
     );
     println!(
+        "| the agent's stages over those events (count × bucket bounds) | {} | n/a | |",
+        w.stages.join("; ")
+    );
+    println!(
         "| resident memory (VmRSS, measured node) | {:.1} MiB | {:.1} MiB | < 60 MiB |",
         w.rss_mib, k.rss_mib
+    );
+    println!(
+        "| peak resident memory since start, 10,000-pod backlog included (VmHWM) | {:.1} MiB | {:.1} MiB | < 60 MiB |",
+        w.peak_mib, k.peak_mib
     );
     for (what, f) in [
         (

@@ -519,6 +519,13 @@ pub fn rss_mib_on_node(c: &Cluster, node: &str, comm: &str) -> Result<f64> {
     Ok(kib as f64 / 1024.0)
 }
 
+/// The peak resident set (VmHWM) of the process named `comm` on `node` since it started, in MiB.
+pub fn peak_mib_on_node(c: &Cluster, node: &str, comm: &str) -> Result<f64> {
+    let pid = pid_on_node(c, node, comm).with_context(|| format!("no {comm} process on {node}"))?;
+    let kib = crate::sys::status_kib(pid, "VmHWM").context("VmHWM")?;
+    Ok(kib as f64 / 1024.0)
+}
+
 /// The weft agent's VmRSS on `node`, in MiB.
 pub fn agent_rss_mib(c: &Cluster, node: &str) -> Result<f64> {
     rss_mib_on_node(c, node, "weft-agent")

@@ -64,6 +64,9 @@ struct Compiler<'a> {
     pod_set_names: HashMap<PodSelection, String>,
     /// What the incremental path needs (returned by [`compile_node_memo`]).
     memo: Memo,
+    /// A previous compile whose pods, namespaces and nodes are those of the index: a set with
+    /// the same key has the same elements ([`compile_node_reusing`]).
+    reuse: Option<&'a Ir>,
 }
 
 /// Whether `sel` selects the pod `key` (`pod`) whose namespace has `ns_labels`.
@@ -132,6 +135,15 @@ pub struct Memo {
 }
 
 impl<'a> Compiler<'a> {
+    /// The elements of address set `name` (key `key`) from the compile being reused, if any.
+    fn reused(&self, name: &str, key: &str) -> Option<SetElems> {
+        self.reuse?
+            .addr_sets
+            .get(name)
+            .filter(|s| s.what == key)
+            .map(|s| s.elems.clone())
+    }
+
     /// The set of addresses of the pods `sel` selects (shared by key).
     fn pod_set(&mut self, sel: &PodSelection) -> String {
         if let Some(n) = self.pod_set_names.get(sel) {
@@ -151,6 +163,19 @@ impl<'a> Compiler<'a> {
         if let Some(n) = self.set_names.get(&key) {
             return n.clone();
         }
+        let name = hashed_name("p", &key);
+        if let Some(elems) = self.reused(&name, &key) {
+            self.memo.pod_sets.insert(name.clone(), sel.clone());
+            self.addr_sets.insert(
+                name.clone(),
+                AddrSet {
+                    what: key.clone(),
+                    elems,
+                },
+            );
+            self.set_names.insert(key, name.clone());
+            return name;
+        }
         let mut addrs = BTreeSet::new();
         for (ns, labels) in &self.ns_labels {
             if !ns_matches(&sel.ns, ns, labels) {
@@ -162,7 +187,6 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
-        let name = hashed_name("p", &key);
         self.memo.pod_sets.insert(name.clone(), sel.clone());
         self.addr_sets.insert(
             name.clone(),
@@ -182,13 +206,24 @@ impl<'a> Compiler<'a> {
         if let Some(n) = self.set_names.get(&key) {
             return n.clone();
         }
+        let name = hashed_name("h", &key);
+        if let Some(elems) = self.reused(&name, &key) {
+            self.addr_sets.insert(
+                name.clone(),
+                AddrSet {
+                    what: key.clone(),
+                    elems,
+                },
+            );
+            self.set_names.insert(key, name.clone());
+            return name;
+        }
         let addrs: BTreeSet<IpAddr> = self
             .index
             .nodes()
             .filter(|(_, n)| sel.matches(&n.labels))
             .flat_map(|(_, n)| n.ips.iter().copied())
             .collect();
-        let name = hashed_name("h", &key);
         self.addr_sets.insert(
             name.clone(),
             AddrSet {
@@ -227,6 +262,17 @@ impl<'a> Compiler<'a> {
         if let Some(n) = self.set_names.get(&key) {
             return n.clone();
         }
+        let set = hashed_name("n", &key);
+        if let Some(prev) = self.reuse
+            && let Some(p) = prev.port_sets.get(&set).filter(|p| p.what == key)
+        {
+            self.memo
+                .port_sets
+                .insert(set.clone(), (name.to_owned(), proto));
+            self.port_sets.insert(set.clone(), p.clone());
+            self.set_names.insert(key, set.clone());
+            return set;
+        }
         let mut elems = BTreeSet::new();
         for pod in self
             .ns_labels
@@ -242,7 +288,6 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
-        let set = hashed_name("n", &key);
         self.memo
             .port_sets
             .insert(set.clone(), (name.to_owned(), proto));
@@ -432,6 +477,19 @@ pub fn compile_node(index: &Index, node: &NodeInput) -> Ir {
 /// [`compile_node`], and what [`crate::incremental::apply_pod_changes`] needs to follow pod churn
 /// from the result without compiling again.
 pub fn compile_node_memo(index: &Index, node: &NodeInput) -> (Ir, Memo) {
+    compile(index, node, None)
+}
+
+/// [`compile_node_memo`] after a change of policies only: `prev` is the result of a compile (or
+/// of [`crate::incremental::apply_pod_changes`] since) of an index with the same pods, namespaces
+/// and nodes as `index`, so the address and named-port sets of selectors it had are taken from it
+/// instead of being computed from every pod again. Same result as [`compile_node_memo`] under
+/// that condition (checked by `tests/agree.rs`).
+pub fn compile_node_reusing(index: &Index, node: &NodeInput, prev: &Ir) -> (Ir, Memo) {
+    compile(index, node, Some(prev))
+}
+
+fn compile<'a>(index: &'a Index, node: &NodeInput, reuse: Option<&'a Ir>) -> (Ir, Memo) {
     let mut c = Compiler {
         index,
         ns_labels: index.namespaces().map(|(n, l)| (n.as_str(), l)).collect(),
@@ -440,6 +498,7 @@ pub fn compile_node_memo(index: &Index, node: &NodeInput) -> (Ir, Memo) {
         set_names: BTreeMap::new(),
         pod_set_names: HashMap::new(),
         memo: Memo::default(),
+        reuse,
     };
     let mut chains = BTreeMap::new();
     let mut pods = BTreeMap::new();

@@ -846,6 +846,9 @@ pub fn render_update(prev: &Ir, next: &Ir) -> Update {
             continue;
         };
         if let (SetElems::Addrs(a), SetElems::Addrs(b)) = (&old.elems, &set.elems) {
+            if a == b {
+                continue;
+            }
             for f in &node {
                 let pick = |s: &BTreeSet<IpAddr>| by_family(s.iter().map(|ip| (*ip, *ip)), *f);
                 diff(
@@ -862,6 +865,9 @@ pub fn render_update(prev: &Ir, next: &Ir) -> Update {
     }
     for (name, set) in &next.port_sets {
         let old = prev.port_sets.get(name);
+        if old.is_some_and(|o| o.elems == set.elems) {
+            continue;
+        }
         if old.is_none() {
             for f in &node {
                 if let Some(d) = decls.get(&format!("{name}-{}", fam(*f).0)) {

@@ -783,3 +783,41 @@ fn most_pod_churn_is_followed_without_a_compile() {
     }
     assert!(followed * 2 > batches, "{followed} of {batches}");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 200,
+        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    /// After a change of policies only (the pods, namespaces and nodes of `a`, the policies of
+    /// `b`), a compile that reuses the sets of the last one equals a compile from scratch.
+    #[test]
+    fn a_compile_reusing_the_last_ones_sets_equals_a_full_compile(
+        a in scenario(),
+        nps in prop::collection::vec((0..3usize, network_policy_spec()), 0..4),
+        cnps in prop::collection::vec(cnp_spec(0), 0..2),
+    ) {
+        let cnps = cnps
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut s)| {
+                s["priority"] = json!(10 * i as i32 + 5);
+                s
+            })
+            .collect();
+        let changed = Scenario {
+            nps,
+            cnps,
+            ..a.clone()
+        };
+        let (before, _) = build(&a);
+        let (after, _) = build(&changed);
+        for node in nodes() {
+            let (prev, _) = weft_policy::compile_node_memo(&before, &node);
+            let reused = weft_policy::compile_node_reusing(&after, &node, &prev);
+            prop_assert_eq!(reused, weft_policy::compile_node_memo(&after, &node));
+        }
+    }
+}

@@ -13,7 +13,7 @@ use tracing::{debug, error, info, warn};
 use weft_crds::{AgentConfig, IpCidr};
 use weft_policy::index::PodInfo;
 use weft_policy::{
-    Index, Ir, Memo, NodeInput, PodKey, apply_pod_changes, compile_node_memo,
+    Index, Ir, Memo, NodeInput, PodKey, apply_pod_changes, compile_node_memo, compile_node_reusing,
     render_ruleset_seeded, render_update,
 };
 
@@ -213,10 +213,11 @@ impl PolicyEngine {
         // compiled state lives there, shared with the verdict endpoint). Unknown at start (a
         // restart) and after a failed transaction: the next transaction replaces the table whole.
         let mut memo: Option<Memo> = None;
-        // Pods changed since the last transaction, with what the index held of them before, and
-        // whether anything but pods changed.
+        // Pods changed since the last transaction, with what the index held of them before;
+        // whether policies changed, and whether namespaces, nodes or a relist of pods did.
         let mut pods_changed: BTreeMap<PodKey, Option<PodInfo>> = BTreeMap::new();
-        let mut others_changed = false;
+        let mut policies_changed = false;
+        let mut world_changed = false;
         let mut dirty = true;
         let mut since: Option<Instant> = None;
         let mut retry: Option<Duration> = None;
@@ -241,8 +242,16 @@ impl PolicyEngine {
                                 let before = index.pod(&k).cloned();
                                 pods_changed.entry(k).or_insert(before);
                             }
-                            None if !matches!(u, Update::Error(..)) => others_changed = true,
-                            None => {}
+                            None => match &u {
+                                Update::Error(..) => {}
+                                Update::Apply(o) | Update::Delete(o) if is_policy(o.kind()) => {
+                                    policies_changed = true
+                                }
+                                Update::Relist(kind, _) if is_policy(*kind) => {
+                                    policies_changed = true
+                                }
+                                _ => world_changed = true,
+                            },
                         }
                         if handle(&mut index, &mut keys, &mut listed, u) {
                             dirty = true;
@@ -258,9 +267,12 @@ impl PolicyEngine {
             }
             // Pod churn alone: follow it from the last compile, without compiling (see
             // `weft_policy::incremental`); anything else, or what it cannot follow, compiles.
-            let follow = !others_changed && retry.is_none();
+            let follow = !policies_changed && !world_changed && retry.is_none();
+            // Policies alone: compile, but take the selectors' sets from the last compile.
+            let reuse = !world_changed && pods_changed.is_empty();
             let changes = std::mem::take(&mut pods_changed);
-            others_changed = false;
+            policies_changed = false;
+            world_changed = false;
             if follow && let Some(m) = &memo {
                 let started = Instant::now();
                 let ops = {
@@ -317,7 +329,16 @@ impl PolicyEngine {
                 }
             }
             let started = Instant::now();
-            let (next, next_memo) = compile_node_memo(&index, &self.node_input(&pod_cidrs));
+            let node = self.node_input(&pod_cidrs);
+            let (next, next_memo) = {
+                let st = self.status.lock().ok();
+                match st.as_ref().and_then(|st| st.ir.as_ref()) {
+                    Some(prev) if reuse && memo.is_some() => {
+                        compile_node_reusing(&index, &node, prev)
+                    }
+                    _ => compile_node_memo(&index, &node),
+                }
+            };
             self.metrics
                 .policy_stage("compile", started.elapsed().as_secs_f64());
             let refused = index.problems();
@@ -417,6 +438,14 @@ impl PolicyEngine {
         *dirty = true;
         *wake = tokio::time::Instant::now() + d;
     }
+}
+
+/// Whether `kind` is one of the policy kinds (not pods, namespaces or nodes).
+fn is_policy(kind: WatchKind) -> bool {
+    !matches!(
+        kind,
+        WatchKind::Pod | WatchKind::Namespace | WatchKind::Node
+    )
 }
 
 /// The pod an update is about, if it is a pod's (added, changed or deleted).
