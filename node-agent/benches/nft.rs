@@ -11,6 +11,14 @@
 //! 100 or 10 000 elements in the set; each in nft's text language (what weft uses, through
 //! `NftBinary`) and in nft's JSON language (the same ruleset, converted from nft's own JSON listing);
 //! plus the read that every sync does first (`list table`), and weft's masquerade sync.
+//!
+//! The element changes are also written as one native nf_tables netlink batch
+//! (`nft::apply_set_elements`, what `NftBinary::apply_elements` does for pod churn): no process,
+//! no parser, no cache fill. With `WEFT_NFT_BENCH_POLICY=<dir>` (a directory where
+//! `WEFT_BENCH_DUMP=<dir> cargo bench -p weft-policy --bench compile` wrote `one-node.nft` and
+//! `churn.nft`), two more rows apply that bench's pod event (one pod added: 8 elements in 8 sets
+//! and maps) to its one-node ruleset (~80 000 elements in ~160 sets) through `nft -f` and through
+//! netlink, added and deleted in turn.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -19,8 +27,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use weft_crds::fabric::Masquerade;
 use weft_node_agent::masquerade::{plan_masquerade, sync_masquerade};
-use weft_node_agent::nft::{Family, NftApplier, NftBinary, render_replace_table};
+use weft_node_agent::nft::{
+    Family, NftApplier, NftBinary, TABLE_POLICY, apply_set_elements, render_replace_table,
+};
 use weft_node_agent::subnet::{Lease, Networks};
+use weft_policy::{Elem, ElemOp, Proto};
 
 const TABLE: &str = "weft-bench";
 
@@ -198,6 +209,51 @@ fn bench(n: usize) -> Vec<Row> {
             |_| {},
             |i, ()| nft_json(&json_script(i)),
         ));
+        let op = |i: usize| ElemOp {
+            add: i.is_multiple_of(2),
+            set: "peers".to_owned(),
+            elem: Elem::Addr(element(i).parse().expect("ip")),
+        };
+        rows.push(measure(
+            &format!("set change, 1 element (netlink; set of {peers})"),
+            n,
+            0,
+            |_| {},
+            |i, ()| apply_set_elements(Family::Inet, TABLE, &[op(i)]).expect("element change"),
+        ));
+        // Additions and deletions apart: a transaction that deletes waits in the kernel.
+        let fresh = |i: usize| format!("10.252.{}.{}", (i / 256) % 256, i % 256);
+        for add in [true, false] {
+            let (verb, nft_verb) = if add {
+                ("added", "add")
+            } else {
+                ("deleted", "delete")
+            };
+            let script =
+                |i: usize| format!("{nft_verb} element inet {TABLE} peers {{ {} }}\n", fresh(i));
+            rows.push(measure(
+                &format!("set change, 1 element {verb} (text; set of {peers})"),
+                n,
+                script(0).len(),
+                |_| {},
+                |i, ()| nft.apply(&script(i)).expect("element change"),
+            ));
+        }
+        for add in [true, false] {
+            let verb = if add { "added" } else { "deleted" };
+            let op = |i: usize| ElemOp {
+                add,
+                set: "peers".to_owned(),
+                elem: Elem::Addr(fresh(i).parse().expect("ip")),
+            };
+            rows.push(measure(
+                &format!("set change, 1 element {verb} (netlink; set of {peers})"),
+                n,
+                0,
+                |_| {},
+                |i, ()| apply_set_elements(Family::Inet, TABLE, &[op(i)]).expect("element change"),
+            ));
+        }
     }
 
     // The whole table replaced in one transaction (start-up, resync, a changed rule).
@@ -235,6 +291,10 @@ fn bench(n: usize) -> Vec<Row> {
         ));
     }
     nft.delete_table(Family::Inet, TABLE).expect("cleanup");
+
+    if let Some(dir) = std::env::var_os("WEFT_NFT_BENCH_POLICY") {
+        rows.extend(bench_policy_table(&nft, n, std::path::Path::new(&dir)));
+    }
 
     // weft's masquerade sync: read, compare, and either nothing or one replacement.
     let networks = Networks {
@@ -280,6 +340,131 @@ fn bench(n: usize) -> Vec<Row> {
             assert!(change.wrote());
         },
     ));
+    rows
+}
+
+/// One `add element inet weft-policy SET { ELEM }` statement of weft-policy's churn script as an
+/// [`ElemOp`] (the four element shapes of `Elem::render`).
+fn parse_churn_statement(line: &str) -> ElemOp {
+    let rest = line
+        .strip_prefix(&format!("add element inet {TABLE_POLICY} "))
+        .unwrap_or_else(|| panic!("not an element addition: {line}"));
+    let (set, body) = rest.split_once(" { ").expect("set name");
+    let body = body.trim_end_matches(" }");
+    let ip = |s: &str| {
+        s.parse()
+            .unwrap_or_else(|_| panic!("address {s:?} in {line}"))
+    };
+    let parts: Vec<&str> = body.split(' ').collect();
+    let elem = match parts.as_slice() {
+        [a] => Elem::Addr(ip(a)),
+        [a, ".", b] if a == b => Elem::Pair(ip(a)),
+        [a, ".", proto, ".", port] => Elem::AddrPort(
+            ip(a),
+            match *proto {
+                "tcp" => Proto::Tcp,
+                "udp" => Proto::Udp,
+                "sctp" => Proto::Sctp,
+                other => panic!("protocol {other}"),
+            },
+            port.parse().expect("port"),
+        ),
+        [a, ":", "goto", chain] => Elem::Goto(ip(a), (*chain).to_owned()),
+        _ => panic!("unknown element shape: {line}"),
+    };
+    ElemOp {
+        add: true,
+        set: set.to_owned(),
+        elem,
+    }
+}
+
+/// The policy compile bench's pod event on its one-node ruleset, through `nft -f` and through
+/// netlink; even samples add the pod's elements, odd ones delete them.
+fn bench_policy_table(nft: &NftBinary, n: usize, dir: &std::path::Path) -> Vec<Row> {
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
+    };
+    let ruleset = read("one-node.nft");
+    let adds: Vec<ElemOp> = read("churn.nft")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(parse_churn_statement)
+        .collect();
+    let dels: Vec<ElemOp> = adds
+        .iter()
+        .map(|o| ElemOp {
+            add: false,
+            ..o.clone()
+        })
+        .collect();
+    let elements = ruleset
+        .lines()
+        .filter(|l| l.starts_with("add element"))
+        .map(|l| l.matches(", ").count() + 1)
+        .sum::<usize>();
+    let sets = ruleset
+        .lines()
+        .filter(|l| l.trim_start().starts_with("set ") || l.trim_start().starts_with("map "))
+        .count();
+    nft.apply(&ruleset).expect("load the policy ruleset");
+    let what = |how: &str| {
+        format!(
+            "pod event, {} elements ({how}; policy table, {elements} in {sets} sets)",
+            adds.len()
+        )
+    };
+    let text = [
+        weft_policy::render_elem_ops(&adds),
+        weft_policy::render_elem_ops(&dels),
+    ];
+    let mut rows = vec![measure(
+        &what("text"),
+        n,
+        text[0].len(),
+        |_| {},
+        |i, ()| nft.apply(&text[i % 2]).expect("pod churn through nft -f"),
+    )];
+    rows.push(measure(
+        &what("netlink"),
+        n,
+        0,
+        |_| {},
+        |i, ()| {
+            let ops = if i.is_multiple_of(2) { &adds } else { &dels };
+            nft.apply_elements(ops).expect("pod churn through netlink")
+        },
+    ));
+    // The pod's elements added, then deleted, apart; the opposite change is made untimed
+    // before each sample. The event starts and ends absent.
+    let through_text = |add: bool| {
+        nft.apply(&text[usize::from(!add)])
+            .expect("pod churn through nft -f")
+    };
+    let through_netlink = |add: bool| {
+        nft.apply_elements(if add { &adds } else { &dels })
+            .expect("pod churn through netlink")
+    };
+    let ways: [(&str, &dyn Fn(bool)); 2] = [("text", &through_text), ("netlink", &through_netlink)];
+    for (how, write) in ways {
+        for add in [true, false] {
+            let verb = if add { "added" } else { "deleted" };
+            rows.push(measure(
+                &format!("pod {verb}, {} elements ({how}; policy table)", adds.len()),
+                n,
+                0,
+                |i| {
+                    if i > 0 {
+                        write(!add)
+                    }
+                },
+                |_, ()| write(add),
+            ));
+        }
+    }
+    nft.delete_table(Family::Inet, TABLE_POLICY)
+        .expect("cleanup");
     rows
 }
 
@@ -330,11 +515,11 @@ fn main() {
         load()
     );
     println!(
-        "| {:<48} | {:>9} | {:>8} | {:>8} | {:>8} |",
+        "| {:<70} | {:>9} | {:>8} | {:>8} | {:>8} |",
         "workload", "bytes", "p50 ms", "p99 ms", "max ms"
     );
     println!(
-        "|{:-<50}|{:->11}|{:->10}|{:->10}|{:->10}|",
+        "|{:-<72}|{:->11}|{:->10}|{:->10}|{:->10}|",
         "", "", "", "", ""
     );
     for row in rows {
@@ -344,7 +529,7 @@ fn main() {
             row.bytes.to_string()
         };
         println!(
-            "| {:<48} | {:>9} | {:>8} | {:>8} | {:>8} |",
+            "| {:<70} | {:>9} | {:>8} | {:>8} | {:>8} |",
             row.name,
             bytes,
             ms(quantile(&row.samples, 0.50)),
