@@ -24,7 +24,7 @@
 //! | [`uplink`] | which interface and address carry the overlay, the MTU (plan) · reading interfaces (I/O) |
 //! | [`cni`] | the conflist |
 //! | [`masquerade`] | weft's nat table: plan and render (pure) · sync through [`nft`] |
-//! | [`nft`] | one nftables transaction applier (trait, `nft` binary, text fake), shared by masquerade and policy |
+//! | [`nft`] | one nftables transaction applier (trait, `nft` binary, text fake), shared by masquerade and policy; pod churn as native netlink element batches |
 //! | [`observe`] | health, readiness, metrics and their HTTP servers |
 //! | [`files`], [`config`] | atomic file writes; loading and watching the configuration |
 //!
