@@ -21,7 +21,7 @@ use weft_policy::Index;
 /// One watched object, typed.
 #[derive(Debug, Clone)]
 pub enum Object {
-    /// A Pod.
+    /// A Pod (what the index needs only; see [`slim_pod`]).
     Pod(Box<Pod>),
     /// A Namespace.
     Namespace(Box<Namespace>),
@@ -136,6 +136,42 @@ pub fn delete_from(index: &mut Index, kind: WatchKind, (ns, name): &(String, Str
     }
 }
 
+/// What the index needs of a Pod: name, namespace, labels, `spec.nodeName`, `hostNetwork`, the
+/// containers' ports, `status.phase` and its addresses. The rest (managed fields, annotations,
+/// volumes, env, conditions, container statuses: most of a Pod's bytes) is not kept, neither in
+/// the index nor in the list of a relist that waits for its last page.
+pub fn slim_pod(p: Pod) -> Pod {
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodStatus};
+    Pod {
+        metadata: kube::api::ObjectMeta {
+            name: p.metadata.name,
+            namespace: p.metadata.namespace,
+            labels: p.metadata.labels,
+            ..Default::default()
+        },
+        spec: p.spec.map(|s| PodSpec {
+            node_name: s.node_name,
+            host_network: s.host_network,
+            containers: s
+                .containers
+                .into_iter()
+                .map(|c| Container {
+                    name: c.name,
+                    ports: c.ports,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        status: p.status.map(|s| PodStatus {
+            phase: s.phase,
+            pod_ip: s.pod_ip,
+            pod_ips: s.pod_ips,
+            ..Default::default()
+        }),
+    }
+}
+
 /// What the index needs of a Node (name, labels, `status.addresses`): the rest of a Node (images,
 /// conditions, capacity) is not kept in memory.
 pub fn slim_node(n: Node) -> Node {
@@ -207,7 +243,7 @@ pub async fn watch_all(
 ) -> (BoxStream<'static, Update>, Watched, Vec<WatchKind>) {
     let mut streams = vec![
         watch(Api::<Pod>::all(client.clone()), WatchKind::Pod, |o| {
-            Object::Pod(Box::new(o))
+            Object::Pod(Box::new(slim_pod(o)))
         }),
         watch(
             Api::<Namespace>::all(client.clone()),
@@ -272,6 +308,42 @@ mod tests {
             }
         }))
         .expect("node")
+    }
+
+    #[test]
+    fn a_slim_pod_indexes_as_the_whole_pod() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "x", "labels": {"app": "a"},
+                         "annotations": {"big": "x".repeat(4096)},
+                         "managedFields": [{"manager": "kubelet", "operation": "Update"}]},
+            "spec": {"nodeName": "n1", "containers": [
+                {"name": "c", "image": "agnhost", "env": [{"name": "A", "value": "1"}],
+                 "ports": [{"name": "http", "containerPort": 80, "protocol": "TCP"}]},
+                {"name": "d", "image": "pause"}]},
+            "status": {"phase": "Running", "podIP": "10.244.1.5",
+                       "podIPs": [{"ip": "10.244.1.5"}, {"ip": "fd00::5"}],
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .expect("pod");
+        let (mut whole, mut slim) = (Index::new(), Index::new());
+        whole.apply_pod(&pod);
+        let small = slim_pod(pod.clone());
+        assert!(small.metadata.annotations.is_none() && small.metadata.managed_fields.is_none());
+        assert!(
+            serde_json::to_vec(&small).expect("json").len() * 4
+                < serde_json::to_vec(&pod).expect("json").len()
+        );
+        slim.apply_pod(&small);
+        let key = weft_policy::PodKey {
+            namespace: "x".into(),
+            name: "p".into(),
+        };
+        assert_eq!(slim.pod(&key), whole.pod(&key));
+        assert!(
+            whole
+                .pod(&key)
+                .is_some_and(|p| p.is_live() && p.named_ports.len() == 1)
+        );
     }
 
     #[test]
