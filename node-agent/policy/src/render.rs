@@ -238,26 +238,8 @@ fn elements(ir: &Ir) -> Entries {
             .or_default()
             .push(format!("{a} : goto {ingress}"));
     }
-    for (name, set) in &ir.addr_sets {
-        let mut per: [Vec<String>; 2] = [Vec::new(), Vec::new()];
-        let slot = |ip: &IpAddr| usize::from(family_of(*ip) == IpFamily::V6);
-        match &set.elems {
-            SetElems::Addrs(a) => {
-                for ip in a {
-                    per[slot(ip)].push(fmt_ip(ip));
-                }
-            }
-            SetElems::Prefixes(p) => {
-                for c in p {
-                    per[slot(&c.addr())].push(c.to_string());
-                }
-            }
-        }
-        for (i, f) in FAMILIES.iter().enumerate() {
-            if set_has_family(ir, name, *f, &node) {
-                out.insert(format!("{name}-{}", fam(*f).0), std::mem::take(&mut per[i]));
-            }
-        }
+    for name in ir.addr_sets.keys() {
+        addr_set_entries(ir, name, &node, &mut out);
     }
     for (name, set) in &ir.port_sets {
         let mut per: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
@@ -272,6 +254,32 @@ fn elements(ir: &Ir) -> Entries {
         }
     }
     out
+}
+
+/// The elements of address set `name` of `ir`, per family the set has, into `out`.
+fn addr_set_entries(ir: &Ir, name: &str, node: &[IpFamily], out: &mut Entries) {
+    let Some(set) = ir.addr_sets.get(name) else {
+        return;
+    };
+    let mut per: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    let slot = |ip: &IpAddr| usize::from(family_of(*ip) == IpFamily::V6);
+    match &set.elems {
+        SetElems::Addrs(a) => {
+            for ip in a {
+                per[slot(ip)].push(fmt_ip(ip));
+            }
+        }
+        SetElems::Prefixes(p) => {
+            for c in p {
+                per[slot(&c.addr())].push(c.to_string());
+            }
+        }
+    }
+    for (i, f) in FAMILIES.iter().enumerate() {
+        if set_has_family(ir, name, *f, node) {
+            out.insert(format!("{name}-{}", fam(*f).0), std::mem::take(&mut per[i]));
+        }
+    }
 }
 
 /// The elements of every set and map of the ruleset of `ir`, by rendered set name, each as nft
@@ -902,12 +910,13 @@ pub fn render_update(prev: &Ir, next: &Ir) -> Update {
     }
     // Elements of brand-new address sets.
     if !new_decls.is_empty() {
-        let all = elements(next);
+        let mut all = Entries::new();
         for name in next
             .addr_sets
             .keys()
             .filter(|k| !prev.addr_sets.contains_key(*k))
         {
+            addr_set_entries(next, name, &node, &mut all);
             for f in FAMILIES {
                 if let Some(items) = all.get(&format!("{name}-{}", fam(f).0)) {
                     element_statements(

@@ -237,25 +237,36 @@ impl PolicyEngine {
                         batch.push(more);
                     }
                     for u in batch {
-                        match pod_key(&u) {
-                            Some(k) => {
+                        // What the update is about, before the index forgets the old state.
+                        enum About {
+                            Pod(PodKey, Option<PodInfo>),
+                            Policies,
+                            World,
+                        }
+                        let about = match (pod_key(&u), &u) {
+                            (Some(k), _) => {
                                 let before = index.pod(&k).cloned();
+                                About::Pod(k, before)
+                            }
+                            (None, Update::Apply(o) | Update::Delete(o)) if is_policy(o.kind()) => {
+                                About::Policies
+                            }
+                            (None, Update::Relist(kind, _)) if is_policy(*kind) => About::Policies,
+                            (None, _) => About::World,
+                        };
+                        // A Node heartbeat or a watch error changes nothing and must not make
+                        // the next change take the slow path.
+                        if !handle(&mut index, &mut keys, &mut listed, u) {
+                            continue;
+                        }
+                        dirty = true;
+                        since.get_or_insert_with(Instant::now);
+                        match about {
+                            About::Pod(k, before) => {
                                 pods_changed.entry(k).or_insert(before);
                             }
-                            None => match &u {
-                                Update::Error(..) => {}
-                                Update::Apply(o) | Update::Delete(o) if is_policy(o.kind()) => {
-                                    policies_changed = true
-                                }
-                                Update::Relist(kind, _) if is_policy(*kind) => {
-                                    policies_changed = true
-                                }
-                                _ => world_changed = true,
-                            },
-                        }
-                        if handle(&mut index, &mut keys, &mut listed, u) {
-                            dirty = true;
-                            since.get_or_insert_with(Instant::now);
+                            About::Policies => policies_changed = true,
+                            About::World => world_changed = true,
                         }
                     }
                 }
