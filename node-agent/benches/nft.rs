@@ -254,6 +254,9 @@ fn bench(n: usize) -> Vec<Row> {
                 |i, ()| apply_set_elements(Family::Inet, TABLE, &[op(i)]).expect("element change"),
             ));
         }
+        if peers == 10_000 {
+            rows.extend(bench_large_batch(&nft, n.min(20)));
+        }
     }
 
     // The whole table replaced in one transaction (start-up, resync, a changed rule).
@@ -340,6 +343,51 @@ fn bench(n: usize) -> Vec<Row> {
             assert!(change.wrote());
         },
     ));
+    rows
+}
+
+/// 10 000 elements added to the bench table's set in one transaction, through `nft -f` (one
+/// statement) and through netlink (one batch of a few messages); removed untimed between samples.
+fn bench_large_batch(nft: &NftBinary, n: usize) -> Vec<Row> {
+    let addrs: Vec<String> = (0..10_000)
+        .map(|i| format!("10.253.{}.{}", i / 256, i % 256))
+        .collect();
+    let ops = |add: bool| -> Vec<ElemOp> {
+        addrs
+            .iter()
+            .map(|a| ElemOp {
+                add,
+                set: "peers".to_owned(),
+                elem: Elem::Addr(a.parse().expect("ip")),
+            })
+            .collect()
+    };
+    let (many, gone) = (ops(true), ops(false));
+    let remove = |i: usize| {
+        if i > 0 {
+            apply_set_elements(Family::Inet, TABLE, &gone).expect("remove the batch");
+        }
+    };
+    let script = format!(
+        "add element inet {TABLE} peers {{ {} }}\n",
+        addrs.join(", ")
+    );
+    let mut rows = vec![measure(
+        "10 000 elements added in one batch (text; set of 10000)",
+        n,
+        script.len(),
+        remove,
+        |_, ()| nft.apply(&script).expect("10 000 elements through nft -f"),
+    )];
+    remove(1);
+    rows.push(measure(
+        "10 000 elements added in one batch (netlink; set of 10000)",
+        n,
+        0,
+        remove,
+        |_, ()| apply_set_elements(Family::Inet, TABLE, &many).expect("10 000 elements"),
+    ));
+    remove(1);
     rows
 }
 
