@@ -9,7 +9,9 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::json;
 use weft_crds::policy_api::{v1alpha1, v1beta1};
-use weft_policy::{Index, NodeInput, compile_node, render_ruleset, render_update};
+use weft_policy::{
+    Index, NodeInput, compile_node, compile_node_reusing, render_ruleset, render_update,
+};
 
 const NAMESPACES: usize = 100;
 const PODS_PER_NAMESPACE: usize = 100;
@@ -166,6 +168,26 @@ fn main() {
     ix2.apply_pod(&extra);
     let (t_churn, update) = time(|| render_update(&ir, &compile_node(&ix2, &n0)));
 
+    // One NetworkPolicy of a namespace with pods on this node changed (an ingress rule from a new
+    // ipBlock appended, as the policy bench does): the engine compiles reusing the last compile's
+    // sets, then renders the update.
+    let mut ix3 = ix.clone();
+    let mut changed = network_policy(0, 0);
+    if let Some(spec) = changed.spec.as_mut() {
+        spec.ingress.get_or_insert_with(Vec::new).push(
+            serde_json::from_value(json!({"from": [{"ipBlock": {"cidr": "172.31.0.0/24"}}],
+                                          "ports": [{"protocol": "TCP", "port": 7000}]}))
+            .expect("rule"),
+        );
+    }
+    ix3.apply_network_policy(&changed);
+    let (t_policy, _) = time(|| {
+        let (next, _) = compile_node_reusing(&ix3, &n0, &ir);
+        render_update(&ir, &next)
+    });
+    let (t_policy_compile, _) = time(|| compile_node_reusing(&ix3, &n0, &ir));
+    let (t_policy_scratch, _) = time(|| compile_node(&ix3, &n0));
+
     // Every pod on one node: no real node runs 10,000 pods; this bounds the worst case.
     let mut all = ix.clone();
     for p in &pods {
@@ -221,6 +243,21 @@ fn main() {
     row("render the full ruleset", t_render, "");
     row("full compile + render, one node", t_both, "< 200");
     row("one pod added: compile + incremental render", t_churn, "");
+    row(
+        "one policy changed: compile reusing the last sets + render update",
+        t_policy,
+        "",
+    );
+    row(
+        "  of which compile reusing the last sets",
+        t_policy_compile,
+        "",
+    );
+    row(
+        "  (compile from scratch, for comparison)",
+        t_policy_scratch,
+        "",
+    );
     row(
         &format!(
             "stress: compile with all {} pods on one node",
