@@ -66,7 +66,20 @@ struct Compiler<'a> {
     memo: Memo,
     /// A previous compile whose pods, namespaces and nodes are those of the index: a set with
     /// the same key has the same elements ([`compile_node_reusing`]).
-    reuse: Option<&'a Ir>,
+    reuse: Option<Reuse<'a>>,
+}
+
+/// What a compile after a change of policies only takes from the last one
+/// ([`compile_node_reusing`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Reuse<'a> {
+    /// The last compile's result (or what [`crate::incremental::apply_pod_changes`] made of it).
+    pub ir: &'a Ir,
+    /// Its memo.
+    pub memo: &'a Memo,
+    /// The policies whose content changed since (added and deleted ones need not be listed:
+    /// they change which profiles exist, not what an existing profile holds).
+    pub changed: &'a BTreeSet<ObjectRef>,
 }
 
 /// Whether `sel` selects the pod `key` (`pod`) whose namespace has `ns_labels`.
@@ -135,9 +148,45 @@ pub struct Memo {
 }
 
 impl<'a> Compiler<'a> {
+    /// The last compile's chain for `profile`, if none of the profile's policies changed since
+    /// (a chain is a function of its policies and, for ingress, the pod's named ports, which the
+    /// profile names); the sets it uses come along.
+    fn reused_chain(&mut self, profile: &ProfileKey) -> Option<(String, Chain)> {
+        let r = self.reuse?;
+        if profile.1.iter().flatten().any(|o| r.changed.contains(o)) {
+            return None;
+        }
+        let name = r.memo.profiles.get(profile)?;
+        let chain = r.ir.chains.get(name)?.clone();
+        for rule in chain_rules(&chain) {
+            for set in rule_sets(rule) {
+                if let Some(s) = r.ir.addr_sets.get(set) {
+                    if let Some(sel) = r.memo.pod_sets.get(set) {
+                        self.memo.pod_sets.insert(set.to_owned(), sel.clone());
+                    }
+                    self.set_names.insert(s.what.clone(), set.to_owned());
+                    self.addr_sets
+                        .entry(set.to_owned())
+                        .or_insert_with(|| s.clone());
+                }
+                if let Some(s) = r.ir.port_sets.get(set) {
+                    if let Some(np) = r.memo.port_sets.get(set) {
+                        self.memo.port_sets.insert(set.to_owned(), np.clone());
+                    }
+                    self.set_names.insert(s.what.clone(), set.to_owned());
+                    self.port_sets
+                        .entry(set.to_owned())
+                        .or_insert_with(|| s.clone());
+                }
+            }
+        }
+        Some((name.clone(), chain))
+    }
+
     /// The elements of address set `name` (key `key`) from the compile being reused, if any.
     fn reused(&self, name: &str, key: &str) -> Option<SetElems> {
         self.reuse?
+            .ir
             .addr_sets
             .get(name)
             .filter(|s| s.what == key)
@@ -263,8 +312,8 @@ impl<'a> Compiler<'a> {
             return n.clone();
         }
         let set = hashed_name("n", &key);
-        if let Some(prev) = self.reuse
-            && let Some(p) = prev.port_sets.get(&set).filter(|p| p.what == key)
+        if let Some(r) = self.reuse
+            && let Some(p) = r.ir.port_sets.get(&set).filter(|p| p.what == key)
         {
             self.memo
                 .port_sets
@@ -455,6 +504,28 @@ impl<'a> Compiler<'a> {
 /// What a profile is a function of: direction, the selecting policies per tier, the named ports.
 pub type ProfileKey = (Direction, Vec<Vec<ObjectRef>>, Vec<NamedPort>);
 
+/// Every rule of a chain, whatever its tier.
+fn chain_rules(ch: &Chain) -> impl Iterator<Item = &IrRule> {
+    ch.admin
+        .iter()
+        .chain(&ch.baseline)
+        .chain(ch.np.iter().flat_map(|t| &t.allow))
+}
+
+/// The names of the sets a rule uses.
+fn rule_sets(r: &IrRule) -> impl Iterator<Item = &str> {
+    let remote = match &r.remote {
+        Remote::Any => [None, None],
+        Remote::In(a) => [Some(a.as_str()), None],
+        Remote::InExcept(a, b) => [Some(a.as_str()), Some(b.as_str())],
+    };
+    let port = match &r.ports {
+        PortMatch::Named(n) => Some(n.as_str()),
+        _ => None,
+    };
+    remote.into_iter().chain([port]).flatten()
+}
+
 /// Sorts and merges overlapping or adjacent inclusive ranges.
 fn merge_ranges(mut r: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
     r.sort();
@@ -480,16 +551,17 @@ pub fn compile_node_memo(index: &Index, node: &NodeInput) -> (Ir, Memo) {
     compile(index, node, None)
 }
 
-/// [`compile_node_memo`] after a change of policies only: `prev` is the result of a compile (or
-/// of [`crate::incremental::apply_pod_changes`] since) of an index with the same pods, namespaces
-/// and nodes as `index`, so the address and named-port sets of selectors it had are taken from it
-/// instead of being computed from every pod again. Same result as [`compile_node_memo`] under
+/// [`compile_node_memo`] after a change of policies only: `reuse.ir` is the result of a compile
+/// (or of [`crate::incremental::apply_pod_changes`] since) of an index with the same pods,
+/// namespaces and nodes as `index`, so the address and named-port sets of selectors it had are
+/// taken from it instead of being computed from every pod again, and so are the profile chains
+/// none of whose policies are in `reuse.changed`. Same result as [`compile_node_memo`] under
 /// that condition (checked by `tests/agree.rs`).
-pub fn compile_node_reusing(index: &Index, node: &NodeInput, prev: &Ir) -> (Ir, Memo) {
-    compile(index, node, Some(prev))
+pub fn compile_node_reusing(index: &Index, node: &NodeInput, reuse: Reuse<'_>) -> (Ir, Memo) {
+    compile(index, node, Some(reuse))
 }
 
-fn compile<'a>(index: &'a Index, node: &NodeInput, reuse: Option<&'a Ir>) -> (Ir, Memo) {
+fn compile<'a>(index: &'a Index, node: &NodeInput, reuse: Option<Reuse<'a>>) -> (Ir, Memo) {
     let mut c = Compiler {
         index,
         ns_labels: index.namespaces().map(|(n, l)| (n.as_str(), l)).collect(),
@@ -527,6 +599,12 @@ fn compile<'a>(index: &'a Index, node: &NodeInput, reuse: Option<&'a Ir>) -> (Ir
                 names.push(name.clone());
                 continue;
             }
+            if let Some((name, chain)) = c.reused_chain(&profile) {
+                chains.entry(name.clone()).or_insert(chain);
+                profiles.insert(profile, name.clone());
+                names.push(name);
+                continue;
+            }
             let chain = c.chain(sel, pod, dir);
             let prefix = match dir {
                 Direction::Ingress => "in",
@@ -552,24 +630,8 @@ fn compile<'a>(index: &'a Index, node: &NodeInput, reuse: Option<&'a Ir>) -> (Ir
     // chains alone (the incremental path relies on it).
     let used: BTreeSet<&str> = chains
         .values()
-        .flat_map(|ch: &Chain| {
-            ch.admin
-                .iter()
-                .chain(&ch.baseline)
-                .chain(ch.np.iter().flat_map(|t| &t.allow))
-        })
-        .flat_map(|r| {
-            let remote = match &r.remote {
-                Remote::Any => vec![],
-                Remote::In(a) => vec![a.as_str()],
-                Remote::InExcept(a, b) => vec![a.as_str(), b.as_str()],
-            };
-            let port = match &r.ports {
-                PortMatch::Named(n) => Some(n.as_str()),
-                _ => None,
-            };
-            remote.into_iter().chain(port)
-        })
+        .flat_map(chain_rules)
+        .flat_map(rule_sets)
         .collect();
     c.addr_sets.retain(|k, _| used.contains(k.as_str()));
     c.port_sets.retain(|k, _| used.contains(k.as_str()));

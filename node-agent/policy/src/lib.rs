@@ -23,7 +23,7 @@ pub mod model;
 pub mod render;
 pub mod selector;
 
-pub use compile::{Memo, NodeInput, compile_node, compile_node_memo, compile_node_reusing};
+pub use compile::{Memo, NodeInput, Reuse, compile_node, compile_node_memo, compile_node_reusing};
 pub use incremental::apply_pod_changes;
 pub use index::{Index, NodeInfo, PodKey};
 pub use ir::{Because, Decision, Direction, Ir, Size, Verdict};

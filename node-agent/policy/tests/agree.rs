@@ -814,9 +814,17 @@ proptest! {
         };
         let (before, _) = build(&a);
         let (after, _) = build(&changed);
+        // The policies whose content differs (same kind, namespace and name, other rules).
+        let old: BTreeMap<_, _> = before.policies().map(|p| (p.source.clone(), p)).collect();
+        let differ: std::collections::BTreeSet<weft_policy::ObjectRef> = after
+            .policies()
+            .filter(|p| old.get(&p.source).is_some_and(|o| *o != *p))
+            .map(|p| p.source.clone())
+            .collect();
         for node in nodes() {
-            let (prev, _) = weft_policy::compile_node_memo(&before, &node);
-            let reused = weft_policy::compile_node_reusing(&after, &node, &prev);
+            let (prev, memo) = weft_policy::compile_node_memo(&before, &node);
+            let reuse = weft_policy::Reuse { ir: &prev, memo: &memo, changed: &differ };
+            let reused = weft_policy::compile_node_reusing(&after, &node, reuse);
             prop_assert_eq!(reused, weft_policy::compile_node_memo(&after, &node));
         }
     }

@@ -13,8 +13,8 @@ use tracing::{debug, error, info, warn};
 use weft_crds::{AgentConfig, IpCidr};
 use weft_policy::index::PodInfo;
 use weft_policy::{
-    Index, Ir, Memo, NodeInput, PodKey, apply_pod_changes, compile_node_memo, compile_node_reusing,
-    render_ruleset_seeded, render_update,
+    Index, Ir, Kind, Memo, NodeInput, ObjectRef, PodKey, Reuse, apply_pod_changes,
+    compile_node_memo, compile_node_reusing, render_ruleset_seeded, render_update,
 };
 
 use super::drops::DropCounters;
@@ -216,7 +216,9 @@ impl PolicyEngine {
         // Pods changed since the last transaction, with what the index held of them before;
         // whether policies changed, and whether namespaces, nodes or a relist of pods did.
         let mut pods_changed: BTreeMap<PodKey, Option<PodInfo>> = BTreeMap::new();
-        let mut policies_changed = false;
+        // Policies whose content changed since the last compile (their chains are compiled
+        // again; the others' are taken from it).
+        let mut policies_changed: BTreeSet<ObjectRef> = BTreeSet::new();
         let mut world_changed = false;
         let mut dirty = true;
         let mut since: Option<Instant> = None;
@@ -240,6 +242,7 @@ impl PolicyEngine {
                         // What the update is about, before the index forgets the old state.
                         enum About {
                             Pod(PodKey, Option<PodInfo>),
+                            Policy(ObjectRef),
                             Policies,
                             World,
                         }
@@ -249,7 +252,7 @@ impl PolicyEngine {
                                 About::Pod(k, before)
                             }
                             (None, Update::Apply(o) | Update::Delete(o)) if is_policy(o.kind()) => {
-                                About::Policies
+                                policy_ref(o.kind(), o.key()).map_or(About::Policies, About::Policy)
                             }
                             (None, Update::Relist(kind, _)) if is_policy(*kind) => About::Policies,
                             (None, _) => About::World,
@@ -265,7 +268,13 @@ impl PolicyEngine {
                             About::Pod(k, before) => {
                                 pods_changed.entry(k).or_insert(before);
                             }
-                            About::Policies => policies_changed = true,
+                            About::Policy(r) => {
+                                policies_changed.insert(r);
+                            }
+                            // A relist: any of them may have changed.
+                            About::Policies => {
+                                policies_changed.extend(index.policies().map(|p| p.source.clone()))
+                            }
                             About::World => world_changed = true,
                         }
                     }
@@ -278,11 +287,12 @@ impl PolicyEngine {
             }
             // Pod churn alone: follow it from the last compile, without compiling (see
             // `weft_policy::incremental`); anything else, or what it cannot follow, compiles.
-            let follow = !policies_changed && !world_changed && retry.is_none();
-            // Policies alone: compile, but take the selectors' sets from the last compile.
+            let follow = policies_changed.is_empty() && !world_changed && retry.is_none();
+            // Policies alone: compile, but take the selectors' sets and the unchanged policies'
+            // chains from the last compile.
             let reuse = !world_changed && pods_changed.is_empty();
             let changes = std::mem::take(&mut pods_changed);
-            policies_changed = false;
+            let changed_policies = std::mem::take(&mut policies_changed);
             world_changed = false;
             if follow && let Some(m) = &memo {
                 let started = Instant::now();
@@ -343,9 +353,14 @@ impl PolicyEngine {
             let node = self.node_input(&pod_cidrs);
             let (next, next_memo) = {
                 let st = self.status.lock().ok();
-                match st.as_ref().and_then(|st| st.ir.as_ref()) {
-                    Some(prev) if reuse && memo.is_some() => {
-                        compile_node_reusing(&index, &node, prev)
+                match (st.as_ref().and_then(|st| st.ir.as_ref()), &memo) {
+                    (Some(ir), Some(memo)) if reuse => {
+                        let reuse = Reuse {
+                            ir,
+                            memo,
+                            changed: &changed_policies,
+                        };
+                        compile_node_reusing(&index, &node, reuse)
                     }
                     _ => compile_node_memo(&index, &node),
                 }
@@ -451,6 +466,22 @@ impl PolicyEngine {
     }
 }
 
+/// The policy object `kind` (namespace, name) names.
+fn policy_ref(kind: WatchKind, (namespace, name): (String, String)) -> Option<ObjectRef> {
+    let (kind, namespace) = match kind {
+        WatchKind::NetworkPolicy => (Kind::NetworkPolicy, Some(namespace)),
+        WatchKind::Cnp => (Kind::ClusterNetworkPolicy, None),
+        WatchKind::Anp => (Kind::AdminNetworkPolicy, None),
+        WatchKind::Banp => (Kind::BaselineAdminNetworkPolicy, None),
+        WatchKind::Pod | WatchKind::Namespace | WatchKind::Node => return None,
+    };
+    Some(ObjectRef {
+        kind,
+        namespace,
+        name,
+    })
+}
+
 /// Whether `kind` is one of the policy kinds (not pods, namespaces or nodes).
 fn is_policy(kind: WatchKind) -> bool {
     !matches!(
@@ -505,5 +536,52 @@ fn handle(
             warn!(?kind, error = %e, "a policy watch failed; retrying");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The engine names a changed policy the way the index names its source: a wrong name would
+    /// let a compile keep that policy's old chain.
+    #[test]
+    fn a_watched_policy_is_named_as_the_index_names_it() {
+        use weft_crds::policy_api::{v1alpha1, v1beta1};
+        let mut index = Index::new();
+        let np: k8s_openapi::api::networking::v1::NetworkPolicy = serde_json::from_value(
+            serde_json::json!({"metadata": {"namespace": "x", "name": "np"}, "spec": {"podSelector": {}}}),
+        )
+        .expect("np");
+        index.apply_network_policy(&np);
+        let cnp: v1beta1::ClusterNetworkPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "cnp"},
+            "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}}}
+        }))
+        .expect("cnp");
+        index.apply_cluster_network_policy(&cnp);
+        let anp: v1alpha1::AdminNetworkPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "anp"}, "spec": {"priority": 1, "subject": {"namespaces": {}}}
+        }))
+        .expect("anp");
+        index.apply_admin_network_policy(&anp);
+        let banp: v1alpha1::BaselineAdminNetworkPolicy = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "default"}, "spec": {"subject": {"namespaces": {}}}}),
+        )
+        .expect("banp");
+        index.apply_baseline_admin_network_policy(&banp);
+        let sources: BTreeSet<ObjectRef> = index.policies().map(|p| p.source.clone()).collect();
+        let named: BTreeSet<ObjectRef> = [
+            (WatchKind::NetworkPolicy, ("x", "np")),
+            (WatchKind::Cnp, ("", "cnp")),
+            (WatchKind::Anp, ("", "anp")),
+            (WatchKind::Banp, ("", "default")),
+        ]
+        .into_iter()
+        .filter_map(|(k, (ns, n))| policy_ref(k, (ns.into(), n.into())))
+        .collect();
+        assert_eq!(sources.len(), 4, "{sources:?}");
+        assert_eq!(named, sources);
+        assert_eq!(policy_ref(WatchKind::Pod, ("x".into(), "p".into())), None);
     }
 }
