@@ -270,8 +270,12 @@ fn addr_set_entries(ir: &Ir, name: &str, node: &[IpFamily], out: &mut Entries) {
             }
         }
         SetElems::Prefixes(p) => {
+            // Without `auto-merge` (which makes nft read the kernel's elements before every
+            // change), overlapping intervals are refused: keep only the outermost prefixes.
             for c in p {
-                per[slot(&c.addr())].push(c.to_string());
+                if !p.iter().any(|o| o != c && o.contains(c)) {
+                    per[slot(&c.addr())].push(c.to_string());
+                }
             }
         }
     }
@@ -279,6 +283,17 @@ fn addr_set_entries(ir: &Ir, name: &str, node: &[IpFamily], out: &mut Entries) {
         if set_has_family(ir, name, *f, node) {
             out.insert(format!("{name}-{}", fam(*f).0), std::mem::take(&mut per[i]));
         }
+    }
+}
+
+/// A set declaration (`\tset NAME { …; }`) with `items` as its `elements`, inline.
+fn with_elements(decl: &str, items: Option<&Vec<String>>) -> String {
+    match items {
+        Some(items) if !items.is_empty() => match decl.trim_end().strip_suffix(" }") {
+            Some(head) => format!("{head} elements = {{ {} }}; }}\n", items.join(", ")),
+            None => decl.to_owned(),
+        },
+        _ => decl.to_owned(),
     }
 }
 
@@ -314,7 +329,7 @@ fn base(ir: &Ir, seed: &CounterSeed) -> String {
         );
         let _ = writeln!(
             s,
-            "\tset pod-cidr-{sfx} {{ type {ty}; flags interval; auto-merge; comment \"this node's pod CIDRs\"; }}"
+            "\tset pod-cidr-{sfx} {{ type {ty}; flags interval; comment \"this node's pod CIDRs\"; }}"
         );
         let _ = writeln!(
             s,
@@ -385,7 +400,7 @@ fn set_decls(ir: &Ir) -> BTreeMap<String, String> {
             let (sfx, _, ty) = fam(f);
             let flags = match set.elems {
                 SetElems::Addrs(_) => "",
-                SetElems::Prefixes(_) => " flags interval; auto-merge;",
+                SetElems::Prefixes(_) => " flags interval;",
             };
             out.insert(
                 format!("{name}-{sfx}"),
@@ -841,14 +856,18 @@ pub fn render_update(prev: &Ir, next: &Ir) -> Update {
             );
         }
     }
+    // New sets are declared with their elements inline: a separate `add element` into a new
+    // interval set makes nft read the elements the kernel holds first (tens of ms at 80k).
     let mut new_decls = String::new();
-    let mut new_elems = String::new();
     let decls = set_decls(next);
+    let mut new_entries = Entries::new();
     for (name, set) in &next.addr_sets {
         let Some(old) = prev.addr_sets.get(name) else {
+            addr_set_entries(next, name, &node, &mut new_entries);
             for f in FAMILIES {
-                if let Some(d) = decls.get(&format!("{name}-{}", fam(f).0)) {
-                    new_decls.push_str(d);
+                let set = format!("{name}-{}", fam(f).0);
+                if let Some(d) = decls.get(&set) {
+                    new_decls.push_str(&with_elements(d, new_entries.get(&set)));
                 }
             }
             continue;
@@ -876,13 +895,6 @@ pub fn render_update(prev: &Ir, next: &Ir) -> Update {
         if old.is_some_and(|o| o.elems == set.elems) {
             continue;
         }
-        if old.is_none() {
-            for f in &node {
-                if let Some(d) = decls.get(&format!("{name}-{}", fam(*f).0)) {
-                    new_decls.push_str(d);
-                }
-            }
-        }
         for f in &node {
             let pick =
                 |s: Option<&BTreeSet<(IpAddr, Proto, u16)>>| -> BTreeMap<(IpAddr, Proto, u16), ()> {
@@ -892,40 +904,24 @@ pub fn render_update(prev: &Ir, next: &Ir) -> Update {
                         .map(|e| (*e, ()))
                         .collect()
                 };
-            let target = if old.is_none() {
-                &mut new_elems
-            } else {
-                &mut adds
-            };
-            diff(
-                &mut dels,
-                target,
-                &format!("{name}-{}", fam(*f).0),
-                &pick(old.map(|o| &o.elems)),
-                &pick(Some(&set.elems)),
-                |(ip, p, n), _| format!("{ip} . {p} . {n}"),
-                |(ip, p, n)| format!("{ip} . {p} . {n}"),
-            );
-        }
-    }
-    // Elements of brand-new address sets.
-    if !new_decls.is_empty() {
-        let mut all = Entries::new();
-        for name in next
-            .addr_sets
-            .keys()
-            .filter(|k| !prev.addr_sets.contains_key(*k))
-        {
-            addr_set_entries(next, name, &node, &mut all);
-            for f in FAMILIES {
-                if let Some(items) = all.get(&format!("{name}-{}", fam(f).0)) {
-                    element_statements(
-                        &mut new_elems,
-                        "add",
-                        &format!("{name}-{}", fam(f).0),
-                        items,
-                    );
+            let set_name = format!("{name}-{}", fam(*f).0);
+            let fmt = |(ip, p, n): (IpAddr, Proto, u16)| format!("{ip} . {p} . {n}");
+            match old {
+                None => {
+                    let items: Vec<String> = pick(Some(&set.elems)).into_keys().map(fmt).collect();
+                    if let Some(d) = decls.get(&set_name) {
+                        new_decls.push_str(&with_elements(d, Some(&items)));
+                    }
                 }
+                Some(o) => diff(
+                    &mut dels,
+                    &mut adds,
+                    &set_name,
+                    &pick(Some(&o.elems)),
+                    &pick(Some(&set.elems)),
+                    |e, _| fmt(e),
+                    fmt,
+                ),
             }
         }
     }
@@ -943,7 +939,6 @@ pub fn render_update(prev: &Ir, next: &Ir) -> Update {
         }
         let _ = writeln!(s, "}}");
     }
-    s.push_str(&new_elems);
     s.push_str(&adds);
     for (name, chain) in &prev.chains {
         if !next.chains.contains_key(name) {

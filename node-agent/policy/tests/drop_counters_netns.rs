@@ -142,4 +142,37 @@ fn a_dropped_packet_counts_into_its_directions_counter_and_counters_survive_upda
     // Without a seed, a replacement starts the counters at zero (why the agent seeds them).
     node.load(&render_ruleset(&after));
     assert_eq!(node.counters(), zero(), "an unseeded replacement");
+
+    // A policy added incrementally whose prefix sets are new and overlap (nested excepts): the
+    // sets are declared with their elements inline, outermost prefixes only (no auto-merge), the
+    // kernel takes them, and they judge as the policy says.
+    let mut nested = open.clone();
+    nested.apply_network_policy(&network_policy(
+        "x",
+        "nested",
+        json!({"podSelector": {"matchLabels": {"app": "a"}},
+               "ingress": [{"from": [{"ipBlock": {"cidr": "10.244.0.0/16",
+                   "except": ["10.244.1.16/28", "10.244.1.0/24", "10.244.1.20/32"]}}]}]}),
+    ));
+    nested.apply_network_policy(&network_policy(
+        "x",
+        "from-y-a",
+        json!({"podSelector": {"matchLabels": {"app": "a"}},
+               "ingress": [{"from": [{"ipBlock": {"cidr": "10.244.1.20/32"}}]}]}),
+    ));
+    let with_nested = compile_node(&nested, &node1());
+    let update = render_update(&after, &with_nested);
+    assert!(!update.full, "a policy added is incremental");
+    assert!(
+        update.script.contains("elements = { 10.244.1.0/24 }")
+            && !update.script.contains("add element inet weft-policy c-"),
+        "new prefix sets carry their elements, outermost only:\n{}",
+        update.script
+    );
+    node.load(&update.script);
+    assert!(
+        !ping(&xb, "10.244.1.10"),
+        "x/b is in an except of the only policy admitting it"
+    );
+    assert!(ping(&ya, "10.244.1.10"), "y/a is admitted by from-y-a");
 }
