@@ -356,8 +356,14 @@ async fn sandboxed_pod(
             let list = cni::load_network(Path::new(super::node::CNI_CONF_DIR))?
                 .context("network is not ready: no CNI configuration file in /etc/cni/net.d")?;
             if !netns.exists() {
-                crate::sys::ip(&["netns", "add", &netns_name])?;
-                crate::sys::ip(&["-n", &netns_name, "link", "set", "lo", "up"])?;
+                // `ip` runs as a process: off the runtime's few worker threads, which a burst of
+                // pods would otherwise block (their watches and status reports wait behind).
+                let name = netns_name.clone();
+                tokio::task::spawn_blocking(move || -> Result<()> {
+                    crate::sys::ip(&["netns", "add", &name])?;
+                    crate::sys::ip(&["-n", &name, "link", "set", "lo", "up"]).map(drop)
+                })
+                .await??;
             }
             let (l, r) = (list.clone(), rt_conf.clone());
             let started = std::time::Instant::now();
@@ -497,8 +503,11 @@ async fn sandboxed_pod(
             .await
             .unwrap_or_default(),
     );
-    if let Err(e) = crate::sys::ip(&["netns", "del", &netns_name]) {
-        errors.push(e);
+    let name = netns_name.clone();
+    match tokio::task::spawn_blocking(move || crate::sys::ip(&["netns", "del", &name])).await {
+        Ok(Err(e)) => errors.push(e),
+        Err(e) => errors.push(anyhow::anyhow!("ip netns del {netns_name}: {e}")),
+        Ok(Ok(_)) => {}
     }
     if errors.is_empty() {
         Ok(())
