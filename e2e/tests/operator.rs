@@ -82,24 +82,32 @@ fn condition(f: &Value, kind: &str) -> Option<(String, String, String)> {
 
 fn helm_install(c: &Cluster) -> Result<()> {
     install_weft(c, &["--set", "fabric.create=false"])?;
-    let pods = get_json(
-        c,
-        &[
-            "pods",
-            "-n",
-            WEFT_NAMESPACE,
-            "-l",
-            "app.kubernetes.io/name=weft",
-        ],
-    )?;
-    let items = pods["items"].as_array().context("items")?;
-    ensure!(!items.is_empty(), "no operator pod");
-    let op = &items[0];
-    ensure!(
-        op["status"]["phase"] == "Running",
-        "operator pod is {}",
-        op["status"]["phase"]
-    );
+    // `helm --wait` may return before the pod runs: a one-replica Deployment whose rolling
+    // update allows 25 % unavailable counts as ready with none (the fraction rounds down).
+    let mut last = String::new();
+    let op = eventually("the operator pod to run", Duration::from_secs(120), || {
+        let pods = get_json(
+            c,
+            &[
+                "pods",
+                "-n",
+                WEFT_NAMESPACE,
+                "-l",
+                "app.kubernetes.io/name=weft",
+            ],
+        )?;
+        let items = pods["items"].as_array().context("items")?;
+        last = items
+            .iter()
+            .map(|p| format!("{} {}", p["metadata"]["name"], p["status"]["phase"]))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(items
+            .iter()
+            .find(|p| p["status"]["phase"] == "Running")
+            .cloned())
+    })
+    .with_context(|| format!("operator pods: [{last}]"))?;
     let sa = op["spec"]["serviceAccountName"]
         .as_str()
         .unwrap_or_default();
