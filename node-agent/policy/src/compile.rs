@@ -213,35 +213,31 @@ impl<'a> Compiler<'a> {
             return n.clone();
         }
         let name = hashed_name("p", &key);
-        if let Some(elems) = self.reused(&name, &key) {
-            self.memo.pod_sets.insert(name.clone(), sel.clone());
-            self.addr_sets.insert(
-                name.clone(),
-                AddrSet {
-                    what: key.clone(),
-                    elems,
-                },
-            );
-            self.set_names.insert(key, name.clone());
-            return name;
-        }
-        let mut addrs = BTreeSet::new();
-        for (ns, labels) in &self.ns_labels {
-            if !ns_matches(&sel.ns, ns, labels) {
-                continue;
-            }
-            for (_, pod) in self.index.pods_in(ns) {
-                if pod.is_live() && sel.pods.matches(&pod.labels) {
-                    addrs.extend(pod.ips.iter().copied());
+        let elems = self.reused(&name, &key).unwrap_or_else(|| {
+            let mut addrs = BTreeSet::new();
+            for (ns, labels) in &self.ns_labels {
+                if !ns_matches(&sel.ns, ns, labels) {
+                    continue;
+                }
+                for (_, pod) in self.index.pods_in(ns) {
+                    if pod.is_live() && sel.pods.matches(&pod.labels) {
+                        addrs.extend(pod.ips.iter().copied());
+                    }
                 }
             }
-        }
+            SetElems::Addrs(addrs)
+        });
         self.memo.pod_sets.insert(name.clone(), sel.clone());
+        self.add_addr_set(name, key, elems)
+    }
+
+    /// Records address set `name` (key `key`) with `elems`; returns its name.
+    fn add_addr_set(&mut self, name: String, key: String, elems: SetElems) -> String {
         self.addr_sets.insert(
             name.clone(),
             AddrSet {
                 what: key.clone(),
-                elems: SetElems::Addrs(addrs),
+                elems,
             },
         );
         self.set_names.insert(key, name.clone());
@@ -256,32 +252,16 @@ impl<'a> Compiler<'a> {
             return n.clone();
         }
         let name = hashed_name("h", &key);
-        if let Some(elems) = self.reused(&name, &key) {
-            self.addr_sets.insert(
-                name.clone(),
-                AddrSet {
-                    what: key.clone(),
-                    elems,
-                },
-            );
-            self.set_names.insert(key, name.clone());
-            return name;
-        }
-        let addrs: BTreeSet<IpAddr> = self
-            .index
-            .nodes()
-            .filter(|(_, n)| sel.matches(&n.labels))
-            .flat_map(|(_, n)| n.ips.iter().copied())
-            .collect();
-        self.addr_sets.insert(
-            name.clone(),
-            AddrSet {
-                what: key.clone(),
-                elems: SetElems::Addrs(addrs),
-            },
-        );
-        self.set_names.insert(key, name.clone());
-        name
+        let elems = self.reused(&name, &key).unwrap_or_else(|| {
+            SetElems::Addrs(
+                self.index
+                    .nodes()
+                    .filter(|(_, n)| sel.matches(&n.labels))
+                    .flat_map(|(_, n)| n.ips.iter().copied())
+                    .collect(),
+            )
+        });
+        self.add_addr_set(name, key, elems)
     }
 
     fn cidr_set(&mut self, cidrs: &[IpCidr]) -> String {
@@ -291,15 +271,11 @@ impl<'a> Compiler<'a> {
             return n.clone();
         }
         let name = hashed_name("c", &key);
-        self.addr_sets.insert(
-            name.clone(),
-            AddrSet {
-                what: key.clone(),
-                elems: SetElems::Prefixes(cidrs.iter().copied().collect()),
-            },
-        );
-        self.set_names.insert(key, name.clone());
-        name
+        self.add_addr_set(
+            name,
+            key,
+            SetElems::Prefixes(cidrs.iter().copied().collect()),
+        )
     }
 
     /// The (address, protocol, port) set of a named port on every live pod.
@@ -312,31 +288,29 @@ impl<'a> Compiler<'a> {
             return n.clone();
         }
         let set = hashed_name("n", &key);
-        if let Some(r) = self.reuse
-            && let Some(p) = r.ir.port_sets.get(&set).filter(|p| p.what == key)
-        {
-            self.memo
-                .port_sets
-                .insert(set.clone(), (name.to_owned(), proto));
-            self.port_sets.insert(set.clone(), p.clone());
-            self.set_names.insert(key, set.clone());
-            return set;
-        }
-        let mut elems = BTreeSet::new();
-        for pod in self
-            .ns_labels
-            .keys()
-            .flat_map(|ns| self.index.pods_in(ns).map(|(_, p)| p))
-        {
-            if !pod.is_live() {
-                continue;
-            }
-            for np in &pod.named_ports {
-                if np.name == name && proto.is_none_or(|p| p == np.proto) {
-                    elems.extend(pod.ips.iter().map(|ip| (*ip, np.proto, np.port)));
+        let reused = self
+            .reuse
+            .and_then(|r| r.ir.port_sets.get(&set))
+            .filter(|p| p.what == key)
+            .map(|p| p.elems.clone());
+        let elems = reused.unwrap_or_else(|| {
+            let mut elems = BTreeSet::new();
+            for pod in self
+                .ns_labels
+                .keys()
+                .flat_map(|ns| self.index.pods_in(ns).map(|(_, p)| p))
+            {
+                if !pod.is_live() {
+                    continue;
+                }
+                for np in &pod.named_ports {
+                    if np.name == name && proto.is_none_or(|p| p == np.proto) {
+                        elems.extend(pod.ips.iter().map(|ip| (*ip, np.proto, np.port)));
+                    }
                 }
             }
-        }
+            elems
+        });
         self.memo
             .port_sets
             .insert(set.clone(), (name.to_owned(), proto));
@@ -445,12 +419,7 @@ impl<'a> Compiler<'a> {
 
     /// The policies selecting `pod` for `dir`, per tier in evaluation order.
     fn selecting(&self, key: &PodKey, pod: &PodInfo, dir: Direction) -> [Vec<&'a Policy>; 3] {
-        static EMPTY: Labels = Labels::new();
-        let labels = self
-            .ns_labels
-            .get(key.namespace.as_str())
-            .copied()
-            .unwrap_or(&EMPTY);
+        let labels = self.index.namespace_labels(&key.namespace);
         selecting(self.index, labels, key, pod, dir)
     }
 

@@ -392,12 +392,9 @@ impl Index {
     /// Every namespace known from a Namespace object or from its pods, with its labels (none for
     /// a namespace whose object has not arrived yet).
     pub fn namespaces(&self) -> impl Iterator<Item = (&String, &Labels)> {
-        static EMPTY: Labels = Labels::new();
         let mut names: Vec<&String> = self.namespaces.keys().chain(self.pods.keys()).collect();
         names.sort();
         names.dedup();
-        names
-            .into_iter()
-            .map(|n| (n, self.namespaces.get(n).unwrap_or(&EMPTY)))
+        names.into_iter().map(|n| (n, self.namespace_labels(n)))
     }
 }

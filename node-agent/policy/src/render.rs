@@ -286,14 +286,19 @@ fn addr_set_entries(ir: &Ir, name: &str, node: &[IpFamily], out: &mut Entries) {
     }
 }
 
-/// A set declaration (`\tset NAME { …; }`) with `items` as its `elements`, inline.
-fn with_elements(decl: &str, items: Option<&Vec<String>>) -> String {
-    match items {
-        Some(items) if !items.is_empty() => match decl.trim_end().strip_suffix(" }") {
-            Some(head) => format!("{head} elements = {{ {} }}; }}\n", items.join(", ")),
-            None => decl.to_owned(),
-        },
-        _ => decl.to_owned(),
+/// A set's declaration without its closing brace: `\tset NAME { type …; [flags …;] comment "…";`.
+struct SetDecl(String);
+
+impl SetDecl {
+    /// The declaration, with `elements` inline when there are any (a new set is declared with its
+    /// elements: a separate `add element` into a new interval set makes nft read the kernel's
+    /// elements first).
+    fn render(&self, elements: &[String]) -> String {
+        if elements.is_empty() {
+            format!("{} }}\n", self.0)
+        } else {
+            format!("{} elements = {{ {} }}; }}\n", self.0, elements.join(", "))
+        }
     }
 }
 
@@ -389,7 +394,7 @@ fn base(ir: &Ir, seed: &CounterSeed) -> String {
 }
 
 /// Declarations of the policy sets, by rendered name.
-fn set_decls(ir: &Ir) -> BTreeMap<String, String> {
+fn set_decls(ir: &Ir) -> BTreeMap<String, SetDecl> {
     let node = node_families(ir);
     let mut out = BTreeMap::new();
     for (name, set) in &ir.addr_sets {
@@ -404,10 +409,10 @@ fn set_decls(ir: &Ir) -> BTreeMap<String, String> {
             };
             out.insert(
                 format!("{name}-{sfx}"),
-                format!(
-                    "\tset {name}-{sfx} {{ type {ty};{flags} comment \"{}\"; }}\n",
+                SetDecl(format!(
+                    "\tset {name}-{sfx} {{ type {ty};{flags} comment \"{}\";",
                     comment(&set.what)
-                ),
+                )),
             );
         }
     }
@@ -416,10 +421,10 @@ fn set_decls(ir: &Ir) -> BTreeMap<String, String> {
             let (sfx, _, ty) = fam(*f);
             out.insert(
                 format!("{name}-{sfx}"),
-                format!(
-                    "\tset {name}-{sfx} {{ type {ty} . inet_proto . inet_service; comment \"{}\"; }}\n",
+                SetDecl(format!(
+                    "\tset {name}-{sfx} {{ type {ty} . inet_proto . inet_service; comment \"{}\";",
                     comment(&set.what)
-                ),
+                )),
             );
         }
     }
@@ -446,7 +451,7 @@ fn skeleton(ir: &Ir, seed: &CounterSeed) -> String {
     let _ = writeln!(s, "table {FAMILY} {TABLE} {{");
     s.push_str(&base(ir, seed));
     for decl in set_decls(ir).values() {
-        s.push_str(decl);
+        s.push_str(&decl.render(&[]));
     }
     for (_, text) in chain_decls(ir).values() {
         s.push_str(text);
@@ -867,7 +872,7 @@ pub fn render_update(prev: &Ir, next: &Ir) -> Update {
             for f in FAMILIES {
                 let set = format!("{name}-{}", fam(f).0);
                 if let Some(d) = decls.get(&set) {
-                    new_decls.push_str(&with_elements(d, new_entries.get(&set)));
+                    new_decls.push_str(&d.render(new_entries.get(&set).map_or(&[], Vec::as_slice)));
                 }
             }
             continue;
@@ -910,7 +915,7 @@ pub fn render_update(prev: &Ir, next: &Ir) -> Update {
                 None => {
                     let items: Vec<String> = pick(Some(&set.elems)).into_keys().map(fmt).collect();
                     if let Some(d) = decls.get(&set_name) {
-                        new_decls.push_str(&with_elements(d, Some(&items)));
+                        new_decls.push_str(&d.render(&items));
                     }
                 }
                 Some(o) => diff(
