@@ -86,17 +86,7 @@ fn helm_install(c: &Cluster) -> Result<()> {
     // update allows 25 % unavailable counts as ready with none (the fraction rounds down).
     let mut last = String::new();
     let op = eventually("the operator pod to run", Duration::from_secs(120), || {
-        let pods = get_json(
-            c,
-            &[
-                "pods",
-                "-n",
-                WEFT_NAMESPACE,
-                "-l",
-                "app.kubernetes.io/name=weft",
-            ],
-        )?;
-        let items = pods["items"].as_array().context("items")?;
+        let items = operator_pod_objects(c)?;
         last = items
             .iter()
             .map(|p| format!("{} {}", p["metadata"]["name"], p["status"]["phase"]))
@@ -577,7 +567,8 @@ fn lease_holder(c: &Cluster) -> Result<String> {
         .to_string())
 }
 
-fn operator_pods(c: &Cluster) -> Result<Vec<String>> {
+/// The pods of weft's operator, as the API shows them.
+fn operator_pod_objects(c: &Cluster) -> Result<Vec<Value>> {
     let pods = get_json(
         c,
         &[
@@ -588,9 +579,11 @@ fn operator_pods(c: &Cluster) -> Result<Vec<String>> {
             "app.kubernetes.io/name=weft",
         ],
     )?;
-    Ok(pods["items"]
-        .as_array()
-        .context("items")?
+    Ok(pods["items"].as_array().context("items")?.clone())
+}
+
+fn operator_pods(c: &Cluster) -> Result<Vec<String>> {
+    Ok(operator_pod_objects(c)?
         .iter()
         .filter(|p| {
             p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()

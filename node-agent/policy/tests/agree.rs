@@ -520,12 +520,19 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 300,
-        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel("proptest-regressions"))),
+/// `cases` random cases; failures are kept in `agree.proptest-regressions` and replayed first.
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
+            "proptest-regressions",
+        ))),
         ..ProptestConfig::default()
-    })]
+    }
+}
+
+proptest! {
+    #![proptest_config(config(300))]
 
     #[test]
     fn compiled_ir_agrees_with_the_reference(s in scenario()) {
@@ -750,11 +757,7 @@ fn check_incremental(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 200,
-        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel("proptest-regressions"))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(config(200))]
 
     #[test]
     fn pod_churn_followed_without_a_compile_equals_a_full_compile(
@@ -785,11 +788,7 @@ fn most_pod_churn_is_followed_without_a_compile() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 200,
-        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel("proptest-regressions"))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(config(200))]
 
     /// After a change of policies only (the pods, namespaces and nodes of `a`, the policies of
     /// `b`), a compile that reuses the sets of the last one equals a compile from scratch.

@@ -10,8 +10,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -60,21 +58,7 @@ fn an_allowed_one_way_flow_is_marked_and_accepted_on_its_mark() {
     ));
     node.load(&render_ruleset(&compile_node(&ix, &node1())));
 
-    let receiver = node.spawn(&xa, &["python3", "-u", "-c", RECEIVER]);
-    let stdout = receiver.stdout.take().expect("receiver stdout");
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    assert_eq!(
-        rx.recv_timeout(Duration::from_secs(10)).as_deref(),
-        Ok("ready"),
-        "the receiver did not start"
-    );
+    let rx = node.listen(&xa, &["python3", "-u", "-c", RECEIVER]);
     let arrivals = || -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(line) = rx.recv_timeout(Duration::from_millis(700)) {

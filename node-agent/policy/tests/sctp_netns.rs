@@ -10,8 +10,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -179,21 +177,7 @@ fn raw_sctp_inits_pass_or_drop_as_the_policy_says() {
     );
     node.load(&ruleset);
 
-    let receiver = node.spawn(&xa, &["python3", "-u", "-c", RECEIVER]);
-    let stdout = receiver.stdout.take().expect("receiver stdout");
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    assert_eq!(
-        rx.recv_timeout(Duration::from_secs(10)).as_deref(),
-        Ok("ready"),
-        "the raw receiver did not start"
-    );
+    let rx = node.listen(&xa, &["python3", "-u", "-c", RECEIVER]);
     // Everything that reaches x/a's raw socket within `wait`.
     let arrivals = |wait: Duration| -> Vec<Seen> {
         let mut out = Vec::new();

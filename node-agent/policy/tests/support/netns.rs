@@ -148,6 +148,29 @@ impl NodeNs {
         &mut self.children[last]
     }
 
+    /// Starts a receiver `args` in namespace `ns` that prints `ready` once it listens, then one
+    /// line per arrival; returns its lines after `ready` (it is killed when the node goes).
+    pub fn listen(&mut self, ns: &str, args: &[&str]) -> std::sync::mpsc::Receiver<String> {
+        use std::io::{BufRead, BufReader};
+        let child = self.spawn(ns, args);
+        let stdout = child.stdout.take().expect("receiver stdout");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(10))
+                .as_deref(),
+            Ok("ready"),
+            "the receiver {args:?} in {ns} did not start"
+        );
+        rx
+    }
+
     /// Loads an nft script into the node namespace (one transaction).
     pub fn load(&self, script: &str) {
         let file = std::env::temp_dir().join(format!("weft-{}-{}.nft", self.node, self.links));
