@@ -246,16 +246,18 @@ impl PolicyEngine {
                             Policies,
                             World,
                         }
-                        let about = match (pod_key(&u), &u) {
-                            (Some(k), _) => {
+                        let about = match &u {
+                            Update::Apply(o) | Update::Delete(o) if o.kind() == WatchKind::Pod => {
+                                let (namespace, name) = o.key();
+                                let k = PodKey { namespace, name };
                                 let before = index.pod(&k).cloned();
                                 About::Pod(k, before)
                             }
-                            (None, Update::Apply(o) | Update::Delete(o)) if is_policy(o.kind()) => {
-                                policy_ref(o.kind(), o.key()).map_or(About::Policies, About::Policy)
+                            Update::Apply(o) | Update::Delete(o) => {
+                                policy_ref(o.kind(), o.key()).map_or(About::World, About::Policy)
                             }
-                            (None, Update::Relist(kind, _)) if is_policy(*kind) => About::Policies,
-                            (None, _) => About::World,
+                            Update::Relist(kind, _) if is_policy(*kind) => About::Policies,
+                            Update::Relist(..) | Update::Error(..) => About::World,
                         };
                         // A Node heartbeat or a watch error changes nothing and must not make
                         // the next change take the slow path.
@@ -484,21 +486,7 @@ fn policy_ref(kind: WatchKind, (namespace, name): (String, String)) -> Option<Ob
 
 /// Whether `kind` is one of the policy kinds (not pods, namespaces or nodes).
 fn is_policy(kind: WatchKind) -> bool {
-    !matches!(
-        kind,
-        WatchKind::Pod | WatchKind::Namespace | WatchKind::Node
-    )
-}
-
-/// The pod an update is about, if it is a pod's (added, changed or deleted).
-fn pod_key(u: &Update) -> Option<PodKey> {
-    match u {
-        Update::Apply(o) | Update::Delete(o) if o.kind() == WatchKind::Pod => {
-            let (namespace, name) = o.key();
-            Some(PodKey { namespace, name })
-        }
-        _ => None,
-    }
+    policy_ref(kind, Default::default()).is_some()
 }
 
 /// Feeds one update into the index; returns whether the index may have changed.
