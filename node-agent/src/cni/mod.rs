@@ -16,6 +16,8 @@
 //! and golden files pin the exact bytes. ptp's own masquerading stays off: masquerade belongs to
 //! weft's nftables table (a later issue), not to per-pod iptables rules.
 
+pub mod plugin;
+
 use serde::Serialize;
 use weft_crds::fabric::ChainedPlugin;
 

@@ -1,0 +1,1 @@
+//! host-local-compatible address management (being written; see the module's task).
