@@ -23,6 +23,7 @@ pub mod cni;
 pub mod container;
 pub mod image;
 pub mod launch;
+pub mod netns;
 pub mod node;
 pub mod pods;
 pub mod rootfs;

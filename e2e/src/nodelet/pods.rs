@@ -10,6 +10,7 @@ use super::cni::{self, NetworkList};
 use super::container;
 use super::image::{self, DEFAULT_PATH};
 use super::launch::{self, Launch};
+use super::netns;
 use super::rootfs::{self, Bind, HostEntry, SYSTEM_DIRS, SandboxFs};
 use super::status::{CState, ContainerRt, PodRt, render_status};
 use anyhow::{Context, Result};
@@ -345,7 +346,7 @@ async fn sandboxed_pod(
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let netns_name = format!("cni-{}", id.uid);
-    let netns = PathBuf::from("/run/netns").join(&netns_name);
+    let netns = Path::new(netns::NETNS_DIR).join(&netns_name);
     let rt_conf = cni_runtime(&pod, id, &netns);
     let mut backoff = Duration::from_secs(1);
     let attachment = loop {
@@ -356,12 +357,11 @@ async fn sandboxed_pod(
             let list = cni::load_network(Path::new(super::node::CNI_CONF_DIR))?
                 .context("network is not ready: no CNI configuration file in /etc/cni/net.d")?;
             if !netns.exists() {
-                // `ip` runs as a process: off the runtime's few worker threads, which a burst of
-                // pods would otherwise block (their watches and status reports wait behind).
+                // Mounts and a thread join block: off the runtime's few worker threads, which a
+                // burst of pods would otherwise block (their watches and status reports wait behind).
                 let name = netns_name.clone();
-                tokio::task::spawn_blocking(move || -> Result<()> {
-                    crate::sys::ip(&["netns", "add", &name])?;
-                    crate::sys::ip(&["-n", &name, "link", "set", "lo", "up"]).map(drop)
+                tokio::task::spawn_blocking(move || {
+                    netns::create(Path::new(netns::NETNS_DIR), &name)
                 })
                 .await??;
             }
@@ -405,7 +405,11 @@ async fn sandboxed_pod(
                 }
                 rep.report(&rt).await;
                 if sleep_or_stop(backoff, &mut stop).await {
-                    let _ = crate::sys::ip(&["netns", "del", &netns_name]);
+                    let name = netns_name.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        netns::delete(Path::new(netns::NETNS_DIR), &name)
+                    })
+                    .await;
                     return Ok(());
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -504,10 +508,12 @@ async fn sandboxed_pod(
             .unwrap_or_default(),
     );
     let name = netns_name.clone();
-    match tokio::task::spawn_blocking(move || crate::sys::ip(&["netns", "del", &name])).await {
-        Ok(Err(e)) => errors.push(e),
-        Err(e) => errors.push(anyhow::anyhow!("ip netns del {netns_name}: {e}")),
-        Ok(Ok(_)) => {}
+    match tokio::task::spawn_blocking(move || netns::delete(Path::new(netns::NETNS_DIR), &name))
+        .await
+    {
+        Ok(Err(e)) => errors.push(e.into()),
+        Err(e) => errors.push(anyhow::anyhow!("failed to delete netns {netns_name}: {e}")),
+        Ok(Ok(())) => {}
     }
     if errors.is_empty() {
         Ok(())
