@@ -35,7 +35,10 @@
 //! a gateway outside its subnet, `rangeStart` after `rangeEnd` (host-local would then walk off the
 //! subnet), legacy `rangeStart`/`rangeEnd`/`gateway` given without `subnet` (host-local ignores
 //! them silently), and a network name that would escape `dataDir`. JSON keys are matched
-//! case-sensitively (Go's decoder also accepts e.g. `DataDir`).
+//! case-sensitively (Go's decoder also accepts e.g. `DataDir`). Behaviour differences that leave
+//! the same files: the lock is held across all range sets of one ADD (host-local takes it per
+//! set), and a release runs once (host-local's DEL runs `ReleaseByID` once per range set, so with
+//! two or more sets it also drops old-format files of a container that has new-format ones).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -1407,6 +1410,13 @@ mod tests {
         assert_eq!(alloc(&store, &s, "b").unwrap(), ips(&["10.0.0.3"]));
         assert_eq!(read(&store, "10.0.0.2"), "a\r\neth0");
         assert_eq!(read(&store, "last_reserved_ip.0"), "10.0.0.3");
+        let mode = fs::metadata(store.dir().join("10.0.0.2"))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
         let got = store
             .lock()
             .unwrap()
