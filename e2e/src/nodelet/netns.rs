@@ -345,9 +345,10 @@ mod tests {
     }
 
     /// Runs `f` on a thread with a private mount namespace (everything it mounts vanishes with the
-    /// thread, also when it panics) in a fresh directory of its own, removed afterwards.
+    /// thread, also when it panics) in a fresh directory of its own, removed afterwards. Its name
+    /// has a space, which mountinfo escapes.
     fn in_scratch(test: &str, f: impl FnOnce(&Path) + Send + 'static) {
-        let base = std::env::temp_dir().join(format!("weft-netns-{test}-{}", std::process::id()));
+        let base = std::env::temp_dir().join(format!("weft-netns {test}-{}", std::process::id()));
         std::fs::create_dir_all(&base).unwrap();
         let dir = base.join("netns");
         let outcome = std::thread::spawn(move || {
@@ -449,14 +450,49 @@ mod tests {
             .unwrap_or(false)
     }
 
-    /// Mount points at or under `dir`, from this thread's mount namespace.
-    fn mounts_under(dir: &Path) -> Vec<String> {
+    /// This thread's mount points (mountinfo's field 5, its octal escapes decoded), each with
+    /// whether it is shared (an optional field `shared:N`).
+    fn mount_points() -> Vec<(PathBuf, bool)> {
         let info = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
-        let dir = dir.to_string_lossy().into_owned();
         info.lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| *m == dir || m.starts_with(&format!("{dir}/")))
-            .map(str::to_string)
+            .filter_map(|l| {
+                let fields: Vec<&str> = l.split(' ').collect();
+                let optional = fields.get(6..)?.iter().take_while(|f| **f != "-");
+                let shared = optional.clone().any(|f| f.starts_with("shared:"));
+                Some((PathBuf::from(unescape(fields.get(4)?)), shared))
+            })
+            .collect()
+    }
+
+    /// Decodes mountinfo's `\ooo` escapes (space, tab, newline, backslash).
+    fn unescape(field: &str) -> String {
+        let mut out = Vec::new();
+        let b = field.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            let octal = b
+                .get(i + 1..i + 4)
+                .and_then(|o| u8::from_str_radix(std::str::from_utf8(o).ok()?, 8).ok());
+            match (b[i], octal) {
+                (b'\\', Some(c)) => {
+                    out.push(c);
+                    i += 4;
+                }
+                (c, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Mount points at or under `dir`, from this thread's mount namespace.
+    fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+        mount_points()
+            .into_iter()
+            .map(|(m, _)| m)
+            .filter(|m| m.starts_with(dir))
             .collect()
     }
 
@@ -500,25 +536,19 @@ mod tests {
             // The directory is one shared mount point, the file a mount below it.
             let mounts = mounts_under(dir);
             assert_eq!(
-                mounts.iter().filter(|m| Path::new(m) == dir).count(),
+                mounts.iter().filter(|m| m.as_path() == dir).count(),
                 1,
                 "{mounts:?}"
             );
-            assert!(
-                mounts.contains(&path.to_string_lossy().into_owned()),
-                "{mounts:?}"
-            );
-            let shared = std::fs::read_to_string("/proc/thread-self/mountinfo")
-                .unwrap()
-                .lines()
-                .find(|l| l.split(' ').nth(4) == Some(&*dir.to_string_lossy()))
-                .map(|l| l.contains(" shared:"))
-                .unwrap();
+            assert!(mounts.contains(&path), "{mounts:?}");
+            let shared = mount_points()
+                .into_iter()
+                .any(|(m, shared)| m == dir && shared);
             assert!(shared, "{} is a shared mount", dir.display());
 
             delete(dir, "pod-a").unwrap();
             assert!(!path.exists());
-            assert_eq!(mounts_under(dir), vec![dir.to_string_lossy().into_owned()]);
+            assert_eq!(mounts_under(dir), vec![dir.to_path_buf()]);
             delete(dir, "pod-a").expect("deleting twice is fine");
         });
     }
@@ -554,7 +584,7 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(err, NetnsError::Setup { .. }), "{err:?}");
             assert!(!dir.join("pod-c").exists());
-            assert_eq!(mounts_under(dir), vec![dir.to_string_lossy().into_owned()]);
+            assert_eq!(mounts_under(dir), vec![dir.to_path_buf()]);
             // And the name is free again.
             create(dir, "pod-c").unwrap();
             delete(dir, "pod-c").unwrap();
@@ -590,7 +620,7 @@ mod tests {
             }
             let mounts = mounts_under(&dir);
             assert_eq!(
-                mounts.iter().filter(|m| Path::new(m) == dir).count(),
+                mounts.iter().filter(|m| m.as_path() == dir).count(),
                 1,
                 "{mounts:?}"
             );
@@ -601,7 +631,7 @@ mod tests {
             for i in 0..16 {
                 delete(&dir, &format!("pod-{i}")).unwrap();
             }
-            assert_eq!(mounts_under(&dir), vec![dir.to_string_lossy().into_owned()]);
+            assert_eq!(mounts_under(&dir), vec![dir.to_path_buf()]);
         });
     }
 }
