@@ -156,6 +156,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// weft's CNI plugin binary is not where the agent installs it from.
+    #[error(
+        "weft's CNI plugin {path} cannot be read; it ships beside weft-agent (or name it with --cni-plugin), and pods cannot start on this node until it is installed"
+    )]
+    PluginMissing {
+        /// Where the agent looked.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Serialising JSON failed (a bug: every rendered type is plain data).
     #[error("failed to render {what} as JSON")]
     RenderJson {
@@ -274,7 +285,9 @@ impl Error {
             | Error::MasqueradePlan(_) => "Plan",
             Error::ListInterfaces(_) | Error::ReadMtu { .. } | Error::GetNode { .. } => "Gather",
             Error::PatchAnnotations { .. } | Error::PatchCondition { .. } => "ApplyNode",
-            Error::WriteFile { .. } | Error::ReadFile { .. } => "ApplyFiles",
+            Error::WriteFile { .. } | Error::ReadFile { .. } | Error::PluginMissing { .. } => {
+                "ApplyFiles"
+            }
             Error::NetlinkSocket(_) | Error::Netlink { .. } | Error::OverlayApply { .. } => {
                 "ApplyOverlay"
             }
@@ -329,6 +342,13 @@ mod tests {
                     stderr: "Error: Could not process rule".into(),
                 },
                 AGENT_REASON_DATAPATH_FAILED,
+            ),
+            (
+                Error::PluginMissing {
+                    path: "/usr/local/bin/weft-cni".into(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                },
+                AGENT_REASON_SYNC_FAILED,
             ),
             (
                 Error::ReadFile {

@@ -48,6 +48,11 @@ pub fn read_optional(path: &Path) -> Result<Option<String>, Error> {
 
 /// Replaces `path` with `contents` atomically (temp file + fsync + rename + directory fsync).
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), Error> {
+    write_atomic_mode(path, contents, FILE_MODE)
+}
+
+/// [`write_atomic`] with the file's final mode (0755 for a program).
+pub fn write_atomic_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
     let err = |source| Error::WriteFile {
         path: path.to_owned(),
         source,
@@ -71,10 +76,10 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), Error> {
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(FILE_MODE)
+            .mode(mode)
             .open(&tmp)?;
         file.write_all(contents)?;
-        file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()

@@ -64,6 +64,10 @@ struct Args {
     /// How often the node is re-synced without an event (repairs removed files), in seconds.
     #[arg(long, env = "WEFT_RESYNC_SECONDS", default_value_t = 60)]
     resync_seconds: u64,
+    /// weft's CNI plugin binary, which the agent installs into the fabric's cni.binDir as `weft`.
+    /// Default: `weft-cni` beside this binary.
+    #[arg(long, env = "WEFT_CNI_PLUGIN")]
+    cni_plugin: Option<PathBuf>,
 }
 
 fn parse_level(s: &str) -> Result<LogLevel, String> {
@@ -218,6 +222,10 @@ async fn main() -> anyhow::Result<()> {
         sys_class_net: PathBuf::from(SYS_CLASS_NET),
         kernel: Netlink::connect().map_err(|e| anyhow::anyhow!(error_chain(&e)))?,
         nft: Arc::new(NftBinary::default()),
+        cni_plugin: args
+            .cni_plugin
+            .clone()
+            .or_else(weft_node_agent::cni::install::default_plugin_source),
     };
     // The policy engine runs beside the node loop, on the configuration the agent started with (a
     // change of spec.policy rolls the agents through the DaemonSet, like any configuration change).

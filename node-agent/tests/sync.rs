@@ -61,6 +61,7 @@ fn agent() -> Agent<MemoryKernel> {
         sys_class_net: SYS_CLASS_NET.into(),
         kernel: MemoryKernel::default(),
         nft: Arc::new(FakeNft::default()),
+        cni_plugin: None,
     }
 }
 

@@ -328,7 +328,8 @@ fn build_daemon_set(
         mount("config", AGENT_CONFIG_DIR, true),
         mount("subnet-dir", subnet_dir, false),
         mount("cni-conf", &spec.cni.conf_dir, false),
-        mount("cni-bin", &spec.cni.bin_dir, true),
+        // Writable: the agent installs weft's CNI plugin there, as flannel's and Calico's do.
+        mount("cni-bin", &spec.cni.bin_dir, false),
         mount("xtables-lock", XTABLES_LOCK, false),
         mount("lib-modules", LIB_MODULES, true),
         mount("tmp", "/tmp", false),
@@ -510,7 +511,7 @@ mod tests {
             ("/etc/weft", true),
             ("/run/flannel", false),
             ("/etc/cni/net.d", false),
-            ("/opt/cni/bin", true),
+            ("/opt/cni/bin", false),
             ("/run/xtables.lock", false),
             ("/lib/modules", true),
         ] {

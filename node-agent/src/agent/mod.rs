@@ -32,6 +32,7 @@ use weft_crds::fabric::Backend;
 
 use self::node::{apply_annotations, apply_node_condition};
 use crate::Error;
+use crate::cni::install::{Compare, sync_plugin};
 use crate::cni::{FALLBACK_BIN_DIRS, plan_plugin_types};
 use crate::files::{read_optional, sync_file};
 use crate::flannel::{
@@ -172,6 +173,9 @@ pub struct Agent<K = Netlink> {
     pub kernel: K,
     /// The nftables applier (masquerade, policy).
     pub nft: Arc<dyn NftApplier>,
+    /// weft's CNI plugin binary, installed into `cni.binDir` before the conflist names it
+    /// (`None`: not installed by this agent, e.g. in tests).
+    pub cni_plugin: Option<PathBuf>,
 }
 
 fn random_bytes() -> Result<[[u8; 6]; 2], Error> {
@@ -357,6 +361,11 @@ impl<K: Kernel + Sync> Agent<K> {
         }
         if sync_file(&paths.subnet_file, plan.subnet_env.as_bytes())? {
             changed.push("subnet_env");
+        }
+        if let Some(source) = &self.cni_plugin
+            && sync_plugin(source, Path::new(&config.cni.bin_dir), Compare::Size)?
+        {
+            changed.push("cni_plugin");
         }
         if sync_file(&paths.conflist, plan.conflist.as_bytes())? {
             changed.push("conflist");
@@ -570,6 +579,7 @@ impl<K: Kernel + Sync> Agent<K> {
             "waiting for node {} from the API server",
             self.node_name
         ));
+        self.install_plugin(&config);
         check_plugins(&config);
         loop {
             tokio::select! {
@@ -621,6 +631,7 @@ impl<K: Kernel + Sync> Agent<K> {
                         }
                         on_config(&c);
                         config = c;
+                        self.install_plugin(&config);
                         check_plugins(&config);
                     }
                     Some(Err(e)) => {
@@ -691,6 +702,23 @@ fn node_condition<'a>(node: &'a Node, type_: &str) -> Option<&'a NodeCondition> 
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.type_ == type_))
+}
+
+impl<K> Agent<K> {
+    /// Installs (or upgrades) weft's CNI plugin, comparing contents; a failure is logged here and
+    /// fails the next sync, which reports it on the node.
+    fn install_plugin(&self, config: &AgentConfig) {
+        let Some(source) = &self.cni_plugin else {
+            return;
+        };
+        match sync_plugin(source, Path::new(&config.cni.bin_dir), Compare::Contents) {
+            Ok(true) => {
+                info!(from = %source.display(), bin_dir = %config.cni.bin_dir, "installed weft's CNI plugin")
+            }
+            Ok(false) => debug!("weft's CNI plugin is up to date"),
+            Err(e) => error!(error = %error_chain(&e), "cannot install weft's CNI plugin"),
+        }
+    }
 }
 
 /// Warns when a plugin the conflist references is in none of the directories runtimes search.

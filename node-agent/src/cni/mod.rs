@@ -1,21 +1,28 @@
 //! The node's CNI configuration: one conflist, rendered as a pure function of the lease, the MTU
 //! and the chained plugins.
 //!
-//! weft delegates pod wiring to the reference plugins (Debian's containernetworking-plugins in
+//! Pods are wired by weft's own plugin ([`plugin`], installed by the agent as `weft` in the CNI bin
+//! dir, [`install`]), which does what the reference chain ptp → host-local does, in one process;
+//! the chained plugins are the reference ones (Debian's containernetworking-plugins in
 //! `/usr/lib/cni`; runtimes search `/opt/cni/bin` first):
 //!
 //! ```text
-//!   ptp (routed veth, like Canal; host side holds the gateway <subnet>.1/32, pod gets a /32 route)
+//!   weft (routed veth, like Canal; host side holds the gateway <subnet>.1/32, pod gets a /32 route)
 //!    └─ ipam host-local: one range set per family over the node's podCIDRs, default routes
+//!                        (host-local's section and on-disk store, done by weft in process)
 //!   portmap   (capabilities.portMappings, snat)      when cni.chainedPlugins lists it
 //!   bandwidth (capabilities.bandwidth)               when cni.chainedPlugins lists it
 //! ```
 //!
+//! The conflist differs from the reference chain's only in the plugin `type` (`weft` for `ptp`),
+//! so the reference plugins can take over the same pods and the same store, and back.
+//!
 //! Invariant: the output is deterministic (typed structs serialise in declaration order, plugins
 //! in a fixed order whatever the order of `chainedPlugins`), so an unchanged lease rewrites nothing
-//! and golden files pin the exact bytes. ptp's own masquerading stays off: masquerade belongs to
-//! weft's nftables table (a later issue), not to per-pod iptables rules.
+//! and golden files pin the exact bytes. No per-pod masquerading (ptp's `ipMasq`): masquerade
+//! belongs to weft's nftables table.
 
+pub mod install;
 pub mod plugin;
 
 use serde::Serialize;
@@ -31,7 +38,7 @@ pub const NETWORK_NAME: &str = "weft";
 /// Where host-local keeps its allocations (the reference default, made explicit).
 pub const HOST_LOCAL_DATA_DIR: &str = "/var/lib/cni/networks";
 /// The plugins the conflist can reference.
-pub const PLUGINS: &[&str] = &["ptp", "host-local", "portmap", "bandwidth"];
+pub const PLUGINS: &[&str] = &[install::PLUGIN_TYPE, "portmap", "bandwidth"];
 /// Directories the runtime searches for plugins besides `cni.binDir`.
 pub const FALLBACK_BIN_DIRS: &[&str] = &["/opt/cni/bin", "/usr/lib/cni"];
 
@@ -57,18 +64,17 @@ struct Conflist {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Plugin {
-    Ptp(Ptp),
+    Weft(Weft),
     Portmap(Portmap),
     Bandwidth(Bandwidth),
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Ptp {
+struct Weft {
     #[serde(rename = "type")]
     type_: &'static str,
     mtu: u32,
-    ip_masq: bool,
     ipam: HostLocal,
 }
 
@@ -120,7 +126,7 @@ struct BandwidthCapabilities {
 
 /// The plugin types the conflist for `chained` needs (to check that the node has them).
 pub fn plan_plugin_types(chained: &[ChainedPlugin]) -> Vec<&'static str> {
-    let mut out = vec!["ptp", "host-local"];
+    let mut out = vec![install::PLUGIN_TYPE];
     if chained.contains(&ChainedPlugin::Portmap) {
         out.push("portmap");
     }
@@ -146,10 +152,9 @@ pub fn render_conflist(input: &ConflistInput<'_>) -> Result<String, Error> {
         }]);
         routes.push(Route { dst: "::/0" });
     }
-    let mut plugins = vec![Plugin::Ptp(Ptp {
-        type_: "ptp",
+    let mut plugins = vec![Plugin::Weft(Weft {
+        type_: install::PLUGIN_TYPE,
         mtu: input.mtu,
-        ip_masq: false,
         ipam: HostLocal {
             type_: "host-local",
             ranges,
@@ -213,7 +218,7 @@ mod tests {
                 .iter()
                 .map(|p| p["type"].as_str().unwrap_or_default().to_owned())
                 .collect();
-        assert_eq!(types, ["ptp", "portmap", "bandwidth"]);
+        assert_eq!(types, ["weft", "portmap", "bandwidth"]);
         let none = render(&[]);
         assert!(
             !none.contains("portmap") && !none.contains("bandwidth"),
@@ -221,7 +226,7 @@ mod tests {
         );
         assert_eq!(
             plan_plugin_types(&[ChainedPlugin::Bandwidth]),
-            ["ptp", "host-local", "bandwidth"]
+            ["weft", "bandwidth"]
         );
     }
 }

@@ -1,0 +1,124 @@
+//! Putting weft's CNI plugin where the container runtime finds it: the `weft-cni` binary that
+//! ships beside `weft-agent` is copied into `cni.binDir` as `weft` (the conflist's `type`), as
+//! flannel's and Calico's install steps copy theirs.
+//!
+//! Invariants: the runtime never sees a half-written plugin (temp file + rename, see
+//! [`crate::files`]), and never a conflist naming a plugin that is not there (the agent installs
+//! before it writes the conflist); a plugin that is already right is not rewritten; the plugin stays
+//! when weft is uninstalled, because the pods it wired still need it for their DEL.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+use crate::files::write_atomic_mode;
+
+/// The plugin's `type` in the conflist, and its file name in the CNI bin dir.
+pub const PLUGIN_TYPE: &str = "weft";
+/// The binary's name where it ships, beside `weft-agent`.
+pub const PLUGIN_BINARY: &str = "weft-cni";
+/// Mode of the installed plugin.
+pub const PLUGIN_MODE: u32 = 0o755;
+
+/// Where the plugin ships: beside the running agent binary.
+pub fn default_plugin_source() -> Option<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(PLUGIN_BINARY)))
+}
+
+/// How thoroughly [`sync_plugin`] compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compare {
+    /// Byte for byte (at start-up and after a configuration change: an upgrade of the same size).
+    Contents,
+    /// By size only (every other sync: cheap, catches a deleted or truncated plugin).
+    Size,
+}
+
+/// Installs `source` as `<bin_dir>/weft` unless it is already there. Returns whether it wrote.
+pub fn sync_plugin(source: &Path, bin_dir: &Path, compare: Compare) -> Result<bool, Error> {
+    let target = bin_dir.join(PLUGIN_TYPE);
+    let missing = |source_err| Error::PluginMissing {
+        path: source.to_path_buf(),
+        source: source_err,
+    };
+    let want_len = fs::metadata(source).map_err(missing)?.len();
+    let have_len = match fs::metadata(&target) {
+        Ok(m) => Some(m.len()),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(Error::ReadFile {
+                path: target,
+                source,
+            });
+        }
+    };
+    if have_len == Some(want_len) && compare == Compare::Size {
+        return Ok(false);
+    }
+    let bytes = fs::read(source).map_err(missing)?;
+    if have_len == Some(want_len) {
+        match fs::read(&target) {
+            Ok(current) if current == bytes => return Ok(false),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Error::ReadFile {
+                    path: target,
+                    source,
+                });
+            }
+        }
+    }
+    write_atomic_mode(&target, &bytes, PLUGIN_MODE)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("weft-install-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("scratch");
+        dir
+    }
+
+    #[test]
+    fn installs_once_and_replaces_a_changed_plugin() {
+        let dir = scratch("sync");
+        let src = dir.join("weft-cni");
+        let bin = dir.join("bin");
+        fs::write(&src, b"v1 plugin").expect("src");
+        assert!(sync_plugin(&src, &bin, Compare::Size).expect("install"));
+        let target = bin.join(PLUGIN_TYPE);
+        assert_eq!(fs::read(&target).expect("read"), b"v1 plugin");
+        let mode = fs::metadata(&target).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, PLUGIN_MODE);
+        assert!(!sync_plugin(&src, &bin, Compare::Contents).expect("same"));
+
+        // An upgrade of the same size: only a contents comparison sees it.
+        fs::write(&src, b"v2 plugin").expect("src");
+        assert!(!sync_plugin(&src, &bin, Compare::Size).expect("size only"));
+        assert!(sync_plugin(&src, &bin, Compare::Contents).expect("contents"));
+        assert_eq!(fs::read(&target).expect("read"), b"v2 plugin");
+
+        // Deleted by hand: back on the next cheap check.
+        fs::remove_file(&target).expect("rm");
+        assert!(sync_plugin(&src, &bin, Compare::Size).expect("again"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_missing_source_names_its_path() {
+        let dir = scratch("missing");
+        let e = sync_plugin(&dir.join("weft-cni"), &dir, Compare::Size).expect_err("missing");
+        assert!(e.to_string().contains("weft-cni"), "{e}");
+        assert!(!dir.join(PLUGIN_TYPE).exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
