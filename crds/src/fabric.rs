@@ -361,12 +361,30 @@ pub struct Cni {
     #[x_kube(validation = Rule::new("self.endsWith('.conflist') && !self.contains('/')").message("confName must be a file name ending in .conflist, e.g. 10-weft.conflist"))]
     pub conf_name: String,
 
+    /// The plugin that wires pods: `weft` (weft's own, installed by the agent into binDir) or
+    /// `ptp` (the reference plugins ptp + host-local, which must be installed on the nodes).
+    /// Both give a pod the same routed veth and share host-local's address store, so the
+    /// switch is safe with pods running.
+    #[serde(default)]
+    pub plugin: CniPlugin,
+
     /// Reference plugins chained after weft's network plugin: portmap (hostPort) and bandwidth
     /// (kubernetes.io/ingress-bandwidth and egress-bandwidth annotations).
     #[serde(default = "default_chained_plugins")]
     #[schemars(length(max = 2))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub chained_plugins: Vec<ChainedPlugin>,
+}
+
+/// The plugin that wires pods.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum CniPlugin {
+    /// weft's own plugin (`weft-cni`, one process per ADD).
+    #[default]
+    Weft,
+    /// The reference plugins ptp and host-local (containernetworking-plugins).
+    Ptp,
 }
 
 /// CNI plugins that can be chained after weft's.
@@ -600,6 +618,7 @@ impl Default for Cni {
             conf_dir: default_cni_conf_dir(),
             bin_dir: default_cni_bin_dir(),
             conf_name: default_cni_conf_name(),
+            plugin: CniPlugin::default(),
             chained_plugins: default_chained_plugins(),
         }
     }

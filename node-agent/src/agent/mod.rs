@@ -729,7 +729,7 @@ fn check_plugins(config: &AgentConfig) {
             .iter()
             .filter(|d| **d != config.cni.bin_dir),
     );
-    let missing: Vec<&str> = plan_plugin_types(&config.cni.chained_plugins)
+    let missing: Vec<&str> = plan_plugin_types(config.cni.plugin, &config.cni.chained_plugins)
         .into_iter()
         .filter(|p| !dirs.iter().any(|d| Path::new(d).join(p).exists()))
         .collect();

@@ -107,6 +107,7 @@ pub fn plan(
     let conflist = render_conflist(&ConflistInput {
         lease: &lease,
         mtu,
+        plugin: config.cni.plugin,
         chained: &config.cni.chained_plugins,
     })?;
     let vtep_state = (config.overlay.backend == Backend::Vxlan).then(|| render_vtep_state(&macs));

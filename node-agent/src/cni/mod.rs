@@ -14,8 +14,9 @@
 //!   bandwidth (capabilities.bandwidth)               when cni.chainedPlugins lists it
 //! ```
 //!
-//! The conflist differs from the reference chain's only in the plugin `type` (`weft` for `ptp`),
-//! so the reference plugins can take over the same pods and the same store, and back.
+//! `cni.plugin: ptp` renders the reference chain instead; the two conflists differ only in the
+//! plugin `type` (`weft` for `ptp`), so either plugin takes over the other's pods and address
+//! store (ADR 0304).
 //!
 //! Invariant: the output is deterministic (typed structs serialise in declaration order, plugins
 //! in a fixed order whatever the order of `chainedPlugins`), so an unchanged lease rewrites nothing
@@ -26,7 +27,7 @@ pub mod install;
 pub mod plugin;
 
 use serde::Serialize;
-use weft_crds::fabric::ChainedPlugin;
+use weft_crds::fabric::{ChainedPlugin, CniPlugin};
 
 use crate::Error;
 use crate::subnet::Lease;
@@ -38,7 +39,13 @@ pub const NETWORK_NAME: &str = "weft";
 /// Where host-local keeps its allocations (the reference default, made explicit).
 pub const HOST_LOCAL_DATA_DIR: &str = "/var/lib/cni/networks";
 /// The plugins the conflist can reference.
-pub const PLUGINS: &[&str] = &[install::PLUGIN_TYPE, "portmap", "bandwidth"];
+pub const PLUGINS: &[&str] = &[
+    install::PLUGIN_TYPE,
+    "ptp",
+    "host-local",
+    "portmap",
+    "bandwidth",
+];
 /// Directories the runtime searches for plugins besides `cni.binDir`.
 pub const FALLBACK_BIN_DIRS: &[&str] = &["/opt/cni/bin", "/usr/lib/cni"];
 
@@ -49,7 +56,9 @@ pub struct ConflistInput<'a> {
     pub lease: &'a Lease,
     /// The pod MTU.
     pub mtu: u32,
-    /// Plugins chained after ptp.
+    /// The plugin that wires pods.
+    pub plugin: CniPlugin,
+    /// Plugins chained after it.
     pub chained: &'a [ChainedPlugin],
 }
 
@@ -64,14 +73,14 @@ struct Conflist {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Plugin {
-    Weft(Weft),
+    Wiring(Wiring),
     Portmap(Portmap),
     Bandwidth(Bandwidth),
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Weft {
+struct Wiring {
     #[serde(rename = "type")]
     type_: &'static str,
     mtu: u32,
@@ -124,9 +133,20 @@ struct BandwidthCapabilities {
     bandwidth: bool,
 }
 
-/// The plugin types the conflist for `chained` needs (to check that the node has them).
-pub fn plan_plugin_types(chained: &[ChainedPlugin]) -> Vec<&'static str> {
-    let mut out = vec![install::PLUGIN_TYPE];
+/// The `type` of `plugin` in the conflist.
+pub fn plugin_type(plugin: CniPlugin) -> &'static str {
+    match plugin {
+        CniPlugin::Weft => install::PLUGIN_TYPE,
+        CniPlugin::Ptp => "ptp",
+    }
+}
+
+/// The plugin types the conflist needs (to check that the node has them).
+pub fn plan_plugin_types(plugin: CniPlugin, chained: &[ChainedPlugin]) -> Vec<&'static str> {
+    let mut out = match plugin {
+        CniPlugin::Weft => vec![install::PLUGIN_TYPE],
+        CniPlugin::Ptp => vec!["ptp", "host-local"],
+    };
     if chained.contains(&ChainedPlugin::Portmap) {
         out.push("portmap");
     }
@@ -152,8 +172,8 @@ pub fn render_conflist(input: &ConflistInput<'_>) -> Result<String, Error> {
         }]);
         routes.push(Route { dst: "::/0" });
     }
-    let mut plugins = vec![Plugin::Weft(Weft {
-        type_: install::PLUGIN_TYPE,
+    let mut plugins = vec![Plugin::Wiring(Wiring {
+        type_: plugin_type(input.plugin),
         mtu: input.mtu,
         ipam: HostLocal {
             type_: "host-local",
@@ -204,6 +224,7 @@ mod tests {
             render_conflist(&ConflistInput {
                 lease: &lease,
                 mtu: 1450,
+                plugin: CniPlugin::Weft,
                 chained,
             })
             .expect("render")
@@ -225,8 +246,21 @@ mod tests {
             "{none}"
         );
         assert_eq!(
-            plan_plugin_types(&[ChainedPlugin::Bandwidth]),
+            plan_plugin_types(CniPlugin::Weft, &[ChainedPlugin::Bandwidth]),
             ["weft", "bandwidth"]
         );
+        assert_eq!(
+            plan_plugin_types(CniPlugin::Ptp, &[]),
+            ["ptp", "host-local"]
+        );
+        let reference = render_conflist(&ConflistInput {
+            lease: &lease,
+            mtu: 1450,
+            plugin: CniPlugin::Ptp,
+            chained: &[],
+        })
+        .expect("render");
+        // The same plugin object but for its type: the two wire pods alike and share the store.
+        assert_eq!(reference.replacen("\"ptp\"", "\"weft\"", 1), none);
     }
 }
