@@ -3,7 +3,7 @@
 //! The agent pods mount an emptyDir on `/tmp`. A checkout or `CARGO_TARGET_DIR` under `/tmp` once
 //! made every agent fail with `RunContainerError: … No such file or directory`, because the nodelet
 //! looked for the image's binary inside the container's mount namespace. Here the whole bin dir
-//! (weft-e2e, weft-nodelet, weft-agent, weft-operator) is copied under `/tmp`, into a directory
+//! (weft-e2e, weft-nodelet, weft-agent, weft-cni, weft-operator) is copied under `/tmp`, into a directory
 //! whose name has a space, and the cluster comes up from there with weft installed.
 
 mod support;
@@ -15,7 +15,7 @@ use support::*;
 use weft_e2e::install::{WEFT_NAMESPACE, install_weft, wait_fabric_available};
 use weft_e2e::{Cluster, ClusterConfig};
 
-const BINARIES: &[&str] = &["weft-e2e", "weft-nodelet", "weft-agent", "weft-operator"];
+const BINARIES: &[&str] = &["weft-e2e", "weft-nodelet", "weft-agent", "weft-cni", "weft-operator"];
 
 fn copy_bin_dir(to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;

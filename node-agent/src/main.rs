@@ -65,7 +65,8 @@ struct Args {
     #[arg(long, env = "WEFT_RESYNC_SECONDS", default_value_t = 60)]
     resync_seconds: u64,
     /// weft's CNI plugin binary, which the agent installs into the fabric's cni.binDir as `weft`.
-    /// Default: `weft-cni` beside this binary.
+    /// Default: `weft-cni` beside this binary if it can be read, else this binary itself (which
+    /// is the plugin too when a runtime runs it).
     #[arg(long, env = "WEFT_CNI_PLUGIN")]
     cni_plugin: Option<PathBuf>,
 }
@@ -162,8 +163,20 @@ async fn explain(args: ExplainArgs) -> anyhow::Result<()> {
     std::process::exit(if allowed { 0 } else { 1 });
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Run by a container runtime as the CNI plugin (the agent may have installed itself, see
+    // `cni::install`): nothing else of the agent starts.
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        std::process::exit(weft_node_agent::cni::plugin::cmd::main());
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the tokio runtime")?
+        .block_on(agent_main())
+}
+
+async fn agent_main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("explain") {
         return explain(ExplainArgs::parse_from(std::env::args().skip(1))).await;
     }
@@ -222,10 +235,9 @@ async fn main() -> anyhow::Result<()> {
         sys_class_net: PathBuf::from(SYS_CLASS_NET),
         kernel: Netlink::connect().map_err(|e| anyhow::anyhow!(error_chain(&e)))?,
         nft: Arc::new(NftBinary::default()),
-        cni_plugin: args
-            .cni_plugin
-            .clone()
-            .or_else(weft_node_agent::cni::install::default_plugin_source),
+        cni_plugin: Some(weft_node_agent::cni::install::plugin_source(
+            args.cni_plugin.as_deref(),
+        )),
     };
     // The policy engine runs beside the node loop, on the configuration the agent started with (a
     // change of spec.policy rolls the agents through the DaemonSet, like any configuration change).

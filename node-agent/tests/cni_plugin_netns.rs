@@ -420,3 +420,36 @@ fn weft_and_the_reference_ptp_leave_the_same_layout_and_delete_each_others_pods(
     }
     assert!(w.reservations().is_empty(), "{:?}", w.reservations());
 }
+
+/// The agent installs itself when `weft-cni` is not beside it: run with `CNI_COMMAND` set,
+/// `weft-agent` is the same plugin and starts nothing of the agent.
+#[test]
+fn the_agent_binary_is_the_plugin_too() {
+    const AGENT: &str = env!("CARGO_BIN_EXE_weft-agent");
+    let version = Command::new(AGENT)
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run weft-agent");
+    assert!(version.status.success(), "{version:?}");
+    let v: Value = serde_json::from_slice(&version.stdout).expect("json");
+    assert!(
+        v["supportedVersions"]
+            .as_array()
+            .is_some_and(|a| a.contains(&json!("1.0.0"))),
+        "{v}"
+    );
+    if !is_root() {
+        eprintln!("ADD skipped: needs root");
+        return;
+    }
+    let mut w = World::new("agent");
+    let pod = w.netns("pod");
+    let conf = w.conf("1.0.0", "weft", &["10.251.5.0/24"]);
+    let (ok, r) = w.cni(AGENT, "ADD", "c1", &pod, &conf);
+    assert!(ok, "{r}");
+    assert_eq!(r["ips"][0]["address"], "10.251.5.2/24");
+    let (ok, r) = w.cni(AGENT, "DEL", "c1", &pod, &conf);
+    assert!(ok, "{r}");
+    assert!(w.reservations().is_empty());
+}

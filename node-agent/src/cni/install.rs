@@ -1,6 +1,8 @@
 //! Putting weft's CNI plugin where the container runtime finds it: the `weft-cni` binary that
 //! ships beside `weft-agent` is copied into `cni.binDir` as `weft` (the conflist's `type`), as
-//! flannel's and Calico's install steps copy theirs.
+//! flannel's and Calico's install steps copy theirs. Where it cannot be read, the agent installs
+//! itself: `weft-agent` run with `CNI_COMMAND` set is the same plugin (as Calico's one binary is
+//! both `calico` and `calico-ipam`).
 //!
 //! Invariants: the runtime never sees a half-written plugin (temp file + rename, see
 //! [`crate::files`]), and never a conflist naming a plugin that is not there (the agent installs
@@ -21,11 +23,22 @@ pub const PLUGIN_BINARY: &str = "weft-cni";
 /// Mode of the installed plugin.
 pub const PLUGIN_MODE: u32 = 0o755;
 
-/// Where the plugin ships: beside the running agent binary.
-pub fn default_plugin_source() -> Option<PathBuf> {
+/// The running agent binary, which is the plugin too when run with `CNI_COMMAND` set.
+pub const SELF_EXE: &str = "/proc/self/exe";
+
+/// What to install: `explicit` if given; else `weft-cni` beside the running agent when it can be
+/// read (the image ships both; the small binary starts faster); else the agent binary itself,
+/// through `/proc/self/exe`, which stays readable when the agent's directory is hidden from it
+/// (a bin dir under a path the pod's volumes cover).
+pub fn plugin_source(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
     std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|d| d.join(PLUGIN_BINARY)))
+        .filter(|p| fs::File::open(p).is_ok())
+        .unwrap_or_else(|| PathBuf::from(SELF_EXE))
 }
 
 /// How thoroughly [`sync_plugin`] compares.
@@ -110,6 +123,22 @@ mod tests {
         // Deleted by hand: back on the next cheap check.
         fs::remove_file(&target).expect("rm");
         assert!(sync_plugin(&src, &bin, Compare::Size).expect("again"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_source_is_the_explicit_one_else_a_readable_file() {
+        let dir = scratch("source");
+        let explicit = dir.join("mine");
+        assert_eq!(plugin_source(Some(&explicit)), explicit);
+        // The test binary has no weft-cni beside it in its deps dir: it falls back to itself.
+        let chosen = plugin_source(None);
+        assert!(
+            chosen == Path::new(SELF_EXE) || fs::File::open(&chosen).is_ok(),
+            "{}",
+            chosen.display()
+        );
+        assert!(fs::metadata(SELF_EXE).is_ok_and(|m| m.len() > 0));
         let _ = fs::remove_dir_all(&dir);
     }
 
