@@ -209,7 +209,13 @@ pub fn private_bins(work: &Path, default_dir: &Path) -> Result<PathBuf> {
     };
     let dst = work.join("bin");
     std::fs::create_dir_all(&dst)?;
-    for b in ["weft-e2e", "weft-nodelet", "weft-agent", "weft-cni", "weft-operator"] {
+    for b in [
+        "weft-e2e",
+        "weft-nodelet",
+        "weft-agent",
+        "weft-cni",
+        "weft-operator",
+    ] {
         let from = src.join(b);
         ensure!(
             from.is_file(),

@@ -15,7 +15,13 @@ use support::*;
 use weft_e2e::install::{WEFT_NAMESPACE, install_weft, wait_fabric_available};
 use weft_e2e::{Cluster, ClusterConfig};
 
-const BINARIES: &[&str] = &["weft-e2e", "weft-nodelet", "weft-agent", "weft-cni", "weft-operator"];
+const BINARIES: &[&str] = &[
+    "weft-e2e",
+    "weft-nodelet",
+    "weft-agent",
+    "weft-cni",
+    "weft-operator",
+];
 
 fn copy_bin_dir(to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
