@@ -47,6 +47,7 @@ use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use weft_crds::IpCidr;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -522,7 +523,8 @@ fn parse_ip(field: &str, text: &str) -> Result<IpAddr, IpamError> {
         .map_err(|_| invalid(field, text, "not an IPv4 or IPv6 address"))
 }
 
-/// `addr/len` as Go's `net.ParseCIDR`: the address as written (host bits kept), the length.
+/// `addr/len` as Go's `net.ParseCIDR`: the address as written (host bits kept), the length
+/// (digits only, as Go reads it). The syntax is weft's one CIDR parser's ([`IpCidr`]).
 fn parse_cidr(field: &str, text: &str) -> Result<(IpAddr, u8), IpamError> {
     let bad = || {
         invalid(
@@ -535,12 +537,9 @@ fn parse_cidr(field: &str, text: &str) -> Result<(IpAddr, u8), IpamError> {
     if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
-    let ip: IpAddr = addr.parse().map_err(|_| bad())?;
-    let len: u8 = len.parse().map_err(|_| bad())?;
-    if len > family_bits(ip) {
-        return Err(bad());
-    }
-    Ok((ip, len))
+    let cidr = IpCidr::parse_lenient(text).map_err(|_| bad())?;
+    let written: IpAddr = addr.parse().map_err(|_| bad())?;
+    Ok((written, cidr.prefix_len()))
 }
 
 fn family_bits(ip: IpAddr) -> u8 {

@@ -37,6 +37,8 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use weft_crds::IpCidr;
+
 use super::{Interface, IpConfig, Route};
 
 /// Errors of the kernel side.
@@ -326,7 +328,9 @@ async fn configure(
             format!("add route {gw}/{host_len} dev {}", a.ifname),
         )
         .await?;
-        let net = network(ip.address, ip.prefix_len);
+        let net = IpCidr::parse_lenient(&format!("{}/{}", ip.address, ip.prefix_len))
+            .map_err(|e| WireError::Mismatch(format!("address {}: {e}", ip.address)))?
+            .addr();
         let subnet = route(net, ip.prefix_len, pod_ix, None, Some(gw), Some(ip.address))?;
         add_route(
             &sides.pod,
@@ -339,7 +343,11 @@ async fn configure(
         .await?;
     }
     for r in a.routes {
-        let (dst, len) = parse_cidr(&r.dst)?;
+        let dst_cidr: IpCidr = r
+            .dst
+            .parse()
+            .map_err(|e| WireError::Mismatch(format!("route destination {:?}: {e}", r.dst)))?;
+        let (dst, len) = (dst_cidr.addr(), dst_cidr.prefix_len());
         let gw = match r.gw.as_deref() {
             Some(g) => Some(g.parse::<IpAddr>().map_err(|_| {
                 WireError::Mismatch(format!("route {}: gw {g:?} is not an IP address", r.dst))
@@ -633,35 +641,6 @@ fn mac_of(l: &LinkMessage) -> String {
         .unwrap_or_default()
 }
 
-/// The network address of `ip`/`len`. Pure.
-pub fn network(ip: IpAddr, len: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(len.min(32)))
-                .unwrap_or(0);
-            IpAddr::V4((u32::from(v4) & mask).into())
-        }
-        IpAddr::V6(v6) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(len.min(128)))
-                .unwrap_or(0);
-            IpAddr::V6((u128::from(v6) & mask).into())
-        }
-    }
-}
-
-fn parse_cidr(s: &str) -> Result<(IpAddr, u8), WireError> {
-    let bad = || WireError::Mismatch(format!("route destination {s:?} is not a CIDR"));
-    let (ip, len) = s.split_once('/').ok_or_else(bad)?;
-    let ip: IpAddr = ip.parse().map_err(|_| bad())?;
-    let len: u8 = len.parse().map_err(|_| bad())?;
-    if len > if ip.is_ipv4() { 32 } else { 128 } {
-        return Err(bad());
-    }
-    Ok((ip, len))
-}
-
 /// Writes `value` to `/proc/sys/<key>` unless it already holds it; `strict`: a missing key is an
 /// error (else it is skipped, e.g. IPv6 sysctls of a kernel booted without IPv6).
 fn sysctl_at_least(key: &str, value: &'static str, strict: bool) -> Result<(), WireError> {
@@ -706,17 +685,5 @@ mod tests {
             .map(|i| host_veth_name(&format!("pod-{i}"), "eth0"))
             .collect();
         assert_eq!(names.len(), 10_000);
-    }
-
-    #[test]
-    fn network_masks_host_bits() {
-        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
-        assert_eq!(network(ip("10.244.1.7"), 24), ip("10.244.1.0"));
-        assert_eq!(network(ip("10.244.1.7"), 0), ip("0.0.0.0"));
-        assert_eq!(network(ip("10.244.1.7"), 32), ip("10.244.1.7"));
-        assert_eq!(network(ip("fd00:1::7"), 64), ip("fd00:1::"));
-        assert_eq!(parse_cidr("::/0").expect("cidr"), (ip("::"), 0));
-        assert!(parse_cidr("10.0.0.0/33").is_err());
-        assert!(parse_cidr("10.0.0.0").is_err());
     }
 }
