@@ -537,8 +537,19 @@ fn add_burst(w: &mut World, plugins: &[Value], n: usize, fig: &mut Figures) -> P
     // Every child of the process in this phase is a plugin of the burst: the reaper takes exactly
     // as many as will be spawned.
     let reaper = std::thread::spawn(move || {
-        for _ in 0..expected {
-            let status = reap(None);
+        let mut reaped = 0;
+        while reaped < expected {
+            let status = match waitpid(None, None) {
+                Ok(status) => status,
+                // No child at this moment: before the first spawn, or between a pod's plugins.
+                Err(nix::errno::Errno::ECHILD) => {
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                    continue;
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => panic!("waitpid: {e}"),
+            };
+            reaped += 1;
             if tx.send((status, Instant::now())).is_err() {
                 return;
             }
