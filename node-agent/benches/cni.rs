@@ -10,10 +10,12 @@
 //! What one run does, in network namespaces of its own (`wcnib-<pid>-node` and
 //! `wcnib-<pid>-p<i>`, removed at the end, also on panic, SIGINT or SIGTERM; leftovers of a killed
 //! run are removed by the next one):
-//! - a "node" namespace the plugins run in (`ip netns exec <node> <plugin>`, the environment and
-//!   stdin a container runtime gives: libcni's `name`/`cniVersion` injected, `prevResult` for the
-//!   chained plugin and on DEL, `CNI_PATH=/usr/lib/cni`), and N pod namespaces made beforehand and
-//!   not timed;
+//! - a "node" namespace the plugins run in (`ip netns exec <node> <plugin>`; with
+//!   `WEFT_CNI_BENCH_SETNS=1` the plugin enters it by `setns(2)` between fork and exec instead,
+//!   as a runtime living in that namespace would start it: no `ip` process, no mount namespace
+//!   and /sys remount), with the environment and stdin a container runtime gives (libcni's
+//!   `name`/`cniVersion` injected, `prevResult` for the chained plugin and on DEL,
+//!   `CNI_PATH=/usr/lib/cni`), and N pod namespaces made beforehand and not timed;
 //! - the network configuration: `{"type":"weft"|"ptp","mtu":1450,"ipam":{"type":"host-local",
 //!   "ranges":[[{"subnet":"10.252.0.0/22"}]],"routes":[{"dst":"0.0.0.0/0"}],"dataDir":<fresh
 //!   temp dir>}}` in a conflist named `weft`, version 1.0.0, optionally followed by `{"type":
@@ -24,8 +26,8 @@
 //!   pod's chain goes on to portmap as soon as its first plugin exits, as a runtime's per-pod
 //!   goroutine does) and N DELs untimed. Wall time of each ADD or DEL (spawn → exit of the last
 //!   plugin of the chain), CPU per call from `getrusage(RUSAGE_CHILDREN)` before and after the
-//!   phase (user + system of the plugins and of what they ran, `ip netns exec` included);
-//! - the floor under every call: `ip netns exec <node> /bin/true`, and each plugin's `VERSION`
+//!   phase (user + system of the plugins and of what they ran, `ip netns exec` included if used);
+//! - the floor under every call: `/bin/true` started the same way, and each plugin's `VERSION`
 //!   (its process start, nothing done).
 //!
 //! Correctness is checked, untimed, so that a broken plugin cannot give a fast figure: every ADD
@@ -39,12 +41,14 @@
 //!
 //! Knobs: `WEFT_BENCH_REPS` (rounds, default 3), `WEFT_CNI_BENCH_N` (pods, default 100, at most
 //! 1000: the /22 holds 1021), `WEFT_CNI_BIN` (the plugin binary; default the `weft-cni` cargo
-//! built beside this bench).
+//! built beside this bench), `WEFT_CNI_BENCH_SETNS=1` (see above).
 
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,10 +111,12 @@ struct World {
     names: Vec<String>,
     weft_bin: PathBuf,
     counter: u64,
+    /// The node namespace, open, when plugins enter it by `setns` instead of `ip netns exec`.
+    setns: Option<std::fs::File>,
 }
 
 impl World {
-    fn new(n: usize, weft_bin: PathBuf) -> World {
+    fn new(n: usize, weft_bin: PathBuf, setns: bool) -> World {
         let tag = format!("{PREFIX}-{}", std::process::id());
         let mut w = World {
             tag,
@@ -118,6 +124,7 @@ impl World {
             names: Vec::new(),
             weft_bin,
             counter: 0,
+            setns: None,
         };
         let node = w.node();
         w.add_netns(&node);
@@ -127,7 +134,38 @@ impl World {
             w.add_netns(&name);
             w.pods.push(PathBuf::from("/run/netns").join(&name));
         }
+        if setns {
+            let path = PathBuf::from("/run/netns").join(&node);
+            let file = std::fs::File::open(&path)
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            w.setns = Some(file);
+        }
         w
+    }
+
+    /// `program` to be run in the node namespace: through `ip netns exec`, or entering it with
+    /// `setns` between fork and exec (as a runtime in that namespace would run it: no `ip`
+    /// process, no private mount namespace and /sys of its own).
+    fn command(&self, program: &Path) -> Command {
+        let Some(ns) = &self.setns else {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &self.node()]).arg(program);
+            return c;
+        };
+        let fd = ns.as_raw_fd();
+        let mut c = Command::new(program);
+        // SAFETY: between fork and exec the closure only calls setns(2), which is
+        // async-signal-safe, on a descriptor that stays open as long as the World.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        c
     }
 
     fn node(&self) -> String {
@@ -154,9 +192,8 @@ impl World {
 
     /// Starts `kind` in the node namespace with a runtime's environment and writes its stdin.
     fn spawn(&self, kind: &str, command: &str, id: &str, pod: usize, conf: &Value) -> Child {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.node()])
-            .arg(self.binary(kind))
+        let mut child = self
+            .command(&self.binary(kind))
             .env_clear()
             .env("PATH", PATH_ENV)
             .env("CNI_COMMAND", command)
@@ -628,9 +665,9 @@ fn floor(w: &World, args: &[&str], n: usize) -> (Vec<f64>, f64) {
     for _ in 0..n {
         check_stop();
         let start = Instant::now();
-        let status = Command::new("ip")
-            .args(["netns", "exec", &w.node()])
-            .args(args)
+        let status = w
+            .command(Path::new(args[0]))
+            .args(&args[1..])
             .env_clear()
             .env("PATH", PATH_ENV)
             .env("CNI_COMMAND", "VERSION")
@@ -727,7 +764,13 @@ fn main() {
 
     let load_before = load();
     let whole = Instant::now();
-    let mut w = World::new(n, weft_bin.clone());
+    let setns = std::env::var("WEFT_CNI_BENCH_SETNS").is_ok_and(|v| v == "1");
+    let enter = if setns {
+        "setns(2) between fork and exec"
+    } else {
+        "ip netns exec"
+    };
+    let mut w = World::new(n, weft_bin.clone(), setns);
     let chains = |portmap| {
         [
             Chain {
@@ -759,7 +802,7 @@ fn main() {
             }
         }
         let mut probes = [
-            ("ip netns exec /bin/true", vec!["/bin/true"]),
+            ("/bin/true", vec!["/bin/true"]),
             ("weft VERSION", vec![weft_path.as_str()]),
             ("ptp VERSION", vec![ptp_path.as_str()]),
         ];
@@ -782,7 +825,7 @@ fn main() {
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
-        "CNI plugin alone: weft-cni ({}) against ptp + host-local (containernetworking-plugins {version}), {n} pods, {reps} rounds, kernel {}, load average {load_before} before and {} after, {:.0} s",
+        "CNI plugin alone: weft-cni ({}) against ptp + host-local (containernetworking-plugins {version}), {n} pods, {reps} rounds, node namespace entered by {enter}, kernel {}, load average {load_before} before and {} after, {:.0} s",
         weft_bin.display(),
         kernel.trim(),
         load(),
@@ -836,9 +879,9 @@ fn main() {
         quantile(ptp_v, 0.5),
     );
     row("floor", "VERSION, CPU per call", *weft_cpu, *ptp_cpu);
-    let (true_s, true_cpu) = &floors["ip netns exec /bin/true"];
+    let (true_s, true_cpu) = &floors["/bin/true"];
     println!(
-        "floor under every call, both plugins: ip netns exec <node> /bin/true p50 {:.2} ms, p99 {:.2} ms, CPU {:.2} ms",
+        "floor under every call, both plugins: /bin/true entered the same way, p50 {:.2} ms, p99 {:.2} ms, CPU {:.2} ms",
         quantile(true_s, 0.5),
         quantile(true_s, 0.99),
         true_cpu
