@@ -453,3 +453,79 @@ fn the_agent_binary_is_the_plugin_too() {
     assert!(ok, "{r}");
     assert!(w.reservations().is_empty());
 }
+
+/// A pod with hostPorts: weft's plugin runs the reference `portmap` for it (and only for it), so
+/// a client outside the node reaches the pod through the node's address; DEL removes the mapping.
+#[test]
+fn host_ports_are_delegated_to_portmap_only_for_pods_that_have_some() {
+    if !is_root() || !reference_plugins_present() {
+        eprintln!("skipped: needs root and {REFERENCE_DIR}/portmap");
+        return;
+    }
+    let mut w = World::new("hp");
+    let pod = w.netns("pod");
+    let plain = w.netns("plain");
+    w.netns("client");
+    // The client sits on a link of its own to the node: 10.251.7.2 → 10.251.7.1.
+    let node = w.name("node");
+    let client = w.name("client");
+    w.ip(
+        "node",
+        &format!("link add hpc0 type veth peer name eth0 netns {client}"),
+    );
+    w.ip("node", "addr add 10.251.7.1/24 dev hpc0");
+    w.ip("node", "link set hpc0 up");
+    w.ip("client", "addr add 10.251.7.2/24 dev eth0");
+    w.ip("client", "link set eth0 up");
+
+    let mut conf = w.conf("1.0.0", "weft", &["10.251.6.0/24"]);
+    conf["capabilities"] = json!({"portMappings": true});
+    conf["hostPorts"] = json!({"type": "portmap", "snat": true});
+
+    // Without mappings portmap is not run: no hostport chain appears.
+    w.weft("ADD", "plain", &plain, &conf);
+    let nat = run(&["ip", "netns", "exec", &node, "iptables-save", "-t", "nat"]);
+    assert!(!nat.contains("CNI-HOSTPORT"), "{nat}");
+
+    let mut mapped = conf.clone();
+    mapped["runtimeConfig"] = json!({"portMappings": [
+        {"hostPort": 18080, "containerPort": 80, "protocol": "tcp", "hostIP": ""}
+    ]});
+    let r = w.weft("ADD", "mapped", &pod, &mapped);
+    assert_eq!(r["ips"][0]["address"], "10.251.6.3/24");
+    let nat = run(&["ip", "netns", "exec", &node, "iptables-save", "-t", "nat"]);
+    assert!(nat.contains("--to-destination 10.251.6.3:80"), "{nat}");
+
+    // A listener in the pod answers a client that dials the node's address and hostPort.
+    let pod_path = pod.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let ns = std::fs::File::open(&pod_path).expect("pod netns");
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let listener = std::net::TcpListener::bind("0.0.0.0:80").expect("bind :80 in the pod");
+        ready_tx.send(()).expect("ready");
+        let (mut conn, peer) = listener.accept().expect("accept");
+        conn.write_all(b"pod\n").expect("write");
+        peer
+    });
+    ready_rx.recv().expect("server ready");
+    let reply = run(&[
+        "ip",
+        "netns",
+        "exec",
+        &client,
+        "bash",
+        "-c",
+        "exec 3<>/dev/tcp/10.251.7.1/18080 && head -c 4 <&3",
+    ]);
+    assert_eq!(reply, "pod\n");
+    let peer = server.join().expect("server");
+    // snat: true makes only hairpin traffic leave with the node's address; this client is not.
+    assert_eq!(peer.ip().to_string(), "10.251.7.2");
+
+    w.weft("DEL", "mapped", &pod, &mapped);
+    let nat = run(&["ip", "netns", "exec", &node, "iptables-save", "-t", "nat"]);
+    assert!(!nat.contains("10.251.6.3:80"), "{nat}");
+    w.weft("DEL", "plain", &plain, &conf);
+    assert!(w.reservations().is_empty(), "{:?}", w.reservations());
+}

@@ -8,10 +8,13 @@
 //!
 //! ```text
 //!   weft (routed veth, like Canal; host side holds the gateway <subnet>.1/32, pod gets a /32 route)
-//!    └─ ipam host-local: one range set per family over the node's podCIDRs, default routes
-//!                        (host-local's section and on-disk store, done by weft in process)
-//!   portmap   (capabilities.portMappings, snat)      when cni.chainedPlugins lists it
+//!    ├─ ipam host-local: one range set per family over the node's podCIDRs, default routes
+//!    │                   (host-local's section and on-disk store, done by weft in process)
+//!    └─ hostPorts portmap (capabilities.portMappings, snat), run by weft only for pods with
+//!                   hostPorts, when cni.chainedPlugins lists portmap
 //!   bandwidth (capabilities.bandwidth)               when cni.chainedPlugins lists it
+//!
+//! With `cni.plugin: ptp`, portmap is chained after ptp instead, as the reference setup does.
 //! ```
 //!
 //! `cni.plugin: ptp` renders the reference chain instead; the two conflists differ only in the
@@ -83,8 +86,15 @@ enum Plugin {
 struct Wiring {
     #[serde(rename = "type")]
     type_: &'static str,
+    /// weft's plugin only, with portmap configured: hostPorts come to it, and it runs portmap for
+    /// the pods that have some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capabilities: Option<PortmapCapabilities>,
     mtu: u32,
     ipam: HostLocal,
+    /// The plugin weft's plugin runs for pods with hostPorts (portmap), and its configuration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_ports: Option<Portmap>,
 }
 
 #[derive(Serialize)]
@@ -111,7 +121,8 @@ struct Route {
 struct Portmap {
     #[serde(rename = "type")]
     type_: &'static str,
-    capabilities: PortmapCapabilities,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capabilities: Option<PortmapCapabilities>,
     snat: bool,
 }
 
@@ -172,8 +183,15 @@ pub fn render_conflist(input: &ConflistInput<'_>) -> Result<String, Error> {
         }]);
         routes.push(Route { dst: "::/0" });
     }
+    let portmap = input.chained.contains(&ChainedPlugin::Portmap);
+    // weft's plugin runs portmap itself, only for pods with hostPorts (portmap does nothing for
+    // the others, but it is a process per ADD and DEL); ptp needs it chained.
+    let delegated = portmap && input.plugin == CniPlugin::Weft;
     let mut plugins = vec![Plugin::Wiring(Wiring {
         type_: plugin_type(input.plugin),
+        capabilities: delegated.then_some(PortmapCapabilities {
+            port_mappings: true,
+        }),
         mtu: input.mtu,
         ipam: HostLocal {
             type_: "host-local",
@@ -181,13 +199,18 @@ pub fn render_conflist(input: &ConflistInput<'_>) -> Result<String, Error> {
             routes,
             data_dir: HOST_LOCAL_DATA_DIR,
         },
+        host_ports: delegated.then_some(Portmap {
+            type_: "portmap",
+            capabilities: None,
+            snat: true,
+        }),
     })];
-    if input.chained.contains(&ChainedPlugin::Portmap) {
+    if portmap && !delegated {
         plugins.push(Plugin::Portmap(Portmap {
             type_: "portmap",
-            capabilities: PortmapCapabilities {
+            capabilities: Some(PortmapCapabilities {
                 port_mappings: true,
-            },
+            }),
             snat: true,
         }));
     }
@@ -232,17 +255,25 @@ mod tests {
         let a = render(&[ChainedPlugin::Bandwidth, ChainedPlugin::Portmap]);
         let b = render(&[ChainedPlugin::Portmap, ChainedPlugin::Bandwidth]);
         assert_eq!(a, b);
-        let types: Vec<String> =
-            serde_json::from_str::<serde_json::Value>(&a).expect("json")["plugins"]
-                .as_array()
-                .expect("plugins")
-                .iter()
-                .map(|p| p["type"].as_str().unwrap_or_default().to_owned())
-                .collect();
-        assert_eq!(types, ["weft", "portmap", "bandwidth"]);
+        let list: serde_json::Value = serde_json::from_str(&a).expect("json");
+        let types: Vec<&str> = list["plugins"]
+            .as_array()
+            .expect("plugins")
+            .iter()
+            .map(|p| p["type"].as_str().unwrap_or_default())
+            .collect();
+        // portmap is run by weft's plugin for pods with hostPorts, not chained for every pod.
+        assert_eq!(types, ["weft", "bandwidth"]);
+        assert_eq!(list["plugins"][0]["capabilities"]["portMappings"], true);
+        assert_eq!(
+            list["plugins"][0]["hostPorts"],
+            serde_json::json!({"type": "portmap", "snat": true})
+        );
         let none = render(&[]);
         assert!(
-            !none.contains("portmap") && !none.contains("bandwidth"),
+            !none.contains("portmap")
+                && !none.contains("bandwidth")
+                && !none.contains("capabilities"),
             "{none}"
         );
         assert_eq!(
@@ -262,5 +293,17 @@ mod tests {
         .expect("render");
         // The same plugin object but for its type: the two wire pods alike and share the store.
         assert_eq!(reference.replacen("\"ptp\"", "\"weft\"", 1), none);
+        // ptp cannot run portmap itself: it is chained.
+        let reference_portmap = render_conflist(&ConflistInput {
+            lease: &lease,
+            mtu: 1450,
+            plugin: CniPlugin::Ptp,
+            chained: &[ChainedPlugin::Portmap],
+        })
+        .expect("render");
+        let list: serde_json::Value = serde_json::from_str(&reference_portmap).expect("json");
+        assert_eq!(list["plugins"][1]["type"], "portmap");
+        assert_eq!(list["plugins"][1]["capabilities"]["portMappings"], true);
+        assert!(list["plugins"][0].get("hostPorts").is_none());
     }
 }

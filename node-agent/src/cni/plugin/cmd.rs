@@ -1,8 +1,9 @@
 //! The plugin's commands: ADD, DEL, CHECK, VERSION, STATUS and GC, each from an [`Invocation`]
 //! and the configuration on stdin to the JSON the runtime reads.
 //!
-//! Invariant: ADD releases what it reserved when the wiring fails; DEL removes the interface
-//! before the reservation, so an address is never handed out again while a pod still holds it.
+//! Invariant: ADD releases what it reserved when the wiring (or the hostPorts plugin) fails; DEL
+//! undoes ADD in reverse (hostPorts, the interface, then the reservation), so an address is never
+//! handed out again while a pod still holds it.
 
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -187,14 +188,68 @@ fn add(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<Value, CniError
     if let Some(dns) = conf.dns.clone().filter(|d| *d != super::Dns::default()) {
         result.dns = dns;
     }
-    Ok(result.render(&conf.cni_version))
+    let rendered = result.render(&conf.cni_version);
+    if let Err(e) = host_ports(inv, conf, "ADD", Some(&rendered)) {
+        // As a runtime would after a failed chained plugin: DEL everything, then report.
+        let _ = host_ports(inv, conf, "DEL", None);
+        let _ = wire::del(&netns, &inv.ifname);
+        let _ = ipam.release(inv, stdin);
+        return Err(e);
+    }
+    Ok(rendered)
 }
 
 fn del(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
+    // The reverse of ADD: hostPorts, the interface, then the address.
+    host_ports(inv, conf, "DEL", None)?;
     if let Some(netns) = &inv.netns {
         wire::del(netns, &inv.ifname)?;
     }
     Ipam::of(conf)?.release(inv, stdin)
+}
+
+/// Runs the `hostPorts` plugin (portmap) for a pod with hostPort mappings, as a runtime runs a
+/// chained plugin: its own configuration with the network's name and version, the mappings as
+/// `runtimeConfig`, and the result so far as `prevResult`. Pods without mappings skip it (portmap
+/// does nothing for them either).
+fn host_ports(
+    inv: &Invocation,
+    conf: &NetConf,
+    command: &str,
+    prev: Option<&Value>,
+) -> Result<(), CniError> {
+    if conf.runtime_config.port_mappings.is_empty() {
+        return Ok(());
+    }
+    let plugin_conf = conf
+        .host_ports
+        .as_ref()
+        .and_then(Value::as_object)
+        .ok_or_else(|| {
+            CniError::InvalidConfig(
+                "the runtime passed hostPort mappings but \"hostPorts\" names no plugin \
+                 (the fabric's cni.chainedPlugins lacks portmap)"
+                    .into(),
+            )
+        })?;
+    let plugin = plugin_conf
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let mut stdin = plugin_conf.clone();
+    stdin.insert("name".into(), conf.name.clone().into());
+    stdin.insert("cniVersion".into(), conf.cni_version.clone().into());
+    stdin.insert(
+        "runtimeConfig".into(),
+        serde_json::json!({ "portMappings": conf.runtime_config.port_mappings }),
+    );
+    if let Some(prev) = prev {
+        stdin.insert("prevResult".into(), prev.clone());
+    }
+    let bytes = serde_json::to_vec(&Value::Object(stdin))
+        .map_err(|e| CniError::InvalidConfig(format!("hostPorts: {e}")))?;
+    delegate(inv, &plugin, command, &bytes).map(drop)
 }
 
 fn check(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
@@ -232,7 +287,7 @@ fn check(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError>
     }
     let netns = inv.netns.clone().unwrap_or_default();
     wire::check(&netns, &inv.ifname, &host_ifname, &prev_result.ips)?;
-    Ok(())
+    host_ports(inv, conf, "CHECK", Some(prev))
 }
 
 fn status(conf: &NetConf) -> Result<(), CniError> {

@@ -228,6 +228,10 @@ pub struct NetConf {
     /// exec'd from `CNI_PATH` as a delegated IPAM plugin.
     #[serde(default)]
     pub ipam: Value,
+    /// The plugin run for pods with hostPorts (`{"type": "portmap", "snat": true}`), with its
+    /// configuration; the runtime passes the mappings because of `capabilities.portMappings`.
+    #[serde(default)]
+    pub host_ports: Option<Value>,
     /// DNS settings to return (override the IPAM plugin's).
     #[serde(default)]
     pub dns: Option<Dns>,
@@ -251,6 +255,9 @@ pub struct RuntimeConfig {
     /// Requested addresses (capability `ips`), `10.244.1.7` or `10.244.1.7/24`.
     #[serde(default)]
     pub ips: Vec<String>,
+    /// hostPort mappings (capability `portMappings`), handed to the `hostPorts` plugin as they are.
+    #[serde(default, rename = "portMappings")]
+    pub port_mappings: Vec<Value>,
 }
 
 /// One valid attachment in a GC request.
