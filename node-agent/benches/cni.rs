@@ -593,32 +593,41 @@ fn add_burst(w: &mut World, plugins: &[Value], n: usize, fig: &mut Figures) -> P
         }
     });
     let pid_of = |c: &Child| i32::try_from(c.id()).expect("pid");
-    for (pod, id) in ids.iter().enumerate() {
-        started.push(Instant::now());
-        let first = &plugins[0];
-        let child = w.spawn(kind(first), "ADD", id, pod, &stdin_for(first, None));
-        running.insert(pid_of(&child), (pod, 0, child));
-    }
-    for _ in 0..expected {
-        let (status, ended) = rx.recv().expect("the reaper ended early");
-        let pid = status.pid().expect("an exited child").as_raw();
-        let Some((pod, stage, child)) = running.remove(&pid) else {
-            panic!("reaped a child that is not a plugin of the burst: {status:?}");
-        };
-        let what = format!("{} ADD of pod {pod} (burst)", kind(&plugins[stage]));
-        let result = finish(child, status, &what);
-        if let Some(next) = plugins.get(stage + 1) {
-            let child = w.spawn(
-                kind(next),
-                "ADD",
-                &ids[pod],
-                pod,
-                &stdin_for(next, Some(&result)),
-            );
-            running.insert(pid_of(&child), (pod, stage + 1, child));
+    let mut reaped = 0;
+    while reaped < expected {
+        // The next pod starts; exits reported meanwhile are handled between two starts (a pod
+        // whose first plugin is done goes on to portmap without waiting for the last start).
+        let exits: Vec<(WaitStatus, Instant)> = if started.len() < n {
+            let pod = started.len();
+            let first = &plugins[0];
+            started.push(Instant::now());
+            let child = w.spawn(kind(first), "ADD", &ids[pod], pod, &stdin_for(first, None));
+            running.insert(pid_of(&child), (pod, 0, child));
+            rx.try_iter().collect()
         } else {
-            each_ms[pod] = ended.duration_since(started[pod]).as_secs_f64() * 1000.0;
-            results[pod] = Some(result);
+            vec![rx.recv().expect("the reaper ended early")]
+        };
+        for (status, ended) in exits {
+            reaped += 1;
+            let pid = status.pid().expect("an exited child").as_raw();
+            let Some((pod, stage, child)) = running.remove(&pid) else {
+                panic!("reaped a child that is not a plugin of the burst: {status:?}");
+            };
+            let what = format!("{} ADD of pod {pod} (burst)", kind(&plugins[stage]));
+            let result = finish(child, status, &what);
+            if let Some(next) = plugins.get(stage + 1) {
+                let child = w.spawn(
+                    kind(next),
+                    "ADD",
+                    &ids[pod],
+                    pod,
+                    &stdin_for(next, Some(&result)),
+                );
+                running.insert(pid_of(&child), (pod, stage + 1, child));
+            } else {
+                each_ms[pod] = ended.duration_since(started[pod]).as_secs_f64() * 1000.0;
+                results[pod] = Some(result);
+            }
         }
     }
     // The burst ends when its last pod's chain does.
