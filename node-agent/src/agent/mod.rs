@@ -562,7 +562,7 @@ impl<K: Kernel + Sync> Agent<K> {
         let (store, writer) = reflector::store::<Node>();
         let mut node_events = reflector(
             writer,
-            watcher(self.nodes.clone(), watcher::Config::default()),
+            watcher(self.nodes.clone(), watcher::Config::default()).modify(slim_node),
         )
         .default_backoff()
         .touched_objects()
@@ -696,6 +696,21 @@ impl<K: Kernel + Sync> Agent<K> {
     }
 }
 
+/// What the agent keeps of a Node (the own one and every peer): its metadata without
+/// `managedFields`, its spec (podCIDRs), and of its status the addresses and conditions. Images,
+/// node info, capacity and the field managers are most of a Node and none of them is read here;
+/// a cluster of 500 nodes would otherwise hold them all.
+pub fn slim_node(n: &mut Node) {
+    n.metadata.managed_fields = None;
+    if let Some(s) = n.status.as_mut() {
+        *s = k8s_openapi::api::core::v1::NodeStatus {
+            addresses: s.addresses.take(),
+            conditions: s.conditions.take(),
+            ..Default::default()
+        };
+    }
+}
+
 /// The condition of `type_` on `node`, if any.
 fn node_condition<'a>(node: &'a Node, type_: &str) -> Option<&'a NodeCondition> {
     node.status
@@ -765,6 +780,31 @@ mod tests {
 
     fn at(second: i64) -> k8s_openapi::jiff::Timestamp {
         k8s_openapi::jiff::Timestamp::from_second(second).expect("timestamp")
+    }
+
+    #[test]
+    fn a_slim_node_keeps_what_the_sync_reads() {
+        let mut n: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "node-2", "annotations": {"flannel.alpha.coreos.com/public-ip": "10.99.0.12"},
+                "managedFields": [{"manager": "kubelet", "operation": "Update"}]},
+            "spec": {"podCIDRs": ["10.244.2.0/24"]},
+            "status": {"addresses": [{"type": "InternalIP", "address": "10.99.0.12"}],
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "images": [{"names": ["registry.k8s.io/pause:3.10"], "sizeBytes": 1}],
+                "nodeInfo": {"architecture": "amd64", "bootID": "", "containerRuntimeVersion": "",
+                    "kernelVersion": "", "kubeProxyVersion": "", "kubeletVersion": "",
+                    "machineID": "", "operatingSystem": "linux", "osImage": "", "systemUUID": ""}}
+        }))
+        .expect("node");
+        let before = n.clone();
+        slim_node(&mut n);
+        assert_eq!(n.metadata.managed_fields, None);
+        assert_eq!(n.metadata.annotations, before.metadata.annotations);
+        assert_eq!(n.spec, before.spec);
+        let (s, b) = (n.status.expect("status"), before.status.expect("status"));
+        assert_eq!(s.addresses, b.addresses);
+        assert_eq!(s.conditions, b.conditions);
+        assert_eq!((s.images, s.node_info), (None, None));
     }
 
     #[test]
