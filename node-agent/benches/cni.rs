@@ -708,6 +708,35 @@ fn row(chain: &str, measure: &str, weft: f64, reference: f64) {
     );
 }
 
+/// Busy CPU time of the whole machine so far (all CPUs, /proc/stat), in ms.
+fn machine_busy_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: f64 = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .enumerate()
+        // user nice system idle iowait irq softirq steal: all but idle and iowait.
+        .filter(|(i, _)| ![3, 4].contains(i) && *i < 8)
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks * 1000.0 / hz
+}
+
+/// CPU time of this process and of its reaped children, in ms.
+fn own_cpu_ms() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage; RUSAGE_SELF is a valid `who`.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    assert_eq!(rc, 0, "getrusage(RUSAGE_SELF)");
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
+    ms(ru.ru_utime) + ms(ru.ru_stime) + children_cpu_ms()
+}
+
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -773,6 +802,8 @@ fn main() {
 
     let load_before = load();
     let whole = Instant::now();
+    // What the rest of the machine used meanwhile: the sign of a run that shared the CPUs.
+    let (busy_before, own_before) = (machine_busy_ms(), own_cpu_ms());
     let setns = std::env::var("WEFT_CNI_BENCH_SETNS").is_ok_and(|v| v == "1");
     let enter = if setns {
         "setns(2) between fork and exec"
@@ -826,6 +857,9 @@ fn main() {
         }
     }
     drop(w);
+    let wall_ms = whole.elapsed().as_secs_f64() * 1000.0;
+    let others_ms = (machine_busy_ms() - busy_before) - (own_cpu_ms() - own_before);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
 
     let version = Command::new("dpkg-query")
         .args(["-W", "-f", "${Version}", "containernetworking-plugins"])
@@ -838,7 +872,12 @@ fn main() {
         weft_bin.display(),
         kernel.trim(),
         load(),
-        whole.elapsed().as_secs_f64()
+        wall_ms / 1000.0
+    );
+    println!(
+        "CPU used by everything else on the machine during the run (kernel threads included): {:.1} s, {:.0} % of {cpus} CPUs",
+        others_ms / 1000.0,
+        100.0 * others_ms / (wall_ms * cpus)
     );
     println!(
         "| {:<16} | {:<44} | {:>9} | {:>9} | {:>6} |",
