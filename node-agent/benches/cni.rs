@@ -1,7 +1,7 @@
 //! The CNI plugin alone, against the kernel: weft's `weft-cni` against the reference chain it
 //! replaces (`ptp` → `host-local` from Debian's containernetworking-plugins in `/usr/lib/cni`),
-//! each bare and each followed by `portmap` as the fabric's default conflist chains it, in the same
-//! run. Needs root; skipped otherwise.
+//! each alone and each as the fabric's default conflist (`chainedPlugins: [portmap]`) has it, in
+//! the same run. Needs root; skipped otherwise.
 //!
 //! ```text
 //! cargo bench -p weft-node-agent --bench cni    # as root; apt-get install containernetworking-plugins
@@ -18,12 +18,14 @@
 //!   `CNI_PATH=/usr/lib/cni`), and N pod namespaces made beforehand and not timed;
 //! - the network configuration: `{"type":"weft"|"ptp","mtu":1450,"ipam":{"type":"host-local",
 //!   "ranges":[[{"subnet":"10.252.0.0/22"}]],"routes":[{"dst":"0.0.0.0/0"}],"dataDir":<fresh
-//!   temp dir>}}` in a conflist named `weft`, version 1.0.0, optionally followed by `{"type":
-//!   "portmap","capabilities":{"portMappings":true},"snat":true}` (no mappings: a pod without
-//!   host ports);
-//! - per chain (weft, reference; bare, then with portmap) and round: N ADDs one at a time, N DELs
+//!   temp dir>}}` in a conflist named `weft`, version 1.0.0; with portmap (a pod without hostPort
+//!   mappings), ptp is followed by `{"type":"portmap","capabilities":{"portMappings":true},
+//!   "snat":true}` and weft's object gets `"capabilities":{"portMappings":true}` and
+//!   `"hostPorts":{"type":"portmap","snat":true}` (since 2a28e5b weft runs portmap itself, only
+//!   for a pod with mappings; until then it was chained after weft as after ptp);
+//! - per chain (weft, reference; alone, then with portmap) and round: N ADDs one at a time, N DELs
 //!   one at a time, then N ADDs started at once (all spawned, then reaped as they exit; each
-//!   pod's chain goes on to portmap as soon as its first plugin exits, as a runtime's per-pod
+//!   pod's chain goes on to its next plugin as soon as the first exits, as a runtime's per-pod
 //!   goroutine does) and N DELs untimed. Wall time of each ADD or DEL (spawn → exit of the last
 //!   plugin of the chain), CPU per call from `getrusage(RUSAGE_CHILDREN)` before and after the
 //!   phase (user + system of the plugins and of what they ran, `ip netns exec` included if used);
@@ -97,7 +99,7 @@ impl Chain {
     fn name(self) -> &'static str {
         match (self.plugin, self.portmap) {
             (Plugin::Weft, false) => "weft",
-            (Plugin::Weft, true) => "weft → portmap",
+            (Plugin::Weft, true) => "weft with hostPorts",
             (Plugin::Reference, false) => "ptp → host-local",
             (Plugin::Reference, true) => "ptp → host-local, portmap",
         }
@@ -333,7 +335,9 @@ impl Drop for Store {
     }
 }
 
-/// The conflist's plugins, as `render_conflist` writes them for the fabric's default chain.
+/// The conflist's plugins, as `render_conflist` writes them: the plugin alone, or with the
+/// fabric's default `chainedPlugins: [portmap]` (for weft a `hostPorts` delegate in its own
+/// object, for ptp portmap chained after it).
 fn conflist(chain: Chain, store: &Store) -> Vec<Value> {
     let kind = match chain.plugin {
         Plugin::Weft => "weft",
@@ -349,12 +353,18 @@ fn conflist(chain: Chain, store: &Store) -> Vec<Value> {
             "dataDir": store.0,
         }
     })];
-    if chain.portmap {
-        plugins.push(json!({
+    match (chain.plugin, chain.portmap) {
+        (_, false) => {}
+        // Since 2a28e5b weft runs portmap itself, only for a pod with hostPort mappings.
+        (Plugin::Weft, true) => {
+            plugins[0]["capabilities"] = json!({"portMappings": true});
+            plugins[0]["hostPorts"] = json!({"type": "portmap", "snat": true});
+        }
+        (Plugin::Reference, true) => plugins.push(json!({
             "type": "portmap",
             "capabilities": {"portMappings": true},
             "snat": true,
-        }));
+        })),
     }
     plugins
 }
@@ -900,7 +910,11 @@ fn main() {
     for portmap in [false, true] {
         let weft = &figures[&(true, portmap)];
         let reference = &figures[&(false, portmap)];
-        let chain = if portmap { "+ portmap" } else { "plugin alone" };
+        let chain = if portmap {
+            "conflist+portmap"
+        } else {
+            "plugin alone"
+        };
         let per = |total: f64, samples: usize| total / samples.max(1) as f64;
         let both = |measure: &str, f: &dyn Fn(&Figures) -> f64| {
             row(chain, measure, f(weft), f(reference));
