@@ -53,6 +53,24 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), Error> {
 
 /// [`write_atomic`] with the file's final mode (0755 for a program).
 pub fn write_atomic_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
+    replace_atomic(path, mode, |file| file.write_all(contents))
+}
+
+/// Replaces `path` with a copy of the file `source`, streamed (a program of tens of MiB is never
+/// held in memory), atomically as [`write_atomic`].
+pub fn copy_atomic_mode(source: &Path, path: &Path, mode: u32) -> Result<(), Error> {
+    replace_atomic(path, mode, |file| {
+        std::io::copy(&mut File::open(source)?, file).map(drop)
+    })
+}
+
+/// The temp file + fsync + rename + directory fsync under [`write_atomic_mode`] and
+/// [`copy_atomic_mode`]; `fill` writes the new contents.
+fn replace_atomic(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<(), Error> {
     let err = |source| Error::WriteFile {
         path: path.to_owned(),
         source,
@@ -78,7 +96,7 @@ pub fn write_atomic_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), 
             .truncate(true)
             .mode(mode)
             .open(&tmp)?;
-        file.write_all(contents)?;
+        fill(&mut file)?;
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;

@@ -10,11 +10,11 @@
 //! when weft is uninstalled, because the pods it wired still need it for their DEL.
 
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use crate::Error;
-use crate::files::write_atomic_mode;
+use crate::files::copy_atomic_mode;
 
 /// The plugin's `type` in the conflist, and its file name in the CNI bin dir.
 pub const PLUGIN_TYPE: &str = "weft";
@@ -71,11 +71,10 @@ pub fn sync_plugin(source: &Path, bin_dir: &Path, compare: Compare) -> Result<bo
     if have_len == Some(want_len) && compare == Compare::Size {
         return Ok(false);
     }
-    let bytes = fs::read(source).map_err(missing)?;
     if have_len == Some(want_len) {
-        match fs::read(&target) {
-            Ok(current) if current == bytes => return Ok(false),
-            Ok(_) => {}
+        match same_contents(source, &target) {
+            Ok(true) => return Ok(false),
+            Ok(false) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(Error::ReadFile {
@@ -85,8 +84,36 @@ pub fn sync_plugin(source: &Path, bin_dir: &Path, compare: Compare) -> Result<bo
             }
         }
     }
-    write_atomic_mode(&target, &bytes, PLUGIN_MODE)?;
+    copy_atomic_mode(source, &target, PLUGIN_MODE)?;
     Ok(true)
+}
+
+/// Whether the two files hold the same bytes, compared a block at a time (the agent binary, which
+/// may be the source, is tens of MiB: reading it whole would be the agent's peak memory).
+fn same_contents(a: &Path, b: &Path) -> std::io::Result<bool> {
+    let (mut fa, mut fb) = (fs::File::open(a)?, fs::File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let (na, nb) = (read_block(&mut fa, &mut ba)?, read_block(&mut fb, &mut bb)?);
+        if ba[..na] != bb[..nb] {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Fills `buf` as far as the file goes; the count read (0 at the end).
+fn read_block(f: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -119,6 +146,16 @@ mod tests {
         assert!(!sync_plugin(&src, &bin, Compare::Size).expect("size only"));
         assert!(sync_plugin(&src, &bin, Compare::Contents).expect("contents"));
         assert_eq!(fs::read(&target).expect("read"), b"v2 plugin");
+
+        // Larger than a comparison block, differing only in the last byte.
+        let mut big = vec![7u8; 200_000];
+        fs::write(&src, &big).expect("src");
+        assert!(sync_plugin(&src, &bin, Compare::Size).expect("bigger"));
+        assert!(!sync_plugin(&src, &bin, Compare::Contents).expect("same"));
+        big[199_999] = 8;
+        fs::write(&src, &big).expect("src");
+        assert!(sync_plugin(&src, &bin, Compare::Contents).expect("last byte"));
+        assert_eq!(fs::read(&target).expect("read"), big);
 
         // Deleted by hand: back on the next cheap check.
         fs::remove_file(&target).expect("rm");
