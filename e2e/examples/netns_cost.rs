@@ -12,7 +12,6 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use nix::mount::{MsFlags, mount};
-use nix::sched::{CloneFlags, unshare};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -86,15 +85,7 @@ fn row(way: &str, what: &str, b: &mut Batch) {
 
 fn run(n: usize) -> Result<()> {
     // A private mount namespace for this thread (and the `ip` processes it starts).
-    unshare(CloneFlags::CLONE_NEWNS).context("failed to create a mount namespace")?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .context("failed to make / private")?;
+    netns::private_mount_namespace().context("failed to create a private mount namespace")?;
     std::fs::create_dir_all(NETNS_DIR)?;
     mount(
         Some("tmpfs"),

@@ -31,7 +31,6 @@ pub mod status;
 
 use anyhow::{Context, Result};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sched::{CloneFlags, unshare};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -93,15 +92,7 @@ impl NodeletConfig {
 /// `/etc/cni/net.d` would be hidden by the node's private view afterwards.
 pub fn enter_node(cfg: &mut NodeletConfig) -> Result<()> {
     crate::netns::enter_netns(&cfg.netns)?;
-    unshare(CloneFlags::CLONE_NEWNS).context("failed to create a mount namespace")?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .context("failed to make / private")?;
+    netns::private_mount_namespace().context("failed to create a private mount namespace")?;
     // Opened in this mount namespace (a container clones the image's binary from here) but before
     // the private paths below can hide a bin dir.
     cfg.images = launch::BinDirs::open(&cfg.bin_dirs);

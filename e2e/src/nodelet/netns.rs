@@ -100,6 +100,21 @@ pub enum NetnsError {
     },
 }
 
+/// Moves the calling thread into a mount namespace of its own whose mounts do not propagate back
+/// (`unshare(CLONE_NEWNS)`, then `/` made private recursively), as the nodelet does for its node
+/// and the tests and the cost example do for their scratch netns dirs.
+pub fn private_mount_namespace() -> std::io::Result<()> {
+    unshare(CloneFlags::CLONE_NEWNS)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
+    Ok(())
+}
+
 /// Checks a namespace name as `ip netns` does: a single, non-empty path component.
 pub fn validate_name(name: &str) -> Result<(), NetnsError> {
     if name.is_empty() || name.len() > NAME_MAX || name.contains('/') || name == "." || name == ".."
@@ -352,15 +367,7 @@ mod tests {
         std::fs::create_dir_all(&base).unwrap();
         let dir = base.join("netns");
         let outcome = std::thread::spawn(move || {
-            unshare(CloneFlags::CLONE_NEWNS).expect("private mount namespace");
-            mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )
-            .expect("make / private");
+            private_mount_namespace().expect("private mount namespace");
             f(&dir)
         })
         .join();
