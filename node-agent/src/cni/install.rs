@@ -31,12 +31,17 @@ pub const SELF_EXE: &str = "/proc/self/exe";
 /// through `/proc/self/exe`, which stays readable when the agent's directory is hidden from it
 /// (a bin dir under a path the pod's volumes cover).
 pub fn plugin_source(explicit: Option<&Path>) -> PathBuf {
+    let exe = std::env::current_exe().ok();
+    plugin_source_beside(explicit, exe.as_deref().and_then(Path::parent))
+}
+
+/// [`plugin_source`] with the agent's directory given.
+fn plugin_source_beside(explicit: Option<&Path>, agent_dir: Option<&Path>) -> PathBuf {
     if let Some(p) = explicit {
         return p.to_path_buf();
     }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join(PLUGIN_BINARY)))
+    agent_dir
+        .map(|d| d.join(PLUGIN_BINARY))
         .filter(|p| fs::File::open(p).is_ok())
         .unwrap_or_else(|| PathBuf::from(SELF_EXE))
 }
@@ -164,16 +169,17 @@ mod tests {
     }
 
     #[test]
-    fn the_source_is_the_explicit_one_else_a_readable_file() {
+    fn the_source_is_the_explicit_one_else_a_readable_sibling_else_the_agent_itself() {
         let dir = scratch("source");
         let explicit = dir.join("mine");
-        assert_eq!(plugin_source(Some(&explicit)), explicit);
-        // The test binary has no weft-cni beside it in its deps dir: it falls back to itself.
-        let chosen = plugin_source(None);
-        assert!(
-            chosen == Path::new(SELF_EXE) || fs::File::open(&chosen).is_ok(),
-            "{}",
-            chosen.display()
+        assert_eq!(plugin_source_beside(Some(&explicit), Some(&dir)), explicit);
+        // No weft-cni beside the agent (or its directory hidden): the agent installs itself.
+        assert_eq!(plugin_source_beside(None, Some(&dir)), Path::new(SELF_EXE));
+        assert_eq!(plugin_source_beside(None, None), Path::new(SELF_EXE));
+        fs::write(dir.join(PLUGIN_BINARY), b"plugin").expect("sibling");
+        assert_eq!(
+            plugin_source_beside(None, Some(&dir)),
+            dir.join(PLUGIN_BINARY)
         );
         assert!(fs::metadata(SELF_EXE).is_ok_and(|m| m.len() > 0));
         let _ = fs::remove_dir_all(&dir);
