@@ -2,8 +2,10 @@
 //! `unshare(CLONE_NEWNET)` on a dedicated thread and gone when it ends). Needs root and `nft`.
 //!
 //! `cargo bench -p weft-node-agent --bench nft` (`WEFT_NFT_BENCH_N` sets the transactions per row,
-//! default 200). Prints one row per workload: p50, p99 and max in milliseconds of one transaction,
-//! the whole `nft` process included (spawn, parse, netlink batch, kernel commit).
+//! default 200). Prints one row per workload: p50, p99 and max in milliseconds of one transaction:
+//! parse, netlink batch and kernel commit, in-process through libnftables ("library", what the
+//! agent does) or with the whole `nft` process ("nft -f": spawn, cache fill, and at its exit the
+//! socket's close, which after a deletion waits for the kernel's RCU grace period).
 //!
 //! The workloads are the policy engine's: a table shaped like `weft-policy` (a forward chain with
 //! `ct state established,related accept` and a verdict map dispatching by pod address, per-pod
@@ -164,6 +166,15 @@ fn quantile(samples: &[Duration], q: f64) -> Duration {
 
 fn bench(n: usize) -> Vec<Row> {
     let nft = NftBinary::new();
+    assert!(
+        nft.in_process(),
+        "libnftables must load where nft is installed"
+    );
+    // Transactions both ways: in-process (what the agent does) and through the `nft` process.
+    let ways = [
+        ("library", NftBinary::new()),
+        ("nft -f", NftBinary::with_binary("nft")),
+    ];
     let mut rows = Vec::new();
 
     // The floor of any call through the binary: one process, one netlink round trip, no table.
@@ -221,23 +232,71 @@ fn bench(n: usize) -> Vec<Row> {
             |_| {},
             |i, ()| apply_set_elements(Family::Inet, TABLE, &[op(i)]).expect("element change"),
         ));
-        // Additions and deletions apart: a transaction that deletes waits in the kernel.
+        // Additions and deletions apart: closing the socket after a transaction that deleted
+        // waits for the kernel's grace period, which the `nft` process pays at its exit and the
+        // library's long-lived context does not.
         let fresh = |i: usize| format!("10.252.{}.{}", (i / 256) % 256, i % 256);
-        for add in [true, false] {
-            let (verb, nft_verb) = if add {
-                ("added", "add")
-            } else {
-                ("deleted", "delete")
+        for (way, applier) in &ways {
+            for add in [true, false] {
+                let (verb, nft_verb) = if add {
+                    ("added", "add")
+                } else {
+                    ("deleted", "delete")
+                };
+                let script = |i: usize| {
+                    format!("{nft_verb} element inet {TABLE} peers {{ {} }}\n", fresh(i))
+                };
+                rows.push(measure(
+                    &format!("set change, 1 element {verb} (text, {way}; set of {peers})"),
+                    n,
+                    script(0).len(),
+                    |_| {},
+                    |i, ()| applier.apply(&script(i)).expect("element change"),
+                ));
+            }
+        }
+        // A policy change as the engine writes it: the pod's new chain, its verdict-map entry
+        // pointed there, the old chain flushed and deleted, in one transaction.
+        for (way, applier) in &ways {
+            let script = |i: usize| {
+                let (new, old) = (
+                    format!("pod-{}", 100 + i % 2),
+                    format!("pod-{}", 100 + (i + 1) % 2),
+                );
+                let mut s = format!(
+                    "add chain inet {TABLE} {new}\nadd rule inet {TABLE} {new} ip saddr @peers tcp dport {{ 80, {} }} accept\nadd rule inet {TABLE} {new} drop\n",
+                    8000 + i % 1000
+                );
+                if i > 0 {
+                    s.push_str(&format!(
+                        "delete element inet {TABLE} ingress {{ 10.244.1.200 }}\n"
+                    ));
+                }
+                s.push_str(&format!(
+                    "add element inet {TABLE} ingress {{ 10.244.1.200 : jump {new} }}\n"
+                ));
+                if i > 0 {
+                    s.push_str(&format!(
+                        "flush chain inet {TABLE} {old}\ndelete chain inet {TABLE} {old}\n"
+                    ));
+                }
+                s
             };
-            let script =
-                |i: usize| format!("{nft_verb} element inet {TABLE} peers {{ {} }}\n", fresh(i));
+            // Untimed: the first chain and its entry; every timed one then swaps.
+            applier.apply(&script(0)).expect("first chain");
             rows.push(measure(
-                &format!("set change, 1 element {verb} (text; set of {peers})"),
+                &format!("policy change: chain swapped (text, {way}; set of {peers})"),
                 n,
-                script(0).len(),
+                script(1).len(),
                 |_| {},
-                |i, ()| nft.apply(&script(i)).expect("element change"),
+                |i, ()| applier.apply(&script(i + 1)).expect("chain swap"),
             ));
+            applier
+                .apply(&format!(
+                    "delete element inet {TABLE} ingress {{ 10.244.1.200 }}\nflush chain inet {TABLE} pod-{0}\ndelete chain inet {TABLE} pod-{0}\n",
+                    100 + n % 2
+                ))
+                .expect("chain swap cleanup");
         }
         for add in [true, false] {
             let verb = if add { "added" } else { "deleted" };
@@ -263,13 +322,15 @@ fn bench(n: usize) -> Vec<Row> {
     for peers in [100, 10_000] {
         let text = |i: usize| render_replace_table(Family::Inet, TABLE, &table_text(peers, i + 1));
         let bytes = text(0).len();
-        rows.push(measure(
-            &format!("full replacement (text; set of {peers})"),
-            n,
-            bytes,
-            text,
-            |_, script| nft.apply(&script).expect("replace"),
-        ));
+        for (way, applier) in &ways {
+            rows.push(measure(
+                &format!("full replacement (text, {way}; set of {peers})"),
+                n,
+                bytes,
+                text,
+                |_, script| applier.apply(&script).expect("replace"),
+            ));
+        }
         // JSON scripts are prepared outside the timing (each needs a listing of its own).
         let scripts: Vec<String> = (0..n.min(20))
             .map(|i| table_json(&nft, &table_text(peers, i + 1)).to_string())

@@ -12,8 +12,8 @@ use nft_support::{CASES, in_fresh_netns, skip_reason};
 use weft_node_agent::Error;
 use weft_node_agent::masquerade::{render_masquerade, sync_masquerade, teardown_masquerade};
 use weft_node_agent::nft::{
-    Family, NftApplier, NftBinary, TABLE_NAT, TableChange, render_replace_table, same_ruleset,
-    sync_table,
+    Family, LIBNFTABLES, NFT_BINARY, NftApplier, NftBinary, TABLE_NAT, TableChange,
+    render_replace_table, same_ruleset, sync_table,
 };
 
 macro_rules! require_privileges {
@@ -153,8 +153,29 @@ fn replace_is_atomic_for_a_concurrent_reader() {
 #[test]
 fn a_failed_transaction_leaves_the_previous_ruleset_in_force() {
     require_privileges!();
-    in_fresh_netns(|| {
-        let nft = Counting::default();
+    // The library in-process (where the agent's transactions run) and the binary (its fallback)
+    // must fail, report and recover alike.
+    let library = NftBinary::new();
+    assert!(
+        library.in_process(),
+        "{LIBNFTABLES} is installed with nft and must load"
+    );
+    for inner in [library, NftBinary::with_binary(NFT_BINARY)] {
+        failed_transaction_case(inner);
+    }
+}
+
+fn failed_transaction_case(inner: NftBinary) {
+    let way = if inner.in_process() {
+        "library"
+    } else {
+        "binary"
+    };
+    in_fresh_netns(move || {
+        let nft = Counting {
+            inner,
+            applies: AtomicUsize::new(0),
+        };
         let (a, b) = (table(0), table(1));
         sync_table(&nft, Family::Inet, TABLE_NAT, Some(&a)).expect("a");
 
@@ -166,7 +187,7 @@ fn a_failed_transaction_leaves_the_previous_ruleset_in_force() {
         let err = nft.apply(&kernel_refusal).expect_err("EEXIST");
         assert!(
             matches!(&err, Error::NftFailed { stderr, .. } if stderr.contains("File exists")),
-            "{err:?}"
+            "{way}: {err:?}"
         );
         assert!(
             same_ruleset(&listing(&nft).expect("A still there"), &a),
@@ -176,7 +197,10 @@ fn a_failed_transaction_leaves_the_previous_ruleset_in_force() {
         // Refused by nft's parser: nothing reaches the kernel.
         let syntax = render_replace_table(Family::Inet, TABLE_NAT, &b) + "this is not nftables\n";
         let err = nft.apply(&syntax).expect_err("syntax error");
-        assert!(matches!(err, Error::NftFailed { .. }), "{err:?}");
+        assert!(
+            matches!(&err, Error::NftFailed { stderr, .. } if stderr.contains("syntax error")),
+            "{way}: {err:?}"
+        );
         assert!(same_ruleset(&listing(&nft).expect("A still there"), &a));
 
         // And the applier still works afterwards.

@@ -1,9 +1,11 @@
-//! The real [`NftApplier`]: the `nft` binary of the Debian package `nftables`, fed on stdin.
+//! The real [`NftApplier`]: nftables of the Debian package `nftables`, its library in-process for
+//! transactions ([`super::LibNft`]) and its `nft` binary for listings (and for transactions where
+//! the library cannot be loaded).
 //!
-//! `nft -f -` parses the whole script, turns it into one netlink batch and commits it as one kernel
+//! A script is parsed whole, turned into one netlink batch and committed as one kernel
 //! transaction; when any command of the batch fails, nft reports it and the kernel aborts the batch.
-//! The process inherits the network namespace of the calling thread, which is how the privileged
-//! tests and the benchmark point it at a namespace of their own. Element changes of the policy
+//! Both ways work in the network namespace of the calling thread, which is how the privileged
+//! tests and the benchmark point them at a namespace of their own. Element changes of the policy
 //! table ([`NftApplier::apply_elements`]) skip the process: they go to the kernel as one native
 //! netlink batch (`super::netlink`).
 
@@ -11,37 +13,56 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use super::{Counters, Family, NFT_BINARY, NftApplier, TABLE_POLICY, parse_counters};
+use super::{Counters, Family, LibNft, NFT_BINARY, NftApplier, TABLE_POLICY, parse_counters};
 use crate::Error;
 
 /// What nft prints (with `LC_ALL=C`) when the table to list does not exist (ENOENT).
 const NO_SUCH_TABLE: &str = "No such file or directory";
 
-/// Drives the `nft` binary.
+/// Drives nftables: the library for transactions when it loads, the `nft` binary otherwise.
 #[derive(Debug, Clone)]
 pub struct NftBinary {
     binary: PathBuf,
+    lib: Option<LibNft>,
 }
 
 impl Default for NftBinary {
     fn default() -> Self {
+        let lib = match LibNft::load() {
+            Ok(lib) => Some(lib),
+            Err(e) => {
+                tracing::info!(
+                    error = e,
+                    binary = NFT_BINARY,
+                    "libnftables cannot be loaded; every nftables transaction runs the nft binary"
+                );
+                None
+            }
+        };
         NftBinary {
             binary: PathBuf::from(NFT_BINARY),
+            lib,
         }
     }
 }
 
 impl NftBinary {
-    /// `nft` from PATH.
+    /// `nft` from PATH, transactions through libnftables where it loads.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// A specific binary (tests use a missing path to check the error).
+    /// A specific binary for everything (tests use a missing path to check the error).
     pub fn with_binary(binary: impl Into<PathBuf>) -> Self {
         NftBinary {
             binary: binary.into(),
+            lib: None,
         }
+    }
+
+    /// Whether transactions go through the library (in-process) rather than the binary.
+    pub fn in_process(&self) -> bool {
+        self.lib.is_some()
     }
 
     fn run(&self, args: &[&str], stdin: Option<&str>, what: &str) -> Result<Output, Error> {
@@ -97,8 +118,12 @@ fn failed(what: &str, output: &Output) -> Error {
 
 impl NftApplier for NftBinary {
     fn apply(&self, script: &str) -> Result<(), Error> {
-        tracing::trace!(script, "nft -f -");
         let what = "apply a transaction";
+        if let Some(lib) = &self.lib {
+            tracing::trace!(script, "libnftables");
+            return lib.run(script, what).map(drop);
+        }
+        tracing::trace!(script, "nft -f -");
         let output = self.run(&["-f", "-"], Some(script), what)?;
         if output.status.success() {
             Ok(())

@@ -1,6 +1,7 @@
 //! One nftables transaction applier, shared by masquerade ([`crate::masquerade`]) and the policy
-//! engine: a trait ([`NftApplier`]), the real implementation driving the `nft` binary
-//! ([`NftBinary`]), and a text fake for tests ([`FakeNft`]).
+//! engine: a trait ([`NftApplier`]), the real implementation driving nftables ([`NftBinary`]: its
+//! library in-process, [`LibNft`], for transactions, its `nft` binary for listings), and a text
+//! fake for tests ([`FakeNft`]).
 //!
 //! ```text
 //!   rendered table (text, nft's own listing format)
@@ -8,14 +9,18 @@
 //!          ▼  sync_table: list_table ──► same as rendered (whitespace-insensitive)? ──► no write
 //!          │                                  │ differs / absent
 //!          ▼                                  ▼
-//!   apply(render_replace_table(..)) = one `nft -f -` = one netlink batch = one kernel transaction
+//!   apply(render_replace_table(..)) = one libnftables run (or `nft -f -`) = one netlink batch
+//!                                   = one kernel transaction
 //! ```
 //!
-//! Why the binary and its text language rather than JSON or native netlink: see
-//! `docs/adr/0303-nftables-applier.md` (measured: one transaction costs a few milliseconds). The
-//! one exception is pod churn, element changes of the policy table's sets and maps
+//! Why nft's text language rather than JSON or native netlink: see
+//! `docs/adr/0303-nftables-applier.md` (measured: one transaction costs a few milliseconds through
+//! the binary, 0.1 ms through the library with a context that stays open). The one exception is
+//! pod churn, element changes of the policy table's sets and maps
 //! ([`NftApplier::apply_elements`]), which [`NftBinary`] writes as a native nf_tables netlink batch
 //! ([`apply_set_elements`], module `netlink`), without an `nft` process (ADR addendum 2026-12-02).
+//! Both keep their netlink socket open per network namespace (module `session`): closing one after
+//! a transaction that deleted anything waits for an RCU grace period in the kernel.
 //!
 //! Invariants:
 //! - every [`NftApplier::apply`] is one atomic transaction: the kernel commits all of the script or
@@ -30,13 +35,16 @@
 
 mod binary;
 mod fake;
+mod libnft;
 mod netlink;
+mod session;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 pub use binary::NftBinary;
 pub use fake::FakeNft;
+pub use libnft::{LIBRARY as LIBNFTABLES, LibNft};
 pub use netlink::apply_set_elements;
 
 use crate::Error;

@@ -27,7 +27,10 @@
 //! - every message asks for an ack and every ack is read (the receive buffer is sized for all of
 //!   them); the kernel processes the batch synchronously inside `sendto()`, so the acks are all
 //!   queued when it returns and reading stops when the socket has nothing more;
-//! - the socket is opened per call in the calling thread's network namespace and closed on return.
+//! - the socket is the calling thread's network namespace's, kept open between calls
+//!   (`super::session`: closing it after deletions waits for an RCU grace period) and dropped when
+//!   a call fails; the acks of a call are told apart by their sequence numbers, unique per
+//!   process.
 //!
 //! Key encoding (checked against `nft --debug=netlink`): the fields of a concatenation each take a
 //! whole number of 32-bit registers — IPv4 4 bytes, IPv6 16, `inet_proto` 1 byte and 3 zero bytes,
@@ -42,6 +45,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use weft_policy::{Elem, ElemOp, Proto};
 
 use super::Family;
+use super::session::PerNetns;
 use crate::Error;
 
 // Netlink and nfnetlink (linux/netlink.h, linux/netfilter/nfnetlink.h).
@@ -120,12 +124,16 @@ pub fn apply_set_elements(table_family: Family, table: &str, ops: &[ElemOp]) -> 
         ops = ops.len(),
         "nf_tables element batch"
     );
-    let socket = NfSocket::open()?;
-    socket.size_buffers(batch.bytes.len(), batch.messages.len())?;
-    socket.send(&batch.bytes)?;
-    let replies = socket.receive_all()?;
-    judge_replies(table_family, table, ops, &batch, &replies)
+    SOCKETS.with(NfSocket::open, |socket| {
+        socket.size_buffers(batch.bytes.len(), batch.messages.len())?;
+        socket.send(&batch.bytes)?;
+        let replies = socket.receive_all()?;
+        judge_replies(table_family, table, ops, &batch, &replies)
+    })
 }
+
+/// The element writer's sockets, one per network namespace.
+static SOCKETS: PerNetns<NfSocket> = PerNetns::new();
 
 /// One message of a batch, and what is needed to trace a kernel error back to an op.
 #[derive(Debug, Clone, PartialEq, Eq)]
