@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use weft_crds::fabric::Masquerade;
 use weft_node_agent::masquerade::{plan_masquerade, sync_masquerade};
 use weft_node_agent::nft::{
-    Family, NftApplier, NftBinary, TABLE_POLICY, apply_set_elements, render_replace_table,
+    Family, LibNft, NftApplier, NftBinary, TABLE_POLICY, apply_set_elements, render_replace_table,
 };
 use weft_node_agent::subnet::{Lease, Networks};
 use weft_policy::{Elem, ElemOp, Proto};
@@ -171,9 +171,18 @@ fn bench(n: usize) -> Vec<Row> {
         "libnftables must load where nft is installed"
     );
     // Transactions both ways: in-process (what the agent does) and through the `nft` process.
-    let ways = [
-        ("library", NftBinary::new()),
-        ("nft -f", NftBinary::with_binary("nft")),
+    // (`LibNft` directly: `NftBinary` sends scripts over 64 KiB to the process.)
+    let lib = LibNft::load().expect("libnftables");
+    let process = NftBinary::with_binary("nft");
+    let ways: [(
+        &str,
+        Box<dyn Fn(&str) -> Result<(), weft_node_agent::Error>>,
+    ); 2] = [
+        (
+            "library",
+            Box::new(move |s: &str| lib.run(s, "bench").map(drop)),
+        ),
+        ("nft -f", Box::new(move |s: &str| process.apply(s))),
     ];
     let mut rows = Vec::new();
 
@@ -251,7 +260,7 @@ fn bench(n: usize) -> Vec<Row> {
                     n,
                     script(0).len(),
                     |_| {},
-                    |i, ()| applier.apply(&script(i)).expect("element change"),
+                    |i, ()| applier(&script(i)).expect("element change"),
                 ));
             }
         }
@@ -283,16 +292,15 @@ fn bench(n: usize) -> Vec<Row> {
                 s
             };
             // Untimed: the first chain and its entry; every timed one then swaps.
-            applier.apply(&script(0)).expect("first chain");
+            applier(&script(0)).expect("first chain");
             rows.push(measure(
                 &format!("policy change: chain swapped (text, {way}; set of {peers})"),
                 n,
                 script(1).len(),
                 |_| {},
-                |i, ()| applier.apply(&script(i + 1)).expect("chain swap"),
+                |i, ()| applier(&script(i + 1)).expect("chain swap"),
             ));
-            applier
-                .apply(&format!(
+            applier(&format!(
                     "delete element inet {TABLE} ingress {{ 10.244.1.200 }}\nflush chain inet {TABLE} pod-{0}\ndelete chain inet {TABLE} pod-{0}\n",
                     100 + n % 2
                 ))
@@ -328,7 +336,7 @@ fn bench(n: usize) -> Vec<Row> {
                 n,
                 bytes,
                 text,
-                |_, script| applier.apply(&script).expect("replace"),
+                |_, script| applier(&script).expect("replace"),
             ));
         }
         // JSON scripts are prepared outside the timing (each needs a listing of its own).
