@@ -45,6 +45,10 @@
 //! 1000: the /22 holds 1021), `WEFT_CNI_BIN` (the plugin binary; default the `weft-cni` cargo
 //! built beside this bench), `WEFT_CNI_BENCH_SETNS=1` (see above).
 
+#[path = "../tests/cmd_support/mod.rs"]
+mod cmd_support;
+
+use cmd_support::run;
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -290,20 +294,6 @@ fn remove_stale() {
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A host-local store directory, removed on drop.

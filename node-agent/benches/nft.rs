@@ -164,6 +164,9 @@ fn quantile(samples: &[Duration], q: f64) -> Duration {
     samples[idx]
 }
 
+/// One way of running a transaction.
+type Applier = Box<dyn Fn(&str) -> Result<(), weft_node_agent::Error>>;
+
 fn bench(n: usize) -> Vec<Row> {
     let nft = NftBinary::new();
     assert!(
@@ -174,10 +177,7 @@ fn bench(n: usize) -> Vec<Row> {
     // (`LibNft` directly: `NftBinary` sends scripts over 64 KiB to the process.)
     let lib = LibNft::load().expect("libnftables");
     let process = NftBinary::with_binary("nft");
-    let ways: [(
-        &str,
-        Box<dyn Fn(&str) -> Result<(), weft_node_agent::Error>>,
-    ); 2] = [
+    let ways: [(&str, Applier); 2] = [
         (
             "library",
             Box::new(move |s: &str| lib.run(s, "bench").map(drop)),

@@ -6,6 +6,9 @@
 //! containernetworking-plugins, `/usr/lib/cni`), on the same store, to show that the two leave the
 //! same layout and can delete each other's pods.
 
+mod cmd_support;
+
+use cmd_support::run;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -150,19 +153,6 @@ impl Drop for World {
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn reference_plugins_present() -> bool {

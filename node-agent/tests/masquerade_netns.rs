@@ -17,6 +17,9 @@
 
 mod nft_support;
 
+mod cmd_support;
+
+use cmd_support::run;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::sync::Arc;
@@ -59,18 +62,6 @@ impl Drop for Namespaces {
             }
         }
     }
-}
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// `ip -n <ns> <args>`.

@@ -3,6 +3,9 @@
 //! other end stays in the namespace) with 10.99.0.10/24 and fd00:99::a/64, and is deleted when the
 //! test ends, also when it fails.
 
+mod cmd_support;
+
+use cmd_support::run;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::process::Command;
@@ -78,19 +81,6 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn ip(s: &str) -> IpAddr {

@@ -29,8 +29,9 @@ pub use index::{Index, NodeInfo, PodKey};
 pub use ir::{Because, Decision, Direction, Ir, Size, Verdict};
 pub use model::{Action, Kind, ObjectRef, Proto, TierKind};
 pub use render::{
-    CounterSeed, DROP_COUNTERS, DropCounter, DropReason, Elem, ElemOp, TABLE, Update, drop_counter,
-    render_elem_ops, render_ruleset, render_ruleset_seeded, render_update, ruleset_elements,
+    CounterSeed, DROP_COUNTERS, DropCounter, DropReason, Elem, ElemOp, Staged, TABLE, Update,
+    drop_counter, render_elem_ops, render_ruleset, render_ruleset_seeded, render_update,
+    ruleset_elements,
 };
 
 /// Why the engine refuses (part of) an API object. The message says what to fix.

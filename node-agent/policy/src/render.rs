@@ -717,30 +717,91 @@ pub struct Update {
     pub full: bool,
     /// The `nft -f` script, one transaction (empty when nothing changes).
     pub script: String,
+    /// The same change in three steps, where every element change can be written as an
+    /// [`ElemOp`] (`None` for a full replacement, or when this node's pod CIDRs change).
+    pub staged: Option<Staged>,
 }
 
-/// Deletions and additions that turn `old` into `new`, for a set (`val` None) or a map.
-fn diff<K: Ord + Copy, V: PartialEq + Copy>(
-    dels: &mut String,
-    adds: &mut String,
-    set: &str,
-    old: &BTreeMap<K, V>,
-    new: &BTreeMap<K, V>,
-    fmt: impl Fn(K, V) -> String,
-    key: impl Fn(K) -> String,
-) {
-    let gone: Vec<String> = old
-        .iter()
-        .filter(|(k, v)| new.get(*k) != Some(*v))
-        .map(|(k, _)| key(*k))
-        .collect();
-    let added: Vec<String> = new
-        .iter()
-        .filter(|(k, v)| old.get(*k) != Some(*v))
-        .map(|(k, v)| fmt(*k, *v))
-        .collect();
-    element_statements(dels, "delete", set, &gone);
-    element_statements(adds, "add", set, &added);
+/// An incremental update as make-before-break: what packets see changes in one atomic
+/// transaction, [`Staged::elements`]; the other two only add or remove objects nothing references.
+/// The engine writes the elements as native netlink (an element statement makes nft read every
+/// element of the table into its cache first: tens of MiB and tens of ms at 10,000 pods).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Staged {
+    /// New sets (with their elements inline) and new profile chains: referenced by nothing yet.
+    pub create: String,
+    /// Every element change, deletions first (map entries are moved to the new chains here).
+    pub elements: Vec<ElemOp>,
+    /// Profile chains and sets that nothing references any more, flushed and deleted.
+    pub remove: String,
+}
+
+/// The element changes of an update, as statements (for the one-transaction script) and as
+/// [`ElemOp`]s (for [`Staged`]).
+#[derive(Default)]
+struct Changes {
+    dels: String,
+    adds: String,
+    del_ops: Vec<ElemOp>,
+    add_ops: Vec<ElemOp>,
+    /// False once a change has no [`Elem`] form.
+    stageable: bool,
+}
+
+impl Changes {
+    fn new() -> Self {
+        Changes {
+            stageable: true,
+            ..Changes::default()
+        }
+    }
+
+    /// Deletions and additions that turn `old` into `new`, for a set (`V` = `()`) or a map:
+    /// `fmt` renders an element to add, `key` one to delete, `elem` either as an [`Elem`] (`None`:
+    /// it has none).
+    #[allow(clippy::too_many_arguments)]
+    fn diff<K: Ord + Copy, V: PartialEq + Copy>(
+        &mut self,
+        set: &str,
+        old: &BTreeMap<K, V>,
+        new: &BTreeMap<K, V>,
+        fmt: impl Fn(K, V) -> String,
+        key: impl Fn(K) -> String,
+        elem: impl Fn(K, V) -> Option<Elem>,
+    ) {
+        let gone: Vec<(K, V)> = old
+            .iter()
+            .filter(|(k, v)| new.get(*k) != Some(*v))
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        let added: Vec<(K, V)> = new
+            .iter()
+            .filter(|(k, v)| old.get(*k) != Some(*v))
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        let texts: Vec<String> = gone.iter().map(|(k, _)| key(*k)).collect();
+        element_statements(&mut self.dels, "delete", set, &texts);
+        let texts: Vec<String> = added.iter().map(|(k, v)| fmt(*k, *v)).collect();
+        element_statements(&mut self.adds, "add", set, &texts);
+        for (add, items) in [(false, &gone), (true, &added)] {
+            for (k, v) in items {
+                let Some(e) = elem(*k, *v) else {
+                    self.stageable = false;
+                    continue;
+                };
+                let op = ElemOp {
+                    add,
+                    set: set.to_owned(),
+                    elem: e,
+                };
+                if add {
+                    self.add_ops.push(op)
+                } else {
+                    self.del_ops.push(op)
+                }
+            }
+        }
+    }
 }
 
 fn by_family<T: Copy + Ord>(
@@ -762,6 +823,7 @@ pub fn render_update(prev: &Ir, next: &Ir) -> Update {
     let full = || Update {
         full: true,
         script: render_ruleset(next),
+        staged: None,
     };
     let node = node_families(next);
     if node_families(prev) != node {
@@ -790,31 +852,30 @@ pub fn render_update(prev: &Ir, next: &Ir) -> Update {
     if clash {
         return full();
     }
-    let (mut dels, mut adds) = (String::new(), String::new());
+    let mut ch = Changes::new();
     let (old_pods, new_pods) = (pod_map(prev, &node), pod_map(next, &node));
     for f in &node {
         let sfx = fam(*f).0;
         let ip_key = |ip: IpAddr| ip.to_string();
         let plain = |ip: IpAddr, _: ()| ip.to_string();
         let hosts = |ir: &Ir| by_family(ir.host_addrs.iter().map(|ip| (*ip, *ip)), *f);
-        diff(
-            &mut dels,
-            &mut adds,
+        ch.diff(
             &format!("host-{sfx}"),
             &hosts(prev),
             &hosts(next),
             plain,
             ip_key,
+            |ip, ()| Some(Elem::Addr(ip)),
         );
         let cidrs = |ir: &Ir| by_family(ir.pod_cidrs.iter().map(|c| (c.addr(), *c)), *f);
-        diff(
-            &mut dels,
-            &mut adds,
+        // A CIDR has no element form: a change of this node's pod CIDRs is one transaction.
+        ch.diff(
             &format!("pod-cidr-{sfx}"),
             &cidrs(prev),
             &cidrs(next),
             |c, _| c.to_string(),
             |c| c.to_string(),
+            |_, _| None,
         );
         let keep = |m: &BTreeMap<IpAddr, (&str, &str)>, pick: usize| -> BTreeMap<IpAddr, String> {
             m.iter()
@@ -837,27 +898,25 @@ pub fn render_update(prev: &Ir, next: &Ir) -> Update {
                 .map(|ip| (*ip, ()))
                 .collect()
         };
-        diff(
-            &mut dels,
-            &mut adds,
+        ch.diff(
             &format!("self-{sfx}"),
             &selfs(&old_pods),
             &selfs(&new_pods),
             |ip, _| format!("{ip} . {ip}"),
             |ip| format!("{ip} . {ip}"),
+            |ip, ()| Some(Elem::Pair(ip)),
         );
         for (map, pick) in [("from-pod", 1), ("to-pod", 0)] {
             let (o, n) = (keep(&old_pods, pick), keep(&new_pods, pick));
             let o: BTreeMap<IpAddr, &str> = o.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let n: BTreeMap<IpAddr, &str> = n.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            diff(
-                &mut dels,
-                &mut adds,
+            ch.diff(
                 &format!("{map}-{sfx}"),
                 &o,
                 &n,
                 |ip, chain| format!("{ip} : goto {chain}"),
                 |ip| ip.to_string(),
+                |ip, chain| Some(Elem::Goto(ip, chain.to_owned())),
             );
         }
     }
@@ -883,14 +942,13 @@ pub fn render_update(prev: &Ir, next: &Ir) -> Update {
             }
             for f in &node {
                 let pick = |s: &BTreeSet<IpAddr>| by_family(s.iter().map(|ip| (*ip, *ip)), *f);
-                diff(
-                    &mut dels,
-                    &mut adds,
+                ch.diff(
                     &format!("{name}-{}", fam(*f).0),
                     &pick(a),
                     &pick(b),
                     |ip, _| ip.to_string(),
                     |ip| ip.to_string(),
+                    |ip, ()| Some(Elem::Addr(ip)),
                 );
             }
         }
@@ -918,53 +976,61 @@ pub fn render_update(prev: &Ir, next: &Ir) -> Update {
                         new_decls.push_str(&d.render(&items));
                     }
                 }
-                Some(o) => diff(
-                    &mut dels,
-                    &mut adds,
+                Some(o) => ch.diff(
                     &set_name,
                     &pick(Some(&o.elems)),
                     &pick(Some(&set.elems)),
                     |e, _| fmt(e),
                     fmt,
+                    |(ip, proto, port), ()| Some(Elem::AddrPort(ip, proto, port)),
                 ),
             }
         }
     }
-    let mut s = dels;
     let new_chains: Vec<(&String, &Chain)> = next
         .chains
         .iter()
         .filter(|(k, _)| !prev.chains.contains_key(*k))
         .collect();
+    let mut create = String::new();
     if !new_decls.is_empty() || !new_chains.is_empty() {
-        let _ = writeln!(s, "table {FAMILY} {TABLE} {{");
-        s.push_str(&new_decls);
+        let _ = writeln!(create, "table {FAMILY} {TABLE} {{");
+        create.push_str(&new_decls);
         for (name, chain) in new_chains {
-            render_chain(&mut s, next, &node, name, chain);
+            render_chain(&mut create, next, &node, name, chain);
         }
-        let _ = writeln!(s, "}}");
+        let _ = writeln!(create, "}}");
     }
-    s.push_str(&adds);
+    let mut remove = String::new();
     for (name, chain) in &prev.chains {
         if !next.chains.contains_key(name) {
             let names = render_chain(&mut String::new(), prev, &node, name, chain);
             for c in &names {
-                let _ = writeln!(s, "flush chain {FAMILY} {TABLE} {c}");
+                let _ = writeln!(remove, "flush chain {FAMILY} {TABLE} {c}");
             }
             for c in &names {
-                let _ = writeln!(s, "delete chain {FAMILY} {TABLE} {c}");
+                let _ = writeln!(remove, "delete chain {FAMILY} {TABLE} {c}");
             }
         }
     }
     let old_decls = set_decls(prev);
     for k in old_decls.keys() {
         if !decls.contains_key(k) {
-            let _ = writeln!(s, "delete set {FAMILY} {TABLE} {k}");
+            let _ = writeln!(remove, "delete set {FAMILY} {TABLE} {k}");
         }
     }
+    // One transaction: deletions (map entries leave the chains about to go), new objects,
+    // additions, removals.
+    let script = [ch.dels.as_str(), &create, &ch.adds, &remove].concat();
+    let staged = ch.stageable.then(|| Staged {
+        create,
+        elements: ch.del_ops.into_iter().chain(ch.add_ops).collect(),
+        remove,
+    });
     Update {
         full: false,
-        script: s,
+        script,
+        staged,
     }
 }
 

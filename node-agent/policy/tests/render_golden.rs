@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::json;
 use support::*;
-use weft_policy::{Index, compile_node, render_ruleset, render_update};
+use weft_policy::{Index, compile_node, render_elem_ops, render_ruleset, render_update};
 
 const REGENERATE: &str = "cargo test -p weft-policy --test render_golden";
 
@@ -489,23 +489,42 @@ fn incremental_updates_leave_the_kernel_as_a_full_load_would() {
         let update = render_update(&p, &n);
         assert!(!update.full, "{name}: expected an incremental update");
         flush();
-        load(&render_ruleset(&p));
-        load(&update.script);
-        let incremental = kernel_state(&ns);
-        flush();
         load(&render_ruleset(&n));
         let full = kernel_state(&ns);
-        for (k, v) in &full {
-            assert_eq!(incremental.get(k), Some(v), "{name}: {k} differs");
+        // The one-transaction script, and the same change staged as the engine writes it (new
+        // objects, the elements, the removals; the elements through `nft -f` here, their netlink
+        // form is checked against `nft -f` by node-agent's nft_netlink_netns).
+        let staged = update.staged.clone().expect("every case here is stageable");
+        let steps = [
+            ("one transaction", vec![update.script.clone()]),
+            (
+                "staged",
+                vec![
+                    staged.create,
+                    render_elem_ops(&staged.elements),
+                    staged.remove,
+                ],
+            ),
+        ];
+        for (way, scripts) in steps {
+            flush();
+            load(&render_ruleset(&p));
+            for script in scripts.iter().filter(|s| !s.is_empty()) {
+                load(script);
+            }
+            let incremental = kernel_state(&ns);
+            for (k, v) in &full {
+                assert_eq!(incremental.get(k), Some(v), "{name}, {way}: {k} differs");
+            }
+            assert_eq!(
+                incremental.len(),
+                full.len(),
+                "{name}, {way}: extra objects {:?}",
+                incremental
+                    .keys()
+                    .filter(|k| !full.contains_key(*k))
+                    .collect::<Vec<_>>()
+            );
         }
-        assert_eq!(
-            incremental.len(),
-            full.len(),
-            "{name}: extra objects {:?}",
-            incremental
-                .keys()
-                .filter(|k| !full.contains_key(*k))
-                .collect::<Vec<_>>()
-        );
     }
 }

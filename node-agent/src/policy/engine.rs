@@ -140,24 +140,41 @@ impl PolicyEngine {
         }
     }
 
-    /// Applies `update` as one transaction. A full replacement is rendered again with the drop
-    /// counters seeded from the table it replaces ([`DropCounters::apply_full`]), so that they
-    /// keep counting across it.
+    /// Applies `update`; returns when the change was in force. A full replacement is rendered
+    /// again with the drop counters seeded from the table it replaces
+    /// ([`DropCounters::apply_full`]), so that they keep counting across it. An incremental
+    /// update goes make-before-break where it can ([`weft_policy::render::Staged`]): new chains
+    /// and sets, then every element change as one native netlink batch (the moment packets see
+    /// the change), then the removal of what nothing references any more.
     async fn apply(
         &self,
         update: weft_policy::Update,
         next: &Ir,
         drops: &Arc<DropCounters>,
-    ) -> Result<(), String> {
+    ) -> Result<Instant, String> {
         let nft = self.nft.clone();
         let task = if update.full {
             let (drops, next) = (drops.clone(), next.clone());
             tokio::task::spawn_blocking(move || {
-                drops.apply_full(|seed| render_ruleset_seeded(&next, seed))
+                drops
+                    .apply_full(|seed| render_ruleset_seeded(&next, seed))
+                    .map(|()| Instant::now())
+            })
+        } else if let Some(staged) = update.staged {
+            tokio::task::spawn_blocking(move || {
+                if !staged.create.is_empty() {
+                    nft.apply(&staged.create)?;
+                }
+                nft.apply_elements(&staged.elements)?;
+                let in_force = Instant::now();
+                if !staged.remove.is_empty() {
+                    nft.apply(&staged.remove)?;
+                }
+                Ok(in_force)
             })
         } else {
             let script = update.script;
-            tokio::task::spawn_blocking(move || nft.apply(&script))
+            tokio::task::spawn_blocking(move || nft.apply(&script).map(|()| Instant::now()))
         };
         task.await
             .map_err(|e| format!("the nftables task failed: {e}"))?
@@ -390,6 +407,7 @@ impl PolicyEngine {
                     _ => weft_policy::render::Update {
                         full: true,
                         script: String::new(),
+                        staged: None,
                     },
                 }
             };
@@ -416,8 +434,10 @@ impl PolicyEngine {
             self.metrics
                 .policy_stage("kernel", started.elapsed().as_secs_f64());
             match applied {
-                Ok(()) => {
-                    let seconds = since.take().map_or(0.0, |s| s.elapsed().as_secs_f64());
+                Ok(in_force) => {
+                    let seconds = since
+                        .take()
+                        .map_or(0.0, |s| in_force.duration_since(s).as_secs_f64());
                     self.metrics.policy_applied(
                         if full { "full" } else { "incremental" },
                         seconds,
