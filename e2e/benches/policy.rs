@@ -1258,6 +1258,9 @@ struct Side {
     rss_mib: f64,
     /// Peak resident set since the agent started (VmHWM).
     peak_mib: f64,
+    /// Agents restarted with the whole cluster present (the per-packet rounds' policy-on
+    /// restarts): (VmRSS after a round, VmHWM), each in MiB.
+    restarted_mib: Vec<(f64, f64)>,
     reach: Reach,
     samples: Vec<Sample>,
     ruleset: String,
@@ -1390,6 +1393,11 @@ fn bench(c: &Cluster, cleanup: &Cleanup, kr_bin: PathBuf) -> Result<Report> {
             log_sample(r, if on { "weft" } else { "weft off" }, &s);
             if on {
                 weft.samples.push(s);
+                // This agent started with the 10,000 pods already there: its whole first list.
+                weft.restarted_mib.push((
+                    rss_mib_on_node(c, MEASURED, "weft-agent")?,
+                    peak_mib_on_node(c, MEASURED, "weft-agent")?,
+                ));
             } else {
                 off.push(s);
             }
@@ -1742,8 +1750,20 @@ fn print(r: &Report) {
         w.rss_mib, k.rss_mib
     );
     println!(
-        "| peak resident memory since start, 10,000-pod backlog included (VmHWM) | {:.1} MiB | {:.1} MiB | < 60 MiB |",
+        "| peak resident memory since start, the 10,000 pods arriving while it runs (VmHWM) | {:.1} MiB | {:.1} MiB | < 60 MiB |",
         w.peak_mib, k.peak_mib
+    );
+    let worst = |v: &[(f64, f64)]| {
+        v.iter()
+            .copied()
+            .reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
+            .map_or("–".to_owned(), |(rss, hwm)| {
+                format!("{rss:.1} MiB / {hwm:.1} MiB (worst of {})", v.len())
+            })
+    };
+    println!(
+        "| weft restarted with the 10,000 pods present (policy on again in the per-packet rounds): resident after a round / peak (VmRSS / VmHWM) | {} | n/a | < 60 MiB |",
+        worst(&w.restarted_mib)
     );
     for (what, f) in [
         (

@@ -169,6 +169,13 @@ fn main() -> anyhow::Result<()> {
     if std::env::var_os("CNI_COMMAND").is_some() {
         std::process::exit(weft_node_agent::cni::plugin::cmd::main());
     }
+    // glibc gives every thread that allocates an arena of its own (up to 8 per CPU), and freed
+    // memory stays in the arena it came from. With the runtime's and the blocking pool's threads
+    // taking turns on the same work that kept MiBs of fragments resident: the policy benchmark's
+    // agent at 10,000 pods peaked at 61.0 MiB without this and 56.7 MiB with it. Two arenas, set
+    // before any thread starts.
+    // SAFETY: mallopt only changes the allocator's tuning; no other thread exists yet.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

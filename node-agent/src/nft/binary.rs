@@ -21,10 +21,10 @@ const NO_SUCH_TABLE: &str = "No such file or directory";
 
 /// The largest script run in-process. Parsing costs about 80 bytes of heap per byte of script
 /// (a 450 KB table replacement took the process from 15 to 51 MiB), which the agent would keep as
-/// its peak and, fragmented, as its resident size; bigger scripts (full replacements of a large
-/// policy table: start-up, resync) run in an `nft` process, whose memory is its own. Incremental
-/// changes are a few KB.
-pub const IN_PROCESS_MAX_BYTES: usize = 64 * 1024;
+/// its peak and, fragmented, as its resident size; bigger scripts (full replacements of a policy
+/// table, the new chains of a large policy change) run in an `nft` process, whose memory is its
+/// own. The steps of a policy change are a few KB.
+pub const IN_PROCESS_MAX_BYTES: usize = 16 * 1024;
 
 /// Drives nftables: the library for transactions up to [`IN_PROCESS_MAX_BYTES`] when it loads,
 /// the `nft` binary otherwise.

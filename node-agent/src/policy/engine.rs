@@ -156,9 +156,14 @@ impl PolicyEngine {
         let task = if update.full {
             let (drops, next) = (drops.clone(), next.clone());
             tokio::task::spawn_blocking(move || {
-                drops
+                let applied = drops
                     .apply_full(|seed| render_ruleset_seeded(&next, seed))
-                    .map(|()| Instant::now())
+                    .map(|()| Instant::now());
+                // A full compile and render (start-up, a relist) frees tens of MiB at once; give
+                // the pages back rather than keep them resident as the allocator's free lists.
+                // SAFETY: malloc_trim only releases free memory of the allocator.
+                unsafe { libc::malloc_trim(0) };
+                applied
             })
         } else if let Some(staged) = update.staged {
             tokio::task::spawn_blocking(move || {
@@ -226,6 +231,8 @@ impl PolicyEngine {
         let mut index = Index::new();
         let mut keys: BTreeMap<WatchKind, BTreeSet<(String, String)>> = BTreeMap::new();
         let mut listed: BTreeSet<WatchKind> = BTreeSet::new();
+        // Kinds in the middle of a (re-)list, with the objects listed so far.
+        let mut listing: BTreeMap<WatchKind, BTreeSet<(String, String)>> = BTreeMap::new();
         // What the last compile knew: `Some` while the kernel holds exactly `status.ir` (the
         // compiled state lives there, shared with the verdict endpoint). Unknown at start (a
         // restart) and after a failed transaction: the next transaction replaces the table whole.
@@ -273,12 +280,17 @@ impl PolicyEngine {
                             Update::Apply(o) | Update::Delete(o) => {
                                 policy_ref(o.kind(), o.key()).map_or(About::World, About::Policy)
                             }
-                            Update::Relist(kind, _) if is_policy(*kind) => About::Policies,
-                            Update::Relist(..) | Update::Error(..) => About::World,
+                            Update::Listed(o) => {
+                                policy_ref(o.kind(), o.key()).map_or(About::World, About::Policy)
+                            }
+                            Update::ListDone(kind) if is_policy(*kind) => About::Policies,
+                            Update::ListStart(..) | Update::ListDone(..) | Update::Error(..) => {
+                                About::World
+                            }
                         };
                         // A Node heartbeat or a watch error changes nothing and must not make
                         // the next change take the slow path.
-                        if !handle(&mut index, &mut keys, &mut listed, u) {
+                        if !handle(&mut index, &mut keys, &mut listed, &mut listing, u) {
                             continue;
                         }
                         dirty = true;
@@ -301,7 +313,9 @@ impl PolicyEngine {
                 () = tokio::time::sleep_until(wake) => {}
             }
             wake = tokio::time::Instant::now() + Duration::from_secs(3600);
-            if !dirty || kinds.iter().any(|k| !listed.contains(k)) {
+            // Nothing is compiled before every kind is listed, nor in the middle of a re-list
+            // (its deletions are only known at its end).
+            if !dirty || kinds.iter().any(|k| !listed.contains(k)) || !listing.is_empty() {
                 continue;
             }
             // Pod churn alone: follow it from the last compile, without compiling (see
@@ -514,6 +528,7 @@ fn handle(
     index: &mut Index,
     keys: &mut BTreeMap<WatchKind, BTreeSet<(String, String)>>,
     listed: &mut BTreeSet<WatchKind>,
+    listing: &mut BTreeMap<WatchKind, BTreeSet<(String, String)>>,
     u: Update,
 ) -> bool {
     match u {
@@ -526,17 +541,27 @@ fn handle(
             delete_from(index, o.kind(), &o.key());
             true
         }
-        Update::Relist(kind, objects) => {
-            let fresh: BTreeSet<(String, String)> = objects.iter().map(|o| o.key()).collect();
-            let old = keys.insert(kind, fresh.clone()).unwrap_or_default();
-            for gone in old.difference(&fresh) {
-                delete_from(index, kind, gone);
-            }
-            for o in &objects {
-                o.apply_to(index);
+        Update::ListStart(kind) => {
+            listing.insert(kind, BTreeSet::new());
+            false
+        }
+        Update::Listed(o) => {
+            listing.entry(o.kind()).or_default().insert(o.key());
+            keys.entry(o.kind()).or_default().insert(o.key());
+            o.apply_to(index);
+            true
+        }
+        Update::ListDone(kind) => {
+            let fresh = listing.remove(&kind).unwrap_or_default();
+            let count = fresh.len();
+            let old = keys.insert(kind, fresh).unwrap_or_default();
+            if let Some(fresh) = keys.get(&kind) {
+                for gone in old.difference(fresh) {
+                    delete_from(index, kind, gone);
+                }
             }
             if listed.insert(kind) {
-                debug!(?kind, objects = objects.len(), "initial list done");
+                debug!(?kind, objects = count, "initial list done");
             }
             true
         }
@@ -550,6 +575,63 @@ fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(name: &str, ip: &str) -> super::super::watch::Object {
+        let p: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "x", "name": name, "labels": {"app": name}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c"}]},
+            "status": {"podIPs": [{"ip": ip}]}
+        }))
+        .expect("pod");
+        super::super::watch::Object::Pod(Box::new(p))
+    }
+
+    /// A (re-)list reaches the index object by object; at its end, what it did not list is gone,
+    /// and only then is the kind listed.
+    #[test]
+    fn a_relist_applies_as_it_goes_and_deletes_the_unlisted_at_its_end() {
+        let (mut index, mut keys, mut listed, mut listing) = (
+            Index::new(),
+            BTreeMap::new(),
+            BTreeSet::new(),
+            BTreeMap::new(),
+        );
+        let key = |n: &str| PodKey {
+            namespace: "x".into(),
+            name: n.into(),
+        };
+        let mut feed = |u: Update, index: &mut Index| {
+            handle(index, &mut keys, &mut listed, &mut listing, u);
+            (listed.contains(&WatchKind::Pod), listing.is_empty())
+        };
+        assert_eq!(
+            feed(Update::ListStart(WatchKind::Pod), &mut index),
+            (false, false)
+        );
+        feed(Update::Listed(pod("a", "10.244.1.2")), &mut index);
+        assert!(
+            index.pod(&key("a")).is_some(),
+            "applied before the list ends"
+        );
+        feed(Update::Listed(pod("b", "10.244.1.3")), &mut index);
+        assert_eq!(
+            feed(Update::ListDone(WatchKind::Pod), &mut index),
+            (true, true)
+        );
+        // The watch broke; while it was down, a was deleted.
+        feed(Update::ListStart(WatchKind::Pod), &mut index);
+        assert_eq!(
+            feed(Update::Listed(pod("b", "10.244.1.3")), &mut index),
+            (true, false),
+            "a re-list in progress holds compiles back"
+        );
+        assert!(
+            index.pod(&key("a")).is_some(),
+            "not gone before the list ends"
+        );
+        feed(Update::ListDone(WatchKind::Pod), &mut index);
+        assert!(index.pod(&key("a")).is_none() && index.pod(&key("b")).is_some());
+    }
 
     /// The engine names a changed policy the way the index names its source: a wrong name would
     /// let a compile keep that policy's old chain.
