@@ -11,11 +11,11 @@
 //! `ct state established,related accept` and a verdict map dispatching by pod address, per-pod
 //! chains, a set of selected peer addresses), changed by one set element, or replaced whole with
 //! 100 or 10 000 elements in the set; each in nft's text language (what weft uses, through
-//! `NftBinary`) and in nft's JSON language (the same ruleset, converted from nft's own JSON listing);
+//! `Nftables`) and in nft's JSON language (the same ruleset, converted from nft's own JSON listing);
 //! plus the read that every sync does first (`list table`), and weft's masquerade sync.
 //!
 //! The element changes are also written as one native nf_tables netlink batch
-//! (`nft::apply_set_elements`, what `NftBinary::apply_elements` does for pod churn): no process,
+//! (`nft::apply_set_elements`, what `Nftables::apply_elements` does for pod churn): no process,
 //! no parser, no cache fill. With `WEFT_NFT_BENCH_POLICY=<dir>` (a directory where
 //! `WEFT_BENCH_DUMP=<dir> cargo bench -p weft-policy --bench compile` wrote `one-node.nft` and
 //! `churn.nft`), two more rows apply that bench's pod event (one pod added: 8 elements in 8 sets
@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use weft_crds::fabric::Masquerade;
 use weft_node_agent::masquerade::{plan_masquerade, sync_masquerade};
 use weft_node_agent::nft::{
-    Family, LibNft, NftApplier, NftBinary, TABLE_POLICY, apply_set_elements, render_replace_table,
+    Family, LibNft, NftApplier, Nftables, TABLE_POLICY, apply_set_elements, render_replace_table,
 };
 use weft_node_agent::subnet::{Lease, Networks};
 use weft_policy::{Elem, ElemOp, Proto};
@@ -69,7 +69,7 @@ fn table_text(peers: usize, variant: usize) -> String {
 
 /// The same table in nft's JSON input language: nft's own JSON listing of it, each object wrapped
 /// in `add`, handles dropped, chains before the maps that jump to them.
-fn table_json(nft: &NftBinary, text: &str) -> Value {
+fn table_json(nft: &Nftables, text: &str) -> Value {
     nft.apply(&render_replace_table(Family::Inet, TABLE, text))
         .expect("apply text");
     let out = Command::new("nft")
@@ -168,15 +168,15 @@ fn quantile(samples: &[Duration], q: f64) -> Duration {
 type Applier = Box<dyn Fn(&str) -> Result<(), weft_node_agent::Error>>;
 
 fn bench(n: usize) -> Vec<Row> {
-    let nft = NftBinary::new();
+    let nft = Nftables::new();
     assert!(
         nft.in_process(),
         "libnftables must load where nft is installed"
     );
     // Transactions both ways: in-process (what the agent does) and through the `nft` process.
-    // (`LibNft` directly: `NftBinary` sends scripts over 64 KiB to the process.)
+    // (`LibNft` directly: `Nftables` sends scripts over 64 KiB to the process.)
     let lib = LibNft::load().expect("libnftables");
-    let process = NftBinary::with_binary("nft");
+    let process = Nftables::with_binary("nft");
     let ways: [(&str, Applier); 2] = [
         (
             "library",
@@ -417,7 +417,7 @@ fn bench(n: usize) -> Vec<Row> {
 
 /// 10 000 elements added to the bench table's set in one transaction, through `nft -f` (one
 /// statement) and through netlink (one batch of a few messages); removed untimed between samples.
-fn bench_large_batch(nft: &NftBinary, n: usize) -> Vec<Row> {
+fn bench_large_batch(nft: &Nftables, n: usize) -> Vec<Row> {
     let addrs: Vec<String> = (0..10_000)
         .map(|i| format!("10.253.{}.{}", i / 256, i % 256))
         .collect();
@@ -498,7 +498,7 @@ fn parse_churn_statement(line: &str) -> ElemOp {
 
 /// The policy compile bench's pod event on its one-node ruleset, through `nft -f` and through
 /// netlink; even samples add the pod's elements, odd ones delete them.
-fn bench_policy_table(nft: &NftBinary, n: usize, dir: &std::path::Path) -> Vec<Row> {
+fn bench_policy_table(nft: &Nftables, n: usize, dir: &std::path::Path) -> Vec<Row> {
     let read = |name: &str| {
         std::fs::read_to_string(dir.join(name))
             .unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))

@@ -20,7 +20,7 @@ use weft_crds::fabric::LogLevel;
 use weft_node_agent::agent::teardown::{fabric_is_deleted, teardown_node};
 use weft_node_agent::agent::{Agent, error_chain, nodes};
 use weft_node_agent::config::{load_config, sync_config_watch};
-use weft_node_agent::nft::NftBinary;
+use weft_node_agent::nft::Nftables;
 use weft_node_agent::observe::{Health, Metrics, bind, health_router, metrics_router, serve};
 use weft_node_agent::overlay::netlink::Netlink;
 use weft_node_agent::policy::explain::verdict_router;
@@ -241,7 +241,7 @@ async fn agent_main() -> anyhow::Result<()> {
         metrics,
         sys_class_net: PathBuf::from(SYS_CLASS_NET),
         kernel: Netlink::connect().map_err(|e| anyhow::anyhow!(error_chain(&e)))?,
-        nft: Arc::new(NftBinary::default()),
+        nft: Arc::new(Nftables::default()),
         cni_plugin: Some(weft_node_agent::cni::install::plugin_source(
             args.cni_plugin.as_deref(),
         )),

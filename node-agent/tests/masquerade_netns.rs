@@ -29,7 +29,7 @@ use std::time::Duration;
 use nft_support::skip_reason;
 use weft_crds::fabric::Masquerade;
 use weft_node_agent::masquerade::{plan_masquerade, sync_masquerade, teardown_masquerade};
-use weft_node_agent::nft::{NftBinary, TableChange};
+use weft_node_agent::nft::{Nftables, TableChange};
 use weft_node_agent::subnet::{Lease, Networks};
 
 const PORT: u16 = 7399;
@@ -242,7 +242,7 @@ fn pod_traffic_leaves_with_the_node_address_and_stays_unmasqueraded_inside() {
         random_fully: true,
     };
     let plan = plan_masquerade(&networks, &lease, &settings, &nodes).expect("plan");
-    let change = in_netns(&node, move || sync_masquerade(&plan, &NftBinary::new()))
+    let change = in_netns(&node, move || sync_masquerade(&plan, &Nftables::new()))
         .join()
         .expect("apply thread")
         .expect("sync");
@@ -281,7 +281,7 @@ fn pod_traffic_leaves_with_the_node_address_and_stays_unmasqueraded_inside() {
         }
     }
 
-    let removed = in_netns(&node, || teardown_masquerade(&NftBinary::new()))
+    let removed = in_netns(&node, || teardown_masquerade(&Nftables::new()))
         .join()
         .expect("teardown thread")
         .expect("teardown");

@@ -1,5 +1,5 @@
 //! Privileged tests of the native netlink element writer (`nft::apply_set_elements`, used by
-//! `NftBinary::apply_elements`) against the kernel: every set kind of the policy table, written
+//! `Nftables::apply_elements`) against the kernel: every set kind of the policy table, written
 //! through netlink and read back with `nft list`, compared element by element with what the ops
 //! say (and with what `nft -f` makes of the same ops). Each test runs in a network namespace of its
 //! own (gone with its thread, also on failure); they skip unless run as root with `nft` installed.
@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use nft_support::{in_fresh_netns, skip_reason};
 use weft_node_agent::Error;
 use weft_node_agent::nft::{
-    Family, NftApplier, NftBinary, TABLE_POLICY, apply_set_elements, render_replace_table,
+    Family, NftApplier, Nftables, TABLE_POLICY, apply_set_elements, render_replace_table,
 };
 use weft_policy::{Elem, ElemOp, Proto};
 
@@ -52,7 +52,7 @@ const SETS: [&str; 8] = [
     "to-pod-v6",
 ];
 
-fn load_table(nft: &NftBinary) {
+fn load_table(nft: &Nftables) {
     nft.apply(&render_replace_table(Family::Inet, TABLE_POLICY, TABLE))
         .expect("load the test table with nft -f");
 }
@@ -114,7 +114,7 @@ fn elements_of(listing: &str) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-fn kernel_elements(nft: &NftBinary) -> BTreeMap<String, Vec<String>> {
+fn kernel_elements(nft: &Nftables) -> BTreeMap<String, Vec<String>> {
     let listing = nft
         .list_table(Family::Inet, TABLE_POLICY)
         .expect("list")
@@ -182,7 +182,7 @@ fn refused(err: Error) -> (String, i32) {
 fn every_set_kind_round_trips_through_netlink() {
     require_privileges!();
     in_fresh_netns(|| {
-        let nft = NftBinary::new();
+        let nft = Nftables::new();
         load_table(&nft);
         let adds = every_kind();
         nft.apply_elements(&adds).expect("additions");
@@ -214,7 +214,7 @@ fn netlink_writes_what_nft_writes_for_the_same_ops() {
     let through = |netlink: bool| {
         let ops = ops.clone();
         in_fresh_netns(move || {
-            let nft = NftBinary::new();
+            let nft = Nftables::new();
             load_table(&nft);
             if netlink {
                 nft.apply_elements(&ops).expect("netlink");
@@ -234,7 +234,7 @@ fn netlink_writes_what_nft_writes_for_the_same_ops() {
 fn a_goto_whose_verdict_changes_is_deleted_then_added_in_one_batch() {
     require_privileges!();
     in_fresh_netns(|| {
-        let nft = NftBinary::new();
+        let nft = Nftables::new();
         load_table(&nft);
         let ip = v4(5);
         nft.apply_elements(&[op(true, "to-pod-v4", Elem::Goto(ip, "in-a".into()))])
@@ -273,7 +273,7 @@ fn a_goto_whose_verdict_changes_is_deleted_then_added_in_one_batch() {
 fn a_batch_with_a_missing_set_at_the_end_applies_nothing() {
     require_privileges!();
     in_fresh_netns(|| {
-        let nft = NftBinary::new();
+        let nft = Nftables::new();
         load_table(&nft);
         let before = every_kind();
         nft.apply_elements(&before).expect("initial elements");
@@ -322,7 +322,7 @@ fn a_batch_with_a_missing_set_at_the_end_applies_nothing() {
 fn adding_a_present_element_is_fine_deleting_an_absent_one_is_not() {
     require_privileges!();
     in_fresh_netns(|| {
-        let nft = NftBinary::new();
+        let nft = Nftables::new();
         load_table(&nft);
         let ops = every_kind();
         nft.apply_elements(&ops).expect("first");
@@ -360,7 +360,7 @@ fn adding_a_present_element_is_fine_deleting_an_absent_one_is_not() {
 fn ten_thousand_additions_in_one_call() {
     require_privileges!();
     in_fresh_netns(|| {
-        let nft = NftBinary::new();
+        let nft = Nftables::new();
         load_table(&nft);
         // Alternating sets: every op is a message of its own, 10 000 acks to read.
         let alternating: Vec<ElemOp> = (0..10_000)

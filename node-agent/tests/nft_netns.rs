@@ -12,7 +12,7 @@ use nft_support::{CASES, in_fresh_netns, skip_reason};
 use weft_node_agent::Error;
 use weft_node_agent::masquerade::{render_masquerade, sync_masquerade, teardown_masquerade};
 use weft_node_agent::nft::{
-    Family, LIBNFTABLES, NFT_BINARY, NftApplier, NftBinary, TABLE_NAT, TableChange,
+    Family, LIBNFTABLES, NFT_BINARY, NftApplier, Nftables, TABLE_NAT, TableChange,
     render_replace_table, same_ruleset, sync_table,
 };
 
@@ -28,7 +28,7 @@ macro_rules! require_privileges {
 /// The real applier, counting kernel writes.
 #[derive(Default)]
 struct Counting {
-    inner: NftBinary,
+    inner: Nftables,
     applies: AtomicUsize,
 }
 
@@ -111,7 +111,7 @@ fn apply_from_scratch_then_reapply_without_a_write() {
 fn replace_is_atomic_for_a_concurrent_reader() {
     require_privileges!();
     in_fresh_netns(|| {
-        let nft = NftBinary::new();
+        let nft = Nftables::new();
         let (a, b) = (table(0), table(1));
         nft.apply(&render_replace_table(Family::Inet, TABLE_NAT, &a))
             .expect("apply a");
@@ -122,7 +122,7 @@ fn replace_is_atomic_for_a_concurrent_reader() {
         let reader = {
             let (done, a, b) = (done.clone(), a.clone(), b.clone());
             std::thread::spawn(move || {
-                let nft = NftBinary::new();
+                let nft = Nftables::new();
                 let mut seen = 0usize;
                 while !done.load(Ordering::SeqCst) {
                     let l = nft
@@ -155,17 +155,17 @@ fn a_failed_transaction_leaves_the_previous_ruleset_in_force() {
     require_privileges!();
     // The library in-process (where the agent's transactions run) and the binary (its fallback)
     // must fail, report and recover alike.
-    let library = NftBinary::new();
+    let library = Nftables::new();
     assert!(
         library.in_process(),
         "{LIBNFTABLES} is installed with nft and must load"
     );
-    for inner in [library, NftBinary::with_binary(NFT_BINARY)] {
+    for inner in [library, Nftables::with_binary(NFT_BINARY)] {
         failed_transaction_case(inner);
     }
 }
 
-fn failed_transaction_case(inner: NftBinary) {
+fn failed_transaction_case(inner: Nftables) {
     let way = if inner.in_process() {
         "library"
     } else {
@@ -252,7 +252,7 @@ fn policy_drop_counters_are_read_from_the_kernel_and_survive_a_replacement() {
     use weft_node_agent::policy::drops::DropCounters;
     require_privileges!();
     in_fresh_netns(|| {
-        let nft = Arc::new(NftBinary::new());
+        let nft = Arc::new(Nftables::new());
         assert_eq!(
             nft.list_counters(Family::Inet, TABLE_POLICY).expect("list"),
             None

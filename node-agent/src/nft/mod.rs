@@ -1,5 +1,5 @@
 //! One nftables transaction applier, shared by masquerade ([`crate::masquerade`]) and the policy
-//! engine: a trait ([`NftApplier`]), the real implementation driving nftables ([`NftBinary`]: its
+//! engine: a trait ([`NftApplier`]), the real implementation driving nftables ([`Nftables`]: its
 //! library in-process, [`LibNft`], for transactions, its `nft` binary for listings), and a text
 //! fake for tests ([`FakeNft`]).
 //!
@@ -17,7 +17,7 @@
 //! `docs/adr/0303-nftables-applier.md` (measured: one transaction costs a few milliseconds through
 //! the binary, 0.1 ms through the library with a context that stays open). The one exception is
 //! pod churn, element changes of the policy table's sets and maps
-//! ([`NftApplier::apply_elements`]), which [`NftBinary`] writes as a native nf_tables netlink batch
+//! ([`NftApplier::apply_elements`]), which [`Nftables`] writes as a native nf_tables netlink batch
 //! ([`apply_set_elements`], module `netlink`), without an `nft` process (ADR addendum 2026-12-02).
 //! Both keep their netlink socket open per network namespace (module `session`): closing one after
 //! a transaction that deleted anything waits for an RCU grace period in the kernel.
@@ -33,19 +33,19 @@
 //!   is why renderers emit nft's canonical listing format (the privileged tests check the round
 //!   trip).
 
-mod binary;
 mod fake;
 mod libnft;
 mod netlink;
+mod nftables;
 mod session;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-pub use binary::NftBinary;
 pub use fake::FakeNft;
 pub use libnft::{LIBRARY as LIBNFTABLES, LibNft};
 pub use netlink::apply_set_elements;
+pub use nftables::Nftables;
 
 use crate::Error;
 

@@ -29,12 +29,12 @@ pub const IN_PROCESS_MAX_BYTES: usize = 16 * 1024;
 /// Drives nftables: the library for transactions up to [`IN_PROCESS_MAX_BYTES`] when it loads,
 /// the `nft` binary otherwise.
 #[derive(Debug, Clone)]
-pub struct NftBinary {
+pub struct Nftables {
     binary: PathBuf,
     lib: Option<LibNft>,
 }
 
-impl Default for NftBinary {
+impl Default for Nftables {
     fn default() -> Self {
         let lib = match LibNft::load() {
             Ok(lib) => Some(lib),
@@ -47,14 +47,14 @@ impl Default for NftBinary {
                 None
             }
         };
-        NftBinary {
+        Nftables {
             binary: PathBuf::from(NFT_BINARY),
             lib,
         }
     }
 }
 
-impl NftBinary {
+impl Nftables {
     /// `nft` from PATH, transactions through libnftables where it loads.
     pub fn new() -> Self {
         Self::default()
@@ -62,7 +62,7 @@ impl NftBinary {
 
     /// A specific binary for everything (tests use a missing path to check the error).
     pub fn with_binary(binary: impl Into<PathBuf>) -> Self {
-        NftBinary {
+        Nftables {
             binary: binary.into(),
             lib: None,
         }
@@ -124,7 +124,7 @@ fn failed(what: &str, output: &Output) -> Error {
     }
 }
 
-impl NftApplier for NftBinary {
+impl NftApplier for Nftables {
     fn apply(&self, script: &str) -> Result<(), Error> {
         let what = "apply a transaction";
         if let Some(lib) = &self.lib
@@ -201,7 +201,7 @@ mod tests {
 
     #[test]
     fn a_missing_binary_names_the_debian_package() {
-        let nft = NftBinary::with_binary("/nonexistent/weft-test/nft");
+        let nft = Nftables::with_binary("/nonexistent/weft-test/nft");
         let err = nft.apply("table inet x {}\n").expect_err("no binary");
         assert!(matches!(err, Error::NftMissing { .. }), "{err:?}");
         let msg = err.to_string();
