@@ -91,16 +91,20 @@ mod tests {
     fn a_handle_is_reused_in_its_namespace_and_dropped_after_a_failure() {
         let cache: PerNetns<u32> = PerNetns::new();
         let mut opened = 0;
-        for _ in 0..3 {
+        // Uses the namespace's handle, opening a new one (numbered by `opened`) when there is none.
+        let use_counting = |cache: &PerNetns<u32>, opened: &mut u32| {
             cache
                 .with(
                     || {
-                        opened += 1;
-                        Ok(opened)
+                        *opened += 1;
+                        Ok(*opened)
                     },
                     |h| Ok(*h),
                 )
-                .expect("use");
+                .expect("use")
+        };
+        for _ in 0..3 {
+            use_counting(&cache, &mut opened);
         }
         assert_eq!(opened, 1, "one handle for three uses in one namespace");
         let err = cache
@@ -110,15 +114,7 @@ mod tests {
             )
             .expect_err("the use fails");
         assert!(err.to_string().contains("use"), "{err}");
-        let h = cache
-            .with(
-                || {
-                    opened += 1;
-                    Ok(opened)
-                },
-                |h| Ok(*h),
-            )
-            .expect("use");
+        let h = use_counting(&cache, &mut opened);
         assert_eq!(
             (opened, h),
             (2, 2),
