@@ -3,6 +3,8 @@
 //! cluster-wide policies (40 ClusterNetworkPolicies, 9 AdminNetworkPolicies, 1 BANP), and the size
 //! of the rendered ruleset. Prints a table; the target for a full compile is under 200 ms.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -19,6 +21,55 @@ const PODS_PER_NAMESPACE: usize = 100;
 const NODES: usize = 100;
 const POLICIES_PER_NAMESPACE: usize = 10;
 const RUNS: usize = 15;
+
+/// The system allocator, counting the bytes live on the heap and their peak, for the memory
+/// table: what the index, a compile and a render of this cluster hold and need at once.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as it came.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as it came.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded as it came.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            grew(new_size);
+        }
+        p
+    }
+}
+
+fn grew(n: usize) {
+    let live = LIVE.fetch_add(n, Ordering::Relaxed) + n;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Heap (live now, peak since the last call) in MiB, and resets the peak to what is live.
+fn heap() -> (f64, f64) {
+    let live = LIVE.load(Ordering::Relaxed);
+    let peak = PEAK.swap(live, Ordering::Relaxed);
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    (mib(live), mib(peak))
+}
 
 fn pod(ns: usize, i: usize) -> Pod {
     let n = ns * PODS_PER_NAMESPACE + i;
@@ -304,6 +355,7 @@ fn main() {
         update.script.len(),
         lines(&update.script)
     );
+    memory(&namespaces, &pods, &nps, &cnps, &anps, &banp, &n0);
     // For loading into a kernel: WEFT_BENCH_DUMP=<dir> writes the one-node ruleset and the update.
     if let Some(dir) = std::env::var_os("WEFT_BENCH_DUMP") {
         let dir = std::path::PathBuf::from(dir);
@@ -313,4 +365,61 @@ fn main() {
             }
         }
     }
+}
+
+/// What the agent holds and needs at its start in this cluster, step by step as its policy
+/// engine goes (index, compile with the memo, the IR copy the full apply takes, the full render),
+/// on the heap: each step's peak above what was live before it, and what it leaves live.
+fn memory(
+    namespaces: &[Namespace],
+    pods: &[Pod],
+    nps: &[NetworkPolicy],
+    cnps: &[v1beta1::ClusterNetworkPolicy],
+    anps: &[v1alpha1::AdminNetworkPolicy],
+    banp: &v1alpha1::BaselineAdminNetworkPolicy,
+    node: &NodeInput,
+) {
+    println!();
+    println!(
+        "| heap, one node's start (MiB) | live after | peak during | step's own peak | step leaves |"
+    );
+    println!("|---|---|---|---|---|");
+    let (base, _) = heap();
+    let mut before = base;
+    let mut row = |name: &str| {
+        let (live, peak) = heap();
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:+.1} |",
+            live - base,
+            peak - base,
+            peak - before,
+            live - before
+        );
+        before = live;
+    };
+    let mut ix = Index::new();
+    namespaces.iter().for_each(|o| ix.apply_namespace(o));
+    pods.iter().for_each(|o| ix.apply_pod(o));
+    row(&format!(
+        "index: {} namespaces, {} pods",
+        namespaces.len(),
+        pods.len()
+    ));
+    nps.iter().for_each(|o| ix.apply_network_policy(o));
+    cnps.iter().for_each(|o| ix.apply_cluster_network_policy(o));
+    anps.iter().for_each(|o| ix.apply_admin_network_policy(o));
+    ix.apply_baseline_admin_network_policy(banp);
+    row(&format!(
+        "index: + {} policies",
+        nps.len() + cnps.len() + anps.len() + 1
+    ));
+    let (ir, memo) = compile_node_memo(&ix, node);
+    row("compile (IR and memo kept)");
+    let copy = ir.clone();
+    row("the IR's copy for the full apply");
+    let text = render_ruleset(&copy);
+    row(&format!("full render ({} bytes of script)", text.len()));
+    drop((text, copy));
+    row("script and copy dropped");
+    drop((ir, memo, ix));
 }

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -17,6 +18,8 @@ use weft_crds::policy_api::{v1alpha1, v1alpha2, v1beta1};
 use crate::Problem;
 use crate::model::{self, Kind, ObjectRef, Policy, Proto};
 use crate::selector::Labels;
+
+static EMPTY_LABELS: Labels = Labels::new();
 
 /// A pod's namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -47,8 +50,9 @@ pub struct NamedPort {
 /// What the index keeps of a pod.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PodInfo {
-    /// Labels.
-    pub labels: Labels,
+    /// Labels: one copy per distinct label set, shared by every pod that has it (the replicas of
+    /// a Deployment or DaemonSet all do).
+    pub labels: Arc<Labels>,
     /// Addresses (`status.podIPs`, else `status.podIP`).
     pub ips: Vec<IpAddr>,
     /// `spec.nodeName`.
@@ -89,8 +93,12 @@ pub struct Index {
     cluster_policies: BTreeMap<ObjectRef, Policy>,
     pod_problems: BTreeMap<PodKey, Vec<String>>,
     /// Every pod holding an address (live or not), for the incremental compiler's check that an
-    /// address changes hands only through a full compile.
-    by_ip: BTreeMap<IpAddr, BTreeSet<PodKey>>,
+    /// address changes hands only through a full compile. Sorted and without duplicates; almost
+    /// always one pod, which a `Vec` holds in one small allocation (a set's node is ten times
+    /// that, and this map has an entry per address of every pod in the cluster).
+    by_ip: BTreeMap<IpAddr, Vec<PodKey>>,
+    /// The pods' distinct label sets ([`PodInfo::labels`] points into it).
+    label_sets: BTreeSet<Arc<Labels>>,
 }
 
 impl Index {
@@ -149,8 +157,17 @@ impl Index {
         }
         named_ports.sort();
         named_ports.dedup();
+        let labels = pod.metadata.labels.as_ref().unwrap_or(&EMPTY_LABELS);
+        let labels = match self.label_sets.get(labels) {
+            Some(shared) => shared.clone(),
+            None => {
+                let new = Arc::new(labels.clone());
+                self.label_sets.insert(new.clone());
+                new
+            }
+        };
         let info = PodInfo {
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            labels,
             ips,
             node: spec.node_name.clone().unwrap_or_default(),
             named_ports,
@@ -162,46 +179,62 @@ impl Index {
         } else {
             self.pod_problems.insert(key.clone(), bad);
         }
-        self.forget_ips(&key);
         for ip in &info.ips {
-            self.by_ip.entry(*ip).or_default().insert(key.clone());
+            let holders = self.by_ip.entry(*ip).or_default();
+            if let Err(at) = holders.binary_search(&key) {
+                holders.insert(at, key.clone());
+            }
         }
-        self.pods
-            .entry(key.namespace)
+        let old = self
+            .pods
+            .entry(key.namespace.clone())
             .or_default()
-            .insert(key.name, info);
+            .insert(key.name.clone(), info);
+        if let Some(old) = old {
+            self.forget(&key, old);
+        }
     }
 
-    fn forget_ips(&mut self, key: &PodKey) {
-        let Some(old) = self.pod(key) else {
-            return;
-        };
-        for ip in old.ips.clone() {
+    /// Drops what the index held for `old`, the pod `key` was before it was replaced or
+    /// deleted: its addresses no longer in its entry, and its label set if no pod has it now.
+    fn forget(&mut self, key: &PodKey, old: PodInfo) {
+        let now = self.pod(key).map(|p| p.ips.as_slice()).unwrap_or_default();
+        let gone: Vec<IpAddr> = old
+            .ips
+            .iter()
+            .filter(|ip| !now.contains(ip))
+            .copied()
+            .collect();
+        for ip in gone {
             if let Some(keys) = self.by_ip.get_mut(&ip) {
-                keys.remove(key);
+                if let Ok(at) = keys.binary_search(key) {
+                    keys.remove(at);
+                }
                 if keys.is_empty() {
                     self.by_ip.remove(&ip);
                 }
             }
         }
+        // The interner's own reference and `old`'s: nobody else has these labels.
+        if Arc::strong_count(&old.labels) == 2 {
+            self.label_sets.remove(&old.labels);
+        }
     }
 
     /// Removes a pod.
     pub fn delete_pod(&mut self, namespace: &str, name: &str) {
-        self.forget_ips(&PodKey {
+        let key = PodKey {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
-        });
-        if let Some(ns) = self.pods.get_mut(namespace) {
-            ns.remove(name);
-            if ns.is_empty() {
-                self.pods.remove(namespace);
-            }
+        };
+        let old = self.pods.get_mut(namespace).and_then(|ns| ns.remove(name));
+        if self.pods.get(namespace).is_some_and(BTreeMap::is_empty) {
+            self.pods.remove(namespace);
         }
-        self.pod_problems.remove(&PodKey {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        });
+        if let Some(old) = old {
+            self.forget(&key, old);
+        }
+        self.pod_problems.remove(&key);
     }
 
     /// Adds or replaces a namespace (its labels).
@@ -385,8 +418,7 @@ impl Index {
 
     /// A namespace's labels (none when its object has not arrived).
     pub fn namespace_labels(&self, name: &str) -> &Labels {
-        static EMPTY: Labels = Labels::new();
-        self.namespaces.get(name).unwrap_or(&EMPTY)
+        self.namespaces.get(name).unwrap_or(&EMPTY_LABELS)
     }
 
     /// Every namespace known from a Namespace object or from its pods, with its labels (none for
@@ -396,5 +428,85 @@ impl Index {
         names.sort();
         names.dedup();
         names.into_iter().map(|n| (n, self.namespace_labels(n)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, app: &str, ips: &[&str]) -> Pod {
+        let ips: Vec<_> = ips.iter().map(|ip| json!({"ip": ip})).collect();
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "x", "name": name, "labels": {"app": app}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c"}]},
+            "status": {"phase": "Running", "podIPs": ips}
+        }))
+        .expect("pod")
+    }
+
+    fn key(name: &str) -> PodKey {
+        PodKey {
+            namespace: "x".into(),
+            name: name.into(),
+        }
+    }
+
+    fn holders(ix: &Index, ip: &str) -> Vec<String> {
+        let ip: IpAddr = ip.parse().expect("ip");
+        ix.pods_with_ip(&ip).map(|k| k.name.clone()).collect()
+    }
+
+    #[test]
+    fn pods_share_one_copy_of_a_label_set_and_the_last_holder_takes_it_away() {
+        let mut ix = Index::new();
+        ix.apply_pod(&pod("a", "web", &["10.0.0.1"]));
+        ix.apply_pod(&pod("b", "web", &["10.0.0.2"]));
+        let (a, b) = (ix.pod(&key("a")).expect("a"), ix.pod(&key("b")).expect("b"));
+        assert!(Arc::ptr_eq(&a.labels, &b.labels), "one copy for both");
+        assert_eq!(a.labels.get("app").map(String::as_str), Some("web"));
+        assert_eq!(ix.label_sets.len(), 1);
+
+        ix.apply_pod(&pod("a", "db", &["10.0.0.1"]));
+        assert_eq!(ix.label_sets.len(), 2, "web (b) and db (a)");
+        ix.apply_pod(&pod("a", "db", &["10.0.0.1"]));
+        assert_eq!(
+            ix.label_sets.len(),
+            2,
+            "the same labels again change nothing"
+        );
+        ix.apply_pod(&pod("b", "db", &["10.0.0.2"]));
+        assert_eq!(ix.label_sets.len(), 1, "nobody has web any more");
+
+        ix.delete_pod("x", "a");
+        assert_eq!(ix.label_sets.len(), 1, "b still has db");
+        ix.delete_pod("x", "b");
+        assert!(ix.label_sets.is_empty());
+        assert!(ix.by_ip.is_empty());
+        assert_eq!(ix.pods().count(), 0);
+    }
+
+    #[test]
+    fn every_holder_of_an_address_is_listed_once_until_it_lets_go() {
+        let mut ix = Index::new();
+        ix.apply_pod(&pod("b", "web", &["10.0.0.1", "fd00::1"]));
+        ix.apply_pod(&pod("a", "web", &["10.0.0.1"]));
+        ix.apply_pod(&pod("a", "web", &["10.0.0.1"]));
+        assert_eq!(holders(&ix, "10.0.0.1"), ["a", "b"], "sorted, no duplicate");
+        assert_eq!(holders(&ix, "fd00::1"), ["b"]);
+
+        ix.apply_pod(&pod("a", "web", &["10.0.0.2"]));
+        assert_eq!(holders(&ix, "10.0.0.1"), ["b"]);
+        assert_eq!(holders(&ix, "10.0.0.2"), ["a"]);
+
+        ix.apply_pod(&pod("b", "web", &["fd00::1"]));
+        assert!(holders(&ix, "10.0.0.1").is_empty());
+        assert_eq!(ix.by_ip.len(), 2, "10.0.0.2 and fd00::1 only");
+
+        ix.delete_pod("x", "missing");
+        ix.delete_pod("x", "a");
+        assert!(holders(&ix, "10.0.0.2").is_empty());
+        assert_eq!(holders(&ix, "fd00::1"), ["b"]);
     }
 }

@@ -140,22 +140,25 @@ impl PolicyEngine {
         }
     }
 
-    /// Applies `update`; returns when the change was in force. A full replacement is rendered
-    /// again with the drop counters seeded from the table it replaces
-    /// ([`DropCounters::apply_full`]), so that they keep counting across it. An incremental
-    /// update goes make-before-break where it can ([`weft_policy::render::Staged`]): new chains
-    /// and sets, then every element change as one native netlink batch (the moment packets see
-    /// the change), then the removal of what nothing references any more.
+    /// Applies `update`, which takes the kernel to `next`; returns when the change was in force,
+    /// with `next` (a full replacement renders it on a blocking thread, which takes it there and
+    /// back rather than a copy). A full replacement is rendered with the drop counters seeded
+    /// from the table it replaces ([`DropCounters::apply_full`]), so that they keep counting
+    /// across it. An incremental update goes make-before-break where it can
+    /// ([`weft_policy::render::Staged`]): new chains and sets, then every element change as one
+    /// native netlink batch (the moment packets see the change), then the removal of what
+    /// nothing references any more.
     async fn apply(
         &self,
         update: weft_policy::Update,
-        next: &Ir,
+        next: Ir,
         drops: &Arc<DropCounters>,
-    ) -> Result<Instant, String> {
+    ) -> Result<(Instant, Ir), String> {
+        let joined = |e: tokio::task::JoinError| format!("the nftables task failed: {e}");
         let nft = self.nft.clone();
-        let task = if update.full {
-            let (drops, next) = (drops.clone(), next.clone());
-            tokio::task::spawn_blocking(move || {
+        if update.full {
+            let drops = drops.clone();
+            let (applied, next) = tokio::task::spawn_blocking(move || {
                 let applied = drops
                     .apply_full(|seed| render_ruleset_seeded(&next, seed))
                     .map(|()| Instant::now());
@@ -163,9 +166,13 @@ impl PolicyEngine {
                 // the pages back rather than keep them resident as the allocator's free lists.
                 // SAFETY: malloc_trim only releases free memory of the allocator.
                 unsafe { libc::malloc_trim(0) };
-                applied
+                (applied, next)
             })
-        } else if let Some(staged) = update.staged {
+            .await
+            .map_err(joined)?;
+            return applied.map(|t| (t, next)).map_err(|e| error_chain(&e));
+        }
+        let task = if let Some(staged) = update.staged {
             tokio::task::spawn_blocking(move || {
                 if !staged.create.is_empty() {
                     nft.apply(&staged.create)?;
@@ -182,7 +189,8 @@ impl PolicyEngine {
             tokio::task::spawn_blocking(move || nft.apply(&script).map(|()| Instant::now()))
         };
         task.await
-            .map_err(|e| format!("the nftables task failed: {e}"))?
+            .map_err(joined)?
+            .map(|t| (t, next))
             .map_err(|e| error_chain(&e))
     }
 
@@ -444,11 +452,11 @@ impl PolicyEngine {
             );
             let full = update.full;
             let started = Instant::now();
-            let applied = self.apply(update, &next, &drops).await;
+            let applied = self.apply(update, next, &drops).await;
             self.metrics
                 .policy_stage("kernel", started.elapsed().as_secs_f64());
             match applied {
-                Ok(in_force) => {
+                Ok((in_force, next)) => {
                     let seconds = since
                         .take()
                         .map_or(0.0, |s| in_force.duration_since(s).as_secs_f64());
