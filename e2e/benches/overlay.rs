@@ -20,7 +20,7 @@
 //! 3. VXLAN: pod on node-1 → pod on node-2, round-robin over four paths: weft's; flanneld's; the
 //!    reference's `setup vxlan` (namespaces `h5r-*`); and the same reference (namespaces `h6rt-*`)
 //!    with the nftables tables of weft's node-1 and node-2 (`nft list table inet weft-nat`, `inet
-//!    weft-policy`) loaded into its two node namespaces, addresses carried over to the reference's.
+//!    weft-policy`, `inet weft-raw`) loaded into its two node namespaces, addresses carried over to the reference's.
 //!    Each: iperf3 TCP throughput, sockperf 64-byte UDP message rate, sockperf TCP request/response
 //!    (ping-pong) latency;
 //! 4. node added → its route present on every node, p50/p99 (annotation-only Node objects);
@@ -72,7 +72,7 @@ const REF_PREFIX: &str = "h5r-";
 /// Prefix of the reference's namespaces that carry weft's nftables tables.
 const REF_TABLES_PREFIX: &str = "h6rt-";
 /// The nftables tables of a weft node that the reference with tables gets.
-const WEFT_TABLES: [&str; 2] = ["weft-nat", "weft-policy"];
+const WEFT_TABLES: [&str; 3] = ["weft-nat", "weft-policy", "weft-raw"];
 /// flanneld's cluster: two nodes, no weft, no kube-proxy (like weft's here).
 const FL_CLUSTER: &str = "h6flb";
 const FL_API_PORT: u16 = 17660;
@@ -555,7 +555,12 @@ fn weft_tables_for_reference(
 ) -> Result<String> {
     let ns = c.cfg.node_ns(&format!("node-{i}"));
     let mut text = String::new();
-    for t in WEFT_TABLES {
+    // weft-raw exists with the vxlan backend only.
+    let held = run(Command::new("ip").args(["netns", "exec", &ns, "nft", "list", "tables"]))?;
+    for t in WEFT_TABLES
+        .iter()
+        .filter(|t| held.contains(&format!("table inet {t}\n")))
+    {
         text.push_str(&run(
             Command::new("ip").args(["netns", "exec", &ns, "nft", "list", "table", "inet", t])
         )?);
@@ -609,9 +614,12 @@ fn load_weft_tables(
             .arg(&file))
         .with_context(|| format!("loading weft's node-{i} tables into {ns}:\n{text}"))?;
         let tables = run(Command::new("ip").args(["netns", "exec", &ns, "nft", "list", "tables"]))?;
-        for t in WEFT_TABLES {
+        for t in WEFT_TABLES
+            .iter()
+            .filter(|t| text.contains(&format!("table inet {t} ")))
+        {
             ensure!(
-                tables.contains(&format!("table inet {t}")),
+                tables.contains(&format!("table inet {t}\n")),
                 "{ns} lacks {t}: {tables}"
             );
         }

@@ -231,6 +231,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The blocking task that ran an nftables transaction ended without an answer (it panicked
+    /// or the runtime is shutting down).
+    #[error("the nftables task failed: {0}")]
+    NftTask(String),
     /// The masquerade table cannot be planned from the fabric and the lease.
     #[error("cannot plan masquerade: {0}")]
     MasqueradePlan(String),
@@ -295,7 +299,8 @@ impl Error {
             | Error::NftRun { .. }
             | Error::NftFailed { .. }
             | Error::NftNetlink { .. }
-            | Error::NftNetlinkIo { .. } => "ApplyNft",
+            | Error::NftNetlinkIo { .. }
+            | Error::NftTask(_) => "ApplyNft",
         }
     }
 }

@@ -19,9 +19,8 @@ mod nft_support;
 
 mod cmd_support;
 
-use cmd_support::run;
+use cmd_support::{Namespaces, in_netns, ip, run};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -33,56 +32,6 @@ use weft_node_agent::nft::{Nftables, TableChange};
 use weft_node_agent::subnet::{Lease, Networks};
 
 const PORT: u16 = 7399;
-
-/// Named namespaces that are deleted when this value is dropped (a panicking test included).
-struct Namespaces {
-    prefix: String,
-    created: Vec<String>,
-}
-
-impl Namespaces {
-    fn name(&self, role: &str) -> String {
-        format!("{}-{role}", self.prefix)
-    }
-
-    fn add(&mut self, role: &str) {
-        let name = self.name(role);
-        // A leftover of a killed earlier run with the same pid would make `add` fail.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run(&["ip", "netns", "add", &name]);
-        self.created.push(name);
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.created {
-            if let Err(e) = Command::new("ip").args(["netns", "del", name]).output() {
-                eprintln!("failed to delete netns {name}: {e}");
-            }
-        }
-    }
-}
-
-/// `ip -n <ns> <args>`.
-fn ip(ns: &str, args: &str) {
-    let mut all = vec!["ip", "-n", ns];
-    all.extend(args.split_whitespace());
-    run(&all);
-}
-
-/// Runs `f` on a thread that has entered namespace `ns` (only that thread moves).
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-}
 
 /// Answers every datagram to `addr` with the source address it came from, until `stop`. Bound to
 /// the address itself so that the reply leaves from it: a reply from another address of the

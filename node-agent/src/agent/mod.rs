@@ -39,11 +39,12 @@ use crate::flannel::{
     Peer, PeerProblem, STATE_FILE_NAME, parse_peers, parse_vtep_state, plan_annotation_patch,
 };
 use crate::masquerade::{plan_masquerade, sync_masquerade};
-use crate::nft::NftApplier;
+use crate::nft::{NftApplier, TableChange};
 use crate::observe::{Health, Metrics};
 use crate::overlay::diff::diff_datapath;
 use crate::overlay::netlink::{Kernel, Netlink};
 use crate::overlay::plan::{OverlayInput, plan_datapath};
+use crate::overlay::untracked::sync_untracked;
 use crate::subnet::{CONDITION_TYPE, plan_agent_condition, plan_network_condition};
 use crate::uplink::read_interfaces;
 
@@ -192,6 +193,20 @@ fn random_bytes() -> Result<[[u8; 6]; 2], Error> {
     Ok(out)
 }
 
+/// The fabric's VXLAN UDP port (validated by the CRD's schema; flannel's default otherwise).
+fn vxlan_port(config: &AgentConfig) -> u16 {
+    u16::try_from(config.overlay.port).unwrap_or(8472)
+}
+
+/// Runs an nftables sync on a blocking thread.
+async fn nft_task(
+    sync: impl FnOnce() -> Result<TableChange, Error> + Send + 'static,
+) -> Result<TableChange, Error> {
+    tokio::task::spawn_blocking(sync)
+        .await
+        .map_err(|e| Error::NftTask(e.to_string()))?
+}
+
 /// The overlay settings of a configuration, as the planner takes them.
 fn overlay_input<'a>(
     config: &AgentConfig,
@@ -202,7 +217,7 @@ fn overlay_input<'a>(
     OverlayInput {
         backend: config.overlay.backend,
         vni: u32::try_from(config.overlay.vni).unwrap_or(1),
-        port: u16::try_from(config.overlay.port).unwrap_or(8472),
+        port: vxlan_port(config),
         direct_routing: config.overlay.direct_routing,
         configured_mtu: u32::try_from(config.overlay.mtu).ok().filter(|m| *m > 0),
         tx_checksum_offload: config.overlay.tx_checksum_offload,
@@ -353,11 +368,17 @@ impl<K: Kernel + Sync> Agent<K> {
             &node_addresses,
         )?;
         let nft = self.nft.clone();
-        let change = tokio::task::spawn_blocking(move || sync_masquerade(&masquerade, &*nft))
-            .await
-            .map_err(|e| Error::MasqueradePlan(format!("the nftables task failed: {e}")))??;
-        if change.wrote() {
+        if nft_task(move || sync_masquerade(&masquerade, &*nft))
+            .await?
+            .wrote()
+        {
             changed.push("masquerade");
+        }
+        // The overlay's own packets stay out of conntrack (see `overlay::untracked`).
+        let port = (config.overlay.backend == Backend::Vxlan).then(|| vxlan_port(config));
+        let nft = self.nft.clone();
+        if nft_task(move || sync_untracked(port, &*nft)).await?.wrote() {
+            changed.push("untracked");
         }
         if sync_file(&paths.subnet_file, plan.subnet_env.as_bytes())? {
             changed.push("subnet_env");
@@ -396,7 +417,7 @@ impl<K: Kernel + Sync> Agent<K> {
         for what in &changed {
             match *what {
                 "annotations" | "condition" => self.metrics.node_patched(what),
-                "overlay" | "masquerade" => {}
+                "overlay" | "masquerade" | "untracked" => {}
                 file => self.metrics.file_written(file),
             }
         }

@@ -53,9 +53,15 @@ use crate::Error;
 pub const TABLE_NAT: &str = "weft-nat";
 /// The table of the policy engine, family [`Family::Inet`].
 pub const TABLE_POLICY: &str = "weft-policy";
+/// The table that keeps the overlay's VXLAN packets out of conntrack
+/// ([`crate::overlay::untracked`]), family [`Family::Inet`].
+pub const TABLE_RAW: &str = "weft-raw";
 /// Every table weft owns, with its family: uninstall removes exactly these.
-pub const OWNED_TABLES: [(Family, &str); 2] =
-    [(Family::Inet, TABLE_NAT), (Family::Inet, TABLE_POLICY)];
+pub const OWNED_TABLES: [(Family, &str); 3] = [
+    (Family::Inet, TABLE_NAT),
+    (Family::Inet, TABLE_POLICY),
+    (Family::Inet, TABLE_RAW),
+];
 /// The nftables command, looked up on PATH.
 pub const NFT_BINARY: &str = "nft";
 /// The Debian package that ships [`NFT_BINARY`]; named in the error when it is missing.

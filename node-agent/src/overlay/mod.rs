@@ -32,6 +32,7 @@ pub mod diff;
 pub mod fake;
 pub mod netlink;
 pub mod plan;
+pub mod untracked;
 
 use std::fmt;
 use std::net::IpAddr;
