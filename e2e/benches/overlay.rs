@@ -53,7 +53,7 @@ use weft_e2e::bench::{
     AGNHOST, Cleanup, PodPair, after, agent_rss_mib, alive, env_num, ghost_node, guard, in_ns,
     iperf3_gbps, kubectl, loadavg, median, need, need_root, patch_fabric, percentile, pod_doc,
     private_bins, replace_addrs, run_bounded, run_guarded, sockperf_pp_rtt_us, sockperf_tp_kpps,
-    start_iperf3, start_sockperf, strip_ansi,
+    start_iperf3, start_sockperf, strip_ansi, wait_quiet,
 };
 use weft_e2e::flannel::{Flanneld, ensure_flanneld, place_flannel_conflist};
 use weft_e2e::install::{install_weft, wait_fabric_available};
@@ -178,6 +178,7 @@ fn compare(paths: &[&PodPair; 4], reps: u64, dur: u64) -> Result<Compared> {
     for r in 0..reps as usize {
         for k in 0..PATHS.len() {
             let i = (r + k) % PATHS.len();
+            wait_quiet(Duration::from_secs(30));
             let s = measure(paths[i], dur)?;
             eprintln!(
                 "  round {} {:16}: {:.2} Gbit/s, {:.1} kpps, RTT {:.1} µs (p99 {:.1})",

@@ -35,7 +35,8 @@
 //! Everything it created (cluster, scratch namespace, kube-router processes, servers) is removed at
 //! the end, also on failure, panic, SIGINT/SIGTERM or the watchdog.
 //!
-//! Knobs: `WEFT_BENCH_REPS` (rounds of the datapath comparison, default 3), `WEFT_BENCH_DUR`
+//! Knobs: `WEFT_BENCH_REPS` (rounds of the datapath comparison, default 5; each sample waits
+//! for the CPUs to go quiet first, [`weft_e2e::bench::wait_quiet`]), `WEFT_BENCH_DUR`
 //! (seconds per sockperf sample, default 5), `WEFT_BENCH_EVENTS` (samples per event kind, default
 //! 20 for weft; `WEFT_BENCH_KR_EVENTS`, default 1, for kube-router, whose every event costs a full
 //! sync of minutes here), `WEFT_BENCH_CL2_PODS` (target pods of the reachability test, default 100),
@@ -62,7 +63,7 @@ use weft_e2e::bench::{
     Cleanup, PAUSE, PodPair, alive, alternate, env_num, ghost_node, guard, has_token, http_get_in,
     in_ns, kubectl, loadavg, median, need, need_root, patch_fabric, peak_mib_on_node, percentile,
     pod_doc, private_bins, rss_mib_on_node, run_bounded, run_guarded, sockperf_pp_rtt_us,
-    sockperf_tp_kpps, start_sockperf,
+    sockperf_tp_kpps, start_sockperf, wait_quiet,
 };
 use weft_e2e::install::{install_weft, wait_fabric_available};
 use weft_e2e::kuberouter::{full_syncs_ms, ingress_ipblock_set, ingress_pod_peers_set};
@@ -1229,6 +1230,13 @@ struct Sample {
 }
 
 fn sample(p: &PodPair, dur: u64) -> Result<Sample> {
+    let waited = wait_quiet(Duration::from_secs(30));
+    if waited > Duration::from_secs(2) {
+        eprintln!(
+            "  (waited {:.0} s for the CPUs to go quiet)",
+            waited.as_secs_f64()
+        );
+    }
     let udp64_kpps = sockperf_tp_kpps(p, UDP_PORT, dur)?;
     std::thread::sleep(Duration::from_millis(500));
     let (rtt_us, rtt_p99_us) = sockperf_pp_rtt_us(p, RR_PORT, dur)?;
@@ -1281,7 +1289,7 @@ struct Report {
 }
 
 fn bench(c: &Cluster, cleanup: &Cleanup, kr_bin: PathBuf) -> Result<Report> {
-    let reps = env_num("WEFT_BENCH_REPS", 3).max(1);
+    let reps = env_num("WEFT_BENCH_REPS", 5).max(1);
     let dur = env_num("WEFT_BENCH_DUR", 5).max(1);
     let n_events = env_num("WEFT_BENCH_EVENTS", 20).max(1) as usize;
     // kube-router answers every event with a full sync, minutes long at this scale.

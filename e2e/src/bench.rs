@@ -296,6 +296,45 @@ pub fn alternate(
     Ok(state)
 }
 
+/// The machine's CPU time (busy, total) in clock ticks since boot, from `/proc/stat`.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …: idle and iowait are not busy.
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).unwrap_or(&0);
+    Some((total - idle, total))
+}
+
+/// Waits until the machine's CPUs were at most `QUIET_BUSY` busy over one second (the control
+/// plane done with what a switch set off: agents restarting and listing, the API server
+/// serving them), or `max`. Returns how long it waited. A datapath sample taken while other
+/// processes take the CPU measures them, not the path: on 2 vCPUs a restarted agent's re-list
+/// moved the packet rate of one sample by a third.
+pub fn wait_quiet(max: Duration) -> Duration {
+    const QUIET_BUSY: f64 = 0.2;
+    let start = Instant::now();
+    let mut last = cpu_ticks();
+    while start.elapsed() < max {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = cpu_ticks();
+        if let (Some((b0, t0)), Some((b1, t1))) = (last, now)
+            && t1 > t0
+            && (b1 - b0) as f64 / ((t1 - t0) as f64) <= QUIET_BUSY
+        {
+            break;
+        }
+        last = now;
+    }
+    start.elapsed()
+}
+
 /// The 1-minute load average, for the record of a run.
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")

@@ -194,13 +194,18 @@ pub fn slim_node(n: Node) -> Node {
     }
 }
 
+/// Objects per page of a list.
+const LIST_PAGE: u32 = 100;
+
 fn watch<K>(api: Api<K>, kind: WatchKind, wrap: fn(K) -> Object) -> BoxStream<'static, Update>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     // A list is passed on object by object, not gathered: at 10,000 pods a gathered list held
-    // tens of MiB of API objects at once (the agent's peak at a restart went to 116 MiB).
-    watcher::watcher(api, watcher::Config::default())
+    // tens of MiB of API objects at once (the agent's peak at a restart went to 116 MiB). Pages
+    // of LIST_PAGE objects, not kube's 500: a page is held whole, response and objects, until
+    // its last object is passed on.
+    watcher::watcher(api, watcher::Config::default().page_size(LIST_PAGE))
         .default_backoff()
         .map(move |e| match e {
             Ok(Event::Apply(o)) => Update::Apply(wrap(o)),
