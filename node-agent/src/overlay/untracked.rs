@@ -8,7 +8,7 @@
 //! that never sees a reply (`[UNREPLIED]` in `conntrack -L`). They fill the conntrack table (half
 //! of it in calico#8934), the first packet of each walks every nat chain (kube-proxy's included),
 //! and each packet pays a conntrack lookup on the way out and on the way in, beside the lookup
-//! its inner packet pays. Calico (felix, since 3.29), Antrea and OpenShift SDN mark the same
+//! its inner packet pays. Calico (felix), Antrea and OpenShift SDN mark the same
 //! packets `notrack` for the same reasons; flannel does not.
 //!
 //! ```text
