@@ -395,8 +395,31 @@ pub struct PodPair {
 pub fn start_iperf3(cleanup: &Cleanup, tag: &'static str, p: &PodPair, port: u16) -> Result<()> {
     cleanup.spawn_server(
         tag,
-        &mut in_ns(&p.server, &["iperf3", "-s", "-p", &port.to_string()]),
+        &mut in_ns(
+            &p.server,
+            &pinned(SERVER_CPU, &["iperf3", "-s", "-p", &port.to_string()]),
+        ),
     )
+}
+
+/// The CPU of the measuring clients, and of the servers, when [`pinned`].
+const CLIENT_CPU: &str = "0";
+const SERVER_CPU: &str = "1";
+
+/// `args` run on CPU `cpu` only (`taskset -c`), unless `WEFT_BENCH_PIN=0` or the machine has one
+/// CPU. Left to the scheduler, the client, the server and the packets' softirq work land on the
+/// 2 CPUs differently from one sample to the next, and the small-packet rate of one path moved
+/// between about 100 and 160 kpps with nothing else running; pinned, every path of a run gets the
+/// same placement: the client (and the forwarding it triggers) on one CPU, the server on the
+/// other.
+pub fn pinned<'a>(cpu: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    if env_num("WEFT_BENCH_PIN", 1) == 0 || cpus < 2 {
+        return args.to_vec();
+    }
+    let mut out = vec!["taskset", "-c", cpu];
+    out.extend_from_slice(args);
+    out
 }
 
 /// Starts `sockperf sr` (TCP when `tcp`, else UDP) at the path's server end on `port`.
@@ -413,7 +436,7 @@ pub fn start_sockperf(
         args.push("--tcp");
     }
     args.extend(["-i", &p.server_ip, "-p", &port]);
-    cleanup.spawn_server(tag, &mut in_ns(&p.server, &args))
+    cleanup.spawn_server(tag, &mut in_ns(&p.server, &pinned(SERVER_CPU, &args)))
 }
 
 /// iperf3 TCP throughput of one stream for `dur` seconds, in Gbit/s.
@@ -421,16 +444,19 @@ pub fn iperf3_gbps(p: &PodPair, port: u16, dur: u64) -> Result<f64> {
     let out = run_bounded(
         &mut in_ns(
             &p.client,
-            &[
-                "iperf3",
-                "-c",
-                &p.server_ip,
-                "-p",
-                &port.to_string(),
-                "-t",
-                &dur.to_string(),
-                "-J",
-            ],
+            &pinned(
+                CLIENT_CPU,
+                &[
+                    "iperf3",
+                    "-c",
+                    &p.server_ip,
+                    "-p",
+                    &port.to_string(),
+                    "-t",
+                    &dur.to_string(),
+                    "-J",
+                ],
+            ),
         ),
         Duration::from_secs(dur + 20),
     )?;
@@ -449,7 +475,10 @@ fn sockperf(p: &PodPair, mode: &str, tcp: bool, port: u16, dur: u64) -> Result<S
         args.push("--tcp");
     }
     args.extend(["-i", &p.server_ip, "-p", &port, "-m", "64", "-t", &d]);
-    run_bounded(&mut in_ns(&p.client, &args), Duration::from_secs(dur + 20))
+    run_bounded(
+        &mut in_ns(&p.client, &pinned(CLIENT_CPU, &args)),
+        Duration::from_secs(dur + 20),
+    )
 }
 
 /// sockperf's 64-byte UDP message rate (`sockperf tp`) for `dur` seconds, in thousands per second.
