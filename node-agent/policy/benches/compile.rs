@@ -368,7 +368,7 @@ fn main() {
 }
 
 /// What the agent holds and needs at its start in this cluster, step by step as its policy
-/// engine goes (index, compile with the memo, the IR copy the full apply takes, the full render),
+/// engine goes (index, compile with the memo, the full render),
 /// on the heap: each step's peak above what was live before it, and what it leaves live.
 fn memory(
     namespaces: &[Namespace],
@@ -415,11 +415,9 @@ fn memory(
     ));
     let (ir, memo) = compile_node_memo(&ix, node);
     row("compile (IR and memo kept)");
-    let copy = ir.clone();
-    row("the IR's copy for the full apply");
-    let text = render_ruleset(&copy);
+    let text = render_ruleset(&ir);
     row(&format!("full render ({} bytes of script)", text.len()));
-    drop((text, copy));
-    row("script and copy dropped");
+    drop(text);
+    row("script dropped");
     drop((ir, memo, ix));
 }

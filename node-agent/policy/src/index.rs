@@ -97,8 +97,12 @@ pub struct Index {
     /// always one pod, which a `Vec` holds in one small allocation (a set's node is ten times
     /// that, and this map has an entry per address of every pod in the cluster).
     by_ip: BTreeMap<IpAddr, Vec<PodKey>>,
-    /// The pods' distinct label sets ([`PodInfo::labels`] points into it).
+    /// The pods' distinct label sets ([`PodInfo::labels`] points into it). A set no pod has is
+    /// dropped when its last pod goes, or, if someone else held a copy of that pod's
+    /// [`PodInfo`] then (the engine keeps the state before a change), by the next sweep.
     label_sets: BTreeSet<Arc<Labels>>,
+    /// How many pods the index holds (the bound of `label_sets` that triggers a sweep).
+    pod_count: usize,
 }
 
 impl Index {
@@ -190,8 +194,9 @@ impl Index {
             .entry(key.namespace.clone())
             .or_default()
             .insert(key.name.clone(), info);
-        if let Some(old) = old {
-            self.forget(&key, old);
+        match old {
+            Some(old) => self.forget(&key, old),
+            None => self.pod_count += 1,
         }
     }
 
@@ -219,6 +224,12 @@ impl Index {
         if Arc::strong_count(&old.labels) == 2 {
             self.label_sets.remove(&old.labels);
         }
+        drop(old);
+        // Sets whose last pod went while a copy of it was held elsewhere: every pod holds one
+        // set, so more sets than pods means some are unused. Amortized: a sweep halves them.
+        if self.label_sets.len() > 2 * self.pod_count + 16 {
+            self.label_sets.retain(|l| Arc::strong_count(l) > 1);
+        }
     }
 
     /// Removes a pod.
@@ -232,6 +243,7 @@ impl Index {
             self.pods.remove(namespace);
         }
         if let Some(old) = old {
+            self.pod_count -= 1;
             self.forget(&key, old);
         }
         self.pod_problems.remove(&key);
@@ -485,6 +497,33 @@ mod tests {
         assert!(ix.label_sets.is_empty());
         assert!(ix.by_ip.is_empty());
         assert_eq!(ix.pods().count(), 0);
+    }
+
+    #[test]
+    fn label_sets_whose_pods_went_while_a_copy_was_held_are_swept() {
+        let mut ix = Index::new();
+        ix.apply_pod(&pod("keep", "web", &["10.0.0.1"]));
+        // As the engine does: the state before a change is kept until the change is applied.
+        let mut held = Vec::new();
+        for i in 0..200 {
+            let name = format!("job-{i}");
+            ix.apply_pod(&pod(&name, &format!("unique-{i}"), &["10.0.1.1"]));
+            held.push(ix.pod(&key(&name)).cloned());
+            ix.delete_pod("x", &name);
+            if held.len() == 10 {
+                held.clear();
+            }
+        }
+        assert_eq!(ix.pods().count(), 1);
+        assert!(
+            ix.label_sets.len() <= 2 + 16 + 10,
+            "{} label sets for 1 pod",
+            ix.label_sets.len()
+        );
+        held.clear();
+        ix.delete_pod("x", "keep");
+        ix.apply_pod(&pod("last", "web", &["10.0.0.1"]));
+        assert!(ix.label_sets.len() <= 2 + 16 + 1, "{}", ix.label_sets.len());
     }
 
     #[test]

@@ -23,6 +23,8 @@
 //! unchanged world writes nothing, start-up never flushes (an agent restart drops no packet), and
 //! whatever belongs to a node that is gone, also from before a restart, is removed.
 //!
+//! With `vxlan`, the encapsulating packets skip connection tracking ([`untracked`], ADR 0305).
+//!
 //! Ownership (weft only touches what it can prove is its own): VXLAN devices named
 //! `flannel.<n>`/`flannel-v6.<n>` (flannel's names: weft takes over a flannel node in place), the
 //! neighbours and FDB entries on those devices, routes out of those devices, and routes anywhere
