@@ -315,8 +315,8 @@ fn cpu_ticks() -> Option<(u64, u64)> {
 /// Waits until the machine's CPUs were at most `QUIET_BUSY` busy over one second (the control
 /// plane done with what a switch set off: agents restarting and listing, the API server
 /// serving them), or `max`. Returns how long it waited. A datapath sample taken while other
-/// processes take the CPU measures them, not the path: on 2 vCPUs a restarted agent's re-list
-/// moved the packet rate of one sample by a third.
+/// processes take the CPU measures them, not the path: on 2 vCPUs the API server served the
+/// restarted agents' re-lists at up to 80 % of a CPU for seconds after a policy switch.
 pub fn wait_quiet(max: Duration) -> Duration {
     const QUIET_BUSY: f64 = 0.2;
     let start = Instant::now();
@@ -408,10 +408,10 @@ const SERVER_CPU: &str = "1";
 
 /// `args` run on CPU `cpu` only (`taskset -c`), unless `WEFT_BENCH_PIN=0` or the machine has one
 /// CPU. Left to the scheduler, the client, the server and the packets' softirq work land on the
-/// 2 CPUs differently from one sample to the next, and the small-packet rate of one path moved
-/// between about 100 and 160 kpps with nothing else running; pinned, every path of a run gets the
-/// same placement: the client (and the forwarding it triggers) on one CPU, the server on the
-/// other.
+/// 2 CPUs differently from one sample to the next; pinned, every path of a run gets the same
+/// placement: the client (and the forwarding it triggers) on one CPU, the server on the other.
+/// It does not remove the spread between samples: in the runs of 2026-12-02 one path's figures
+/// still moved by ±15-20 % between rounds, pinned or not (`docs/benchmarks.md`).
 pub fn pinned<'a>(cpu: &'a str, args: &[&'a str]) -> Vec<&'a str> {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     if env_num("WEFT_BENCH_PIN", 1) == 0 || cpus < 2 {

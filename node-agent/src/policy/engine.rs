@@ -555,22 +555,19 @@ fn handle(
         }
         Update::Listed(o) => {
             listing.entry(o.kind()).or_default().insert(o.key());
-            keys.entry(o.kind()).or_default().insert(o.key());
             o.apply_to(index);
             true
         }
         Update::ListDone(kind) => {
             let fresh = listing.remove(&kind).unwrap_or_default();
-            let count = fresh.len();
-            let old = keys.insert(kind, fresh).unwrap_or_default();
-            if let Some(fresh) = keys.get(&kind) {
-                for gone in old.difference(fresh) {
-                    delete_from(index, kind, gone);
-                }
+            let old = keys.remove(&kind).unwrap_or_default();
+            for gone in old.difference(&fresh) {
+                delete_from(index, kind, gone);
             }
             if listed.insert(kind) {
-                debug!(?kind, objects = count, "initial list done");
+                debug!(?kind, objects = fresh.len(), "initial list done");
             }
+            keys.insert(kind, fresh);
             true
         }
         Update::Error(kind, e) => {

@@ -2,8 +2,8 @@
 //!
 //! Each kind's `watcher` stream is mapped to [`Update`]s; a (re-)list arrives as `ListStart`, its
 //! objects one by one (`Listed`), then `ListDone`, after which the objects of that kind that were
-//! not listed (deleted while the watch was down) are removed from the index too. The cluster-wide policy APIs are watched only when the fabric honours them
-//! and the API server serves them (a CRD that is not installed is not an error: it is not watched).
+//! not listed (deleted while the watch was down) are removed from the index too. The cluster-wide
+//! policy APIs are watched only when the fabric honours them and the API server serves them (a CRD that is not installed is not an error: it is not watched).
 //! Nodes are watched for `nodes` peers (labels and `status.addresses` only are kept: a Node's
 //! status heartbeats change nothing the index holds, and [`Object::apply_to`] says so).
 
