@@ -35,6 +35,11 @@ type CtxFree = unsafe extern "C" fn(*mut c_void);
 type CtxInt = unsafe extern "C" fn(*mut c_void) -> c_int;
 type CtxStr = unsafe extern "C" fn(*mut c_void) -> *const c_char;
 type RunBuffer = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
+type SetFlags = unsafe extern "C" fn(*mut c_void, u32);
+
+/// `NFT_CTX_OUTPUT_STATELESS` of libnftables.h: listings without counter values and quota
+/// usage, as `nft --stateless list` prints them.
+const OUTPUT_STATELESS: u32 = 1 << 2;
 
 /// The entry points weft uses (libnftables' stable ABI, symbol version LIBNFTABLES_1).
 struct Lib {
@@ -44,6 +49,7 @@ struct Lib {
     buffer_error: CtxInt,
     get_output: CtxStr,
     get_error: CtxStr,
+    output_set_flags: SetFlags,
     run: RunBuffer,
 }
 
@@ -88,6 +94,9 @@ fn load() -> Result<Lib, String> {
             )?),
             get_error: std::mem::transmute::<*mut c_void, CtxStr>(sym(
                 c"nft_ctx_get_error_buffer",
+            )?),
+            output_set_flags: std::mem::transmute::<*mut c_void, SetFlags>(sym(
+                c"nft_ctx_output_set_flags",
             )?),
             run: std::mem::transmute::<*mut c_void, RunBuffer>(sym(c"nft_run_cmd_from_buffer")?),
         })
@@ -136,6 +145,8 @@ impl Ctx {
                 stderr: String::new(),
             });
         }
+        // SAFETY: a live context. Output flags change only what `list` prints.
+        unsafe { (lib.output_set_flags)(ptr, OUTPUT_STATELESS) };
         Ok(ctx)
     }
 
@@ -186,7 +197,8 @@ impl LibNft {
     }
 
     /// Applies `script` as one transaction in the calling thread's network namespace; returns
-    /// what nft printed (nothing, for scripts without `list`).
+    /// what nft printed (nothing, for scripts without `list`; a listing is stateless, as
+    /// `nft --stateless list` prints it).
     pub fn run(&self, script: &str, what: &str) -> Result<String, Error> {
         let lib = library().map_err(|e| Error::NftFailed {
             what: what.to_owned(),

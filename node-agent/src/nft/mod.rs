@@ -1,7 +1,8 @@
 //! One nftables transaction applier, shared by masquerade ([`crate::masquerade`]) and the policy
 //! engine: a trait ([`NftApplier`]), the real implementation driving nftables ([`Nftables`]: its
-//! library in-process, [`LibNft`], for transactions, its `nft` binary for listings), and a text
-//! fake for tests ([`FakeNft`]).
+//! library in-process, [`LibNft`], for transactions and for listings of the small tables, its
+//! `nft` binary for the policy table's listings and counters), and a text fake for tests
+//! ([`FakeNft`]).
 //!
 //! ```text
 //!   rendered table (text, nft's own listing format)
@@ -28,7 +29,7 @@
 //!   previous ruleset fully in force;
 //! - a table is replaced with [`render_replace_table`] (`table F N {}` + `delete table F N` + the
 //!   full definition, in one script), so there is no moment without the table and no leftover rule;
-//! - weft only touches the tables named here ([`TABLE_NAT`], [`TABLE_POLICY`]);
+//! - weft only touches the tables named here ([`TABLE_NAT`], [`TABLE_POLICY`], [`TABLE_RAW`]);
 //! - [`sync_table`] writes nothing when the kernel already holds exactly the rendered table, which
 //!   is why renderers emit nft's canonical listing format (the privileged tests check the round
 //!   trip).

@@ -1,6 +1,7 @@
 //! The real [`NftApplier`]: nftables of the Debian package `nftables`, its library in-process for
-//! transactions ([`super::LibNft`]) and its `nft` binary for listings (and for transactions where
-//! the library cannot be loaded).
+//! transactions and for listings of the small tables ([`super::LibNft`]), and its `nft` binary for
+//! everything else (listings of the policy table, counters, and everything where the library
+//! cannot be loaded).
 //!
 //! A script is parsed whole, turned into one netlink batch and committed as one kernel
 //! transaction; when any command of the batch fails, nft reports it and the kernel aborts the batch.
@@ -13,7 +14,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use super::{Counters, Family, LibNft, NFT_BINARY, NftApplier, TABLE_POLICY, parse_counters};
+use super::{
+    Counters, Family, LibNft, NFT_BINARY, NftApplier, TABLE_NAT, TABLE_POLICY, TABLE_RAW,
+    parse_counters,
+};
 use crate::Error;
 
 /// What nft prints (with `LC_ALL=C`) when the table to list does not exist (ENOENT).
@@ -25,6 +29,15 @@ const NO_SUCH_TABLE: &str = "No such file or directory";
 /// table, the new chains of a large policy change) run in an `nft` process, whose memory is its
 /// own. The steps of a policy change are a few KB.
 pub const IN_PROCESS_MAX_BYTES: usize = 16 * 1024;
+
+/// Whether a table's listing is read in-process: the masquerade and untracked tables hold a few
+/// rules per pod network whatever the cluster's size, and every node sync reads both (a process
+/// each would cost more than the sync's netlink work). The policy table grows with pods and
+/// policies; a listing parsed in-process would leave its peak in the agent (see
+/// [`IN_PROCESS_MAX_BYTES`]), so an `nft` process lists it.
+fn listed_in_process(name: &str) -> bool {
+    matches!(name, TABLE_NAT | TABLE_RAW)
+}
 
 /// Drives nftables: the library for transactions up to [`IN_PROCESS_MAX_BYTES`] when it loads,
 /// the `nft` binary otherwise.
@@ -144,6 +157,18 @@ impl NftApplier for Nftables {
 
     fn list_table(&self, family: Family, name: &str) -> Result<Option<String>, Error> {
         let what = format!("list table {family} {name}");
+        if let Some(lib) = &self.lib
+            && listed_in_process(name)
+        {
+            return match lib.run(&what, &what) {
+                Ok(listing) => {
+                    tracing::trace!(listing, "{what} (libnftables)");
+                    Ok(Some(listing))
+                }
+                Err(Error::NftFailed { stderr, .. }) if stderr.contains(NO_SUCH_TABLE) => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
         let output = self.run(
             &["--stateless", "list", "table", family.as_str(), name],
             None,
