@@ -30,7 +30,15 @@
 //!   plugin of the chain), CPU per call from `getrusage(RUSAGE_CHILDREN)` before and after the
 //!   phase (user + system of the plugins and of what they ran, `ip netns exec` included if used);
 //! - the floor under every call: `/bin/true` started the same way, and each plugin's `VERSION`
-//!   (its process start, nothing done).
+//!   (its process start, nothing done);
+//! - the floor under a burst, which no plugin that is a process per ADD (as the CNI spec has it)
+//!   can go below: N `/bin/true` started at once the same way (the process starts alone, on the
+//!   same CPUs as the starter), and weft's wiring without any process (`wire::add` called N
+//!   times in one thread in the node namespace: the veth pair, addresses and routes, i.e. the
+//!   kernel's work for a pod, with no process start, no IPAM and no JSON), whose CPU is taken
+//!   from the whole machine (`/proc/stat`), since the kernel finishes part of a new device's
+//!   registration in its own workers. The bench prints the bound they give together: the burst
+//!   of processes, plus the wiring's CPU spread over the machine's CPUs.
 //!
 //! Correctness is checked, untimed, so that a broken plugin cannot give a fast figure: every ADD
 //! succeeded and returned an address in the subnet, the N addresses are distinct, the node
@@ -674,6 +682,114 @@ fn round(w: &mut World, chain: Chain, r: usize, n: usize, fig: &mut Figures) {
     check_deleted(w, &store, &format!("{what}, DEL after the burst"));
 }
 
+/// `n` runs of `args` in the node namespace started at once (spawned one after another as fast
+/// as one thread can, reaped by another as they exit): each run's wall time (ms), and when the
+/// last one had been started (ms).
+fn floor_burst(w: &World, args: &[&str], n: usize) -> (Vec<f64>, f64) {
+    check_stop();
+    let (tx, rx) = std::sync::mpsc::channel::<(i32, Instant)>();
+    let reaper = std::thread::spawn(move || {
+        for _ in 0..n {
+            let status = loop {
+                match waitpid(None, None) {
+                    Ok(status) => break status,
+                    Err(nix::errno::Errno::ECHILD) => {
+                        std::thread::sleep(std::time::Duration::from_micros(50));
+                    }
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => panic!("waitpid: {e}"),
+                }
+            };
+            assert!(
+                matches!(status, WaitStatus::Exited(_, 0)),
+                "a run of the burst failed: {status:?}"
+            );
+            let pid = status.pid().expect("an exited child").as_raw();
+            tx.send((pid, Instant::now())).expect("the starter is waiting");
+        }
+    });
+    let burst = Instant::now();
+    let mut started: HashMap<i32, Instant> = HashMap::with_capacity(n);
+    for _ in 0..n {
+        let child = w
+            .command(Path::new(args[0]))
+            .args(&args[1..])
+            .env_clear()
+            .env("PATH", PATH_ENV)
+            .env("CNI_COMMAND", "VERSION")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        started.insert(i32::try_from(child.id()).expect("pid"), Instant::now());
+        // Reaped by the thread above, not by `Child`.
+        std::mem::forget(child);
+    }
+    let all_started = burst.elapsed().as_secs_f64() * 1000.0;
+    let mut each = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (pid, ended) = rx.recv().expect("the reaper ended early");
+        // Read only once all are started, so every pid is in the map.
+        let start = started.get(&pid).copied().expect("a child of the burst");
+        each.push(ended.duration_since(start).as_secs_f64() * 1000.0);
+    }
+    reaper.join().expect("the reaper");
+    (each, all_started)
+}
+
+/// weft's wiring of `n` pods without a process: `wire::add` called in this thread, in the node
+/// namespace, for pod namespaces 0..n (addresses 10.252.2.x, away from the plugin's), then
+/// removed untimed. Returns the busy CPU time of the whole machine per pod (ms), which includes
+/// the kernel workers that finish a device's registration, and this thread's own per pod.
+fn wiring_in_process(w: &World, n: usize) -> (f64, f64) {
+    use weft_node_agent::cni::plugin::IpConfig;
+    use weft_node_agent::cni::plugin::wire::{Attachment, add, del, host_veth_name};
+    check_stop();
+    let node = std::fs::File::open(PathBuf::from("/run/netns").join(w.node())).expect("node ns");
+    let home = std::fs::File::open("/proc/thread-self/ns/net").expect("own ns");
+    nix::sched::setns(&node, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the node ns");
+    let thread_ms = || {
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `ru` is a valid, writable rusage; RUSAGE_THREAD is a valid `who`.
+        let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+        assert_eq!(rc, 0, "getrusage(RUSAGE_THREAD)");
+        let ms = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
+        ms(ru.ru_utime) + ms(ru.ru_stime)
+    };
+    let ips: Vec<[IpConfig; 1]> = (0..n)
+        .map(|i| {
+            [IpConfig {
+                address: std::net::IpAddr::V4(Ipv4Addr::new(10, 252, 2 + (i / 250) as u8, (i % 250) as u8 + 2)),
+                prefix_len: 22,
+                gateway: Some(std::net::IpAddr::V4(GATEWAY)),
+                interface: Some(1),
+            }]
+        })
+        .collect();
+    let (busy, own) = (machine_busy_ms(), thread_ms());
+    for (i, ip) in ips.iter().enumerate() {
+        let a = Attachment {
+            netns: &w.pods[i],
+            ifname: "eth0",
+            host_ifname: host_veth_name(&format!("in-process-{i}"), "eth0"),
+            mtu: MTU,
+            ips: ip,
+            routes: &[],
+        };
+        add(&a).unwrap_or_else(|e| panic!("in-process wiring of pod {i}: {e}"));
+    }
+    let own = (thread_ms() - own) / n as f64;
+    // The device registrations' deferred work ends within a moment of the last one.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let busy = (machine_busy_ms() - busy) / n as f64;
+    for pod in &w.pods[..n] {
+        del(pod, "eth0").expect("remove the in-process wiring");
+    }
+    nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNET).expect("back home");
+    (busy, own)
+}
+
 /// `n` runs of `args` in the node namespace: wall samples (ms) and CPU per run (ms).
 fn floor(w: &World, args: &[&str], n: usize) -> (Vec<f64>, f64) {
     let cpu = children_cpu_ms();
@@ -832,6 +948,10 @@ fn main() {
     };
     let mut figures: HashMap<(bool, bool), Figures> = HashMap::new();
     let mut floors: HashMap<&str, (Vec<f64>, f64)> = HashMap::new();
+    // The floor under a burst: N /bin/true at once (each run's wall, when all were started) and
+    // weft's wiring in-process (machine CPU per pod, the thread's own per pod), one per round.
+    let (mut true_burst, mut true_started) = (Vec::new(), Vec::new());
+    let mut wiring: Vec<(f64, f64)> = Vec::new();
     let weft_path = weft_bin.to_string_lossy().into_owned();
     let ptp_path = format!("{REFERENCE_DIR}/ptp");
     for r in 0..reps {
@@ -862,6 +982,10 @@ fn main() {
             e.0.extend(samples);
             e.1 += cpu / reps as f64;
         }
+        let (each, started) = floor_burst(&w, &["/bin/true"], n);
+        true_burst.extend(each);
+        true_started.push(started);
+        wiring.push(wiring_in_process(&w, n));
     }
     drop(w);
     let wall_ms = whole.elapsed().as_secs_f64() * 1000.0;
@@ -951,6 +1075,28 @@ fn main() {
         quantile(true_s, 0.5),
         quantile(true_s, 0.99),
         true_cpu
+    );
+    let wiring_busy: Vec<f64> = wiring.iter().map(|w| w.0).collect();
+    let wiring_own: Vec<f64> = wiring.iter().map(|w| w.1).collect();
+    // Any plugin that is a process per ADD costs at least a process start (/bin/true's CPU) plus
+    // the kernel's wiring of the pod.
+    let least_cpu = n as f64 * (true_cpu + quantile(&wiring_busy, 0.5));
+    println!(
+        "floor under a burst: {n} /bin/true started at once the same way: all started after {:.1} ms (median of {}), each p50 {:.1} ms, p99 {:.1} ms; weft's wiring in-process (no process, no IPAM, no JSON): {:.2} ms of the machine's CPU per pod, {:.2} ms of it in the calling thread (medians of {})",
+        quantile(&true_started, 0.5),
+        true_started.len(),
+        quantile(&true_burst, 0.5),
+        quantile(&true_burst, 0.99),
+        quantile(&wiring_busy, 0.5),
+        quantile(&wiring_own, 0.5),
+        wiring.len(),
+    );
+    println!(
+        "so {n} ADDs at once need at least {least_cpu:.0} ms of CPU ({n} × ({true_cpu:.2} + {:.2}) ms), whatever the plugin does, and cannot all end before {:.0} ms on {cpus} CPUs; weft's took {:.0} ms of CPU ({:.2} ms per ADD)",
+        quantile(&wiring_busy, 0.5),
+        least_cpu / cpus,
+        figures[&(true, false)].burst_cpu_ms / reps as f64,
+        figures[&(true, false)].burst_cpu_ms / figures[&(true, false)].burst_each_ms.len().max(1) as f64,
     );
     for portmap in [false, true] {
         let walls = |weft: bool| {
