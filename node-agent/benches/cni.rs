@@ -682,6 +682,20 @@ fn round(w: &mut World, chain: Chain, r: usize, n: usize, fig: &mut Figures) {
     check_deleted(w, &store, &format!("{what}, DEL after the burst"));
 }
 
+/// A floor probe: `args` in the node namespace, entered as the plugins are, with `VERSION` as its
+/// command (what a plugin's `VERSION` is measured with; `/bin/true` ignores it) and no I/O.
+fn probe(w: &World, args: &[&str]) -> Command {
+    let mut c = w.command(Path::new(args[0]));
+    c.args(&args[1..])
+        .env_clear()
+        .env("PATH", PATH_ENV)
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
 /// `n` runs of `args` in the node namespace started at once (spawned one after another as fast
 /// as one thread can, reaped by another as they exit): each run's wall time (ms), and when the
 /// last one had been started (ms).
@@ -711,17 +725,7 @@ fn floor_burst(w: &World, args: &[&str], n: usize) -> (Vec<f64>, f64) {
     let burst = Instant::now();
     let mut started: HashMap<i32, Instant> = HashMap::with_capacity(n);
     for _ in 0..n {
-        let child = w
-            .command(Path::new(args[0]))
-            .args(&args[1..])
-            .env_clear()
-            .env("PATH", PATH_ENV)
-            .env("CNI_COMMAND", "VERSION")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
+        let child = probe(w, args).spawn().expect("spawn");
         started.insert(i32::try_from(child.id()).expect("pid"), Instant::now());
         // Reaped by the thread above, not by `Child`.
         std::mem::forget(child);
@@ -797,17 +801,7 @@ fn floor(w: &World, args: &[&str], n: usize) -> (Vec<f64>, f64) {
     for _ in 0..n {
         check_stop();
         let start = Instant::now();
-        let status = w
-            .command(Path::new(args[0]))
-            .args(&args[1..])
-            .env_clear()
-            .env("PATH", PATH_ENV)
-            .env("CNI_COMMAND", "VERSION")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("spawn");
+        let status = probe(w, args).status().expect("spawn");
         samples.push(start.elapsed().as_secs_f64() * 1000.0);
         assert!(status.success(), "{args:?} failed in the node namespace");
     }
