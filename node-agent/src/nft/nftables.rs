@@ -31,10 +31,11 @@ const NO_SUCH_TABLE: &str = "No such file or directory";
 pub const IN_PROCESS_MAX_BYTES: usize = 16 * 1024;
 
 /// Whether a table's listing is read in-process: the masquerade and untracked tables hold a few
-/// rules per pod network whatever the cluster's size, and every node sync reads both (a process
-/// each would cost more than the sync's netlink work). The policy table grows with pods and
-/// policies; a listing parsed in-process would leave its peak in the agent (see
-/// [`IN_PROCESS_MAX_BYTES`]), so an `nft` process lists it.
+/// rules per pod network, and the masquerade table one set element per node (about 8 KB of
+/// listing with 500 nodes); every node sync reads both, and a process each would cost more than
+/// the sync's netlink work. The policy table grows with pods and policies to megabytes; a listing
+/// parsed in-process would leave its peak in the agent (see [`IN_PROCESS_MAX_BYTES`]), so an
+/// `nft` process lists it.
 fn listed_in_process(name: &str) -> bool {
     matches!(name, TABLE_NAT | TABLE_RAW)
 }
