@@ -719,7 +719,8 @@ fn floor_burst(w: &World, args: &[&str], n: usize) -> (Vec<f64>, f64) {
                 "a run of the burst failed: {status:?}"
             );
             let pid = status.pid().expect("an exited child").as_raw();
-            tx.send((pid, Instant::now())).expect("the starter is waiting");
+            tx.send((pid, Instant::now()))
+                .expect("the starter is waiting");
         }
     });
     let burst = Instant::now();
@@ -764,7 +765,12 @@ fn wiring_in_process(w: &World, n: usize) -> (f64, f64) {
     let ips: Vec<[IpConfig; 1]> = (0..n)
         .map(|i| {
             [IpConfig {
-                address: std::net::IpAddr::V4(Ipv4Addr::new(10, 252, 2 + (i / 250) as u8, (i % 250) as u8 + 2)),
+                address: std::net::IpAddr::V4(Ipv4Addr::new(
+                    10,
+                    252,
+                    2 + (i / 250) as u8,
+                    (i % 250) as u8 + 2,
+                )),
                 prefix_len: 22,
                 gateway: Some(std::net::IpAddr::V4(GATEWAY)),
                 interface: Some(1),
@@ -1090,7 +1096,8 @@ fn main() {
         quantile(&wiring_busy, 0.5),
         least_cpu / cpus,
         figures[&(true, false)].burst_cpu_ms / reps as f64,
-        figures[&(true, false)].burst_cpu_ms / figures[&(true, false)].burst_each_ms.len().max(1) as f64,
+        figures[&(true, false)].burst_cpu_ms
+            / figures[&(true, false)].burst_each_ms.len().max(1) as f64,
     );
     for portmap in [false, true] {
         let walls = |weft: bool| {

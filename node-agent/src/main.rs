@@ -3,6 +3,7 @@
 //! Invariant: SIGTERM (or SIGINT) ends the process cleanly and leaves every file and annotation in
 //! place, so pods keep their network across agent restarts and upgrades (flannel does the same).
 
+use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,7 +102,10 @@ type ReloadHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
 fn init_logging(format: LogFormat, level: LogLevel) -> ReloadHandle {
     let (filter, handle) = reload::Layer::new(filter(level));
     let fmt = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        // Colours only on a terminal: `kubectl logs` and log collectors read plain text.
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)

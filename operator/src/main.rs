@@ -3,6 +3,7 @@
 //! Invariant: only the replica that holds the leader Lease runs the controller, and it exits (to
 //! be restarted as a standby) the moment it can no longer prove leadership.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,7 +69,10 @@ struct Args {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only on a terminal: `kubectl logs` and log collectors read plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder
@@ -104,10 +108,28 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // Through the logger, so that a JSON log stays JSON to the last line.
-            error!(error = %format!("{e:#}"), "weft-operator failed");
+            error!(error = %one_line(&e), "weft-operator failed");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each said once: a cause whose text is already in the
+/// line is left out (kube's errors print their sources in their own text, so `{:#}` said the
+/// kubeconfig's problem three times).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -120,7 +142,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let client = Client::try_default()
         .await
-        .context("failed to configure the Kubernetes client")?;
+        .context(
+            "failed to configure the Kubernetes client (run the operator in a pod with its \
+             service account, or set KUBECONFIG to a readable kubeconfig)",
+        )?;
     client
         .apiserver_version()
         .await
@@ -256,4 +281,37 @@ async fn run(args: Args) -> anyhow::Result<()> {
     metrics_server.abort();
     health_server.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    /// An error that prints its source in its own text, as kube's do.
+    #[derive(Debug)]
+    struct Embeds(std::io::Error);
+
+    impl std::fmt::Display for Embeds {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "failed to read kubeconfig: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Embeds {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(Embeds(io)).context("failed to configure the client");
+        assert_eq!(
+            one_line(&e),
+            "failed to configure the client: failed to read kubeconfig: no such file"
+        );
+        let plain = anyhow::anyhow!("root").context("middle").context("top");
+        assert_eq!(one_line(&plain), "top: middle: root");
+    }
 }

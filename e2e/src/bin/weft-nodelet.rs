@@ -1,6 +1,7 @@
 //! weft-nodelet: the kubelet stand-in of one local-cluster node. Started by `weft-e2e up`.
 
 use clap::Parser;
+use std::io::IsTerminal;
 use weft_e2e::nodelet::{NodeletConfig, enter_node, run};
 
 #[derive(Parser)]
@@ -16,6 +17,8 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        // Its log is a file under the cluster's directory: plain text there.
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     // Namespaces first, while this process has a single thread.
     enter_node(&mut args.cfg)?;
