@@ -140,12 +140,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let metrics_server = tokio::spawn(serve(args.metrics_addr, metrics_router(metrics.clone())));
     let health_server = tokio::spawn(serve(args.health_addr, health_router(health.clone())));
 
-    let client = Client::try_default()
-        .await
-        .context(
-            "failed to configure the Kubernetes client (run the operator in a pod with its \
+    let client = Client::try_default().await.context(
+        "failed to configure the Kubernetes client (run the operator in a pod with its \
              service account, or set KUBECONFIG to a readable kubeconfig)",
-        )?;
+    )?;
     client
         .apiserver_version()
         .await

@@ -1148,6 +1148,37 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// One read for a reservation that fits the buffer, the whole file for one that does not
+    /// (a container ID longer than the buffer), nothing for a file that cannot be opened.
+    #[test]
+    fn small_files_are_read_whole_whatever_their_size() {
+        let tmp = TempDir::new("read-small");
+        let dir = File::open(&tmp.0).unwrap();
+        let mut buf = [0u8; 16];
+        for len in [0usize, 15, 16, 17, 100] {
+            let content: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            fs::write(tmp.0.join("f"), &content).unwrap();
+            let got = read_small(&dir, std::ffi::OsStr::new("f"), &mut buf).expect("read");
+            assert_eq!(&*got, &content[..], "a file of {len} bytes");
+        }
+        assert!(read_small(&dir, std::ffi::OsStr::new("missing"), &mut buf).is_none());
+    }
+
+    /// `last_reserved_ip` is overwritten in place: a shorter address leaves no tail of the longer
+    /// one before it (host-local parses the whole file as one IP).
+    #[test]
+    fn a_shorter_last_reserved_ip_leaves_no_tail() {
+        let tmp = TempDir::new("last-shorter");
+        let store = open(&tmp);
+        let locked = store.lock().unwrap();
+        assert!(locked.reserve(ip("10.1.100.100"), "a", "eth0", 0).unwrap());
+        assert!(locked.reserve(ip("10.1.0.9"), "b", "eth0", 0).unwrap());
+        let last =
+            fs::read_to_string(store.dir().join(format!("{LAST_RESERVED_PREFIX}0"))).unwrap();
+        assert_eq!(last, "10.1.0.9");
+        assert_eq!(locked.last_reserved(0), Some(ip("10.1.0.9")));
+    }
+
     fn ips(list: &[&str]) -> Vec<IpAddr> {
         list.iter().map(|s| ip(s)).collect()
     }
