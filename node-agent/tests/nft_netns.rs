@@ -189,6 +189,26 @@ fn an_in_process_listing_is_the_binarys() {
             in_process.contains("counter") && !in_process.contains("packets"),
             "the in-process listing is not stateless:\n{in_process}"
         );
+        // A change made by someone else (an `nft` process: an admin, another agent version) is
+        // seen by the next in-process listing: the context's cache is not the kernel's state.
+        binary
+            .apply("add rule inet weft-nat counted ip daddr 10.0.0.2 drop\n")
+            .expect("a foreign change");
+        let after = library
+            .list_table(Family::Inet, TABLE_NAT)
+            .expect("list")
+            .expect("present");
+        assert!(
+            after.contains("10.0.0.2"),
+            "the in-process listing missed a change made by another process:\n{after}"
+        );
+        assert_eq!(
+            after,
+            binary
+                .list_table(Family::Inet, TABLE_NAT)
+                .expect("list")
+                .expect("present")
+        );
         // A table weft does not list in-process (the policy table's size grows with the cluster)
         // is read by the binary, which gives the same answer for an absent one.
         assert_eq!(
