@@ -40,27 +40,6 @@ type SetFlags = unsafe extern "C" fn(*mut c_void, u32);
 /// `NFT_CTX_OUTPUT_STATELESS` of libnftables.h: listings without counter values and quota
 /// usage, as `nft --stateless list` prints them.
 const OUTPUT_STATELESS: u32 = 1 << 2;
-/// `NFT_CTX_OUTPUT_JSON`: listings in nft's JSON, as `nft -j list` prints them.
-const OUTPUT_JSON: u32 = 1 << 4;
-
-/// How a run prints what it lists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
-    /// nft's own text without counter values (`nft --stateless list`): what a sync compares
-    /// with the rendered table. Every run that is not [`Output::Json`] prints this way.
-    Stateless,
-    /// nft's JSON with counter values (`nft -j list`): what the drop counters are read from.
-    Json,
-}
-
-impl Output {
-    fn flags(self) -> u32 {
-        match self {
-            Output::Stateless => OUTPUT_STATELESS,
-            Output::Json => OUTPUT_JSON,
-        }
-    }
-}
 
 /// The entry points weft uses (libnftables' stable ABI, symbol version LIBNFTABLES_1).
 struct Lib {
@@ -167,7 +146,7 @@ impl Ctx {
             });
         }
         // SAFETY: a live context. Output flags change only what `list` prints.
-        unsafe { (lib.output_set_flags)(ptr, Output::Stateless.flags()) };
+        unsafe { (lib.output_set_flags)(ptr, OUTPUT_STATELESS) };
         Ok(ctx)
     }
 
@@ -182,19 +161,10 @@ impl Ctx {
         unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
     }
 
-    /// Runs `script` as `nft -f` would: one transaction, all of it or nothing, printing as
-    /// `output` says; the context is left printing [`Output::Stateless`].
-    fn run(&mut self, script: &CStr, what: &str, output: Output) -> Result<String, Error> {
-        if output != Output::Stateless {
-            // SAFETY: a live context. Output flags change only what `list` prints.
-            unsafe { (self.lib.output_set_flags)(self.ptr, output.flags()) };
-        }
+    /// Runs `script` as `nft -f` would: one transaction, all of it or nothing.
+    fn run(&mut self, script: &CStr, what: &str) -> Result<String, Error> {
         // SAFETY: a live context and a NUL-terminated script.
         let rc = unsafe { (self.lib.run)(self.ptr, script.as_ptr()) };
-        if output != Output::Stateless {
-            // SAFETY: as above.
-            unsafe { (self.lib.output_set_flags)(self.ptr, Output::Stateless.flags()) };
-        }
         let (out, err) = (
             self.take(self.lib.get_output),
             self.take(self.lib.get_error),
@@ -230,11 +200,6 @@ impl LibNft {
     /// what nft printed (nothing, for scripts without `list`; a listing is stateless, as
     /// `nft --stateless list` prints it).
     pub fn run(&self, script: &str, what: &str) -> Result<String, Error> {
-        self.run_printing(script, what, Output::Stateless)
-    }
-
-    /// [`LibNft::run`], printing listings as `output` says.
-    pub fn run_printing(&self, script: &str, what: &str, output: Output) -> Result<String, Error> {
         let lib = library().map_err(|e| Error::NftFailed {
             what: what.to_owned(),
             status: format!("{LIBRARY} is not usable"),
@@ -246,7 +211,7 @@ impl LibNft {
             stderr: format!("the script contains a NUL byte: {e}"),
         })?;
         // A refused script leaves the context as good as before: it is kept either way.
-        let out = CONTEXTS.with(|| Ctx::new(lib), |ctx| Ok(ctx.run(&script, what, output)))?;
+        let out = CONTEXTS.with(|| Ctx::new(lib), |ctx| Ok(ctx.run(&script, what)))?;
         // nft's parser and cache allocate and free a lot, from whichever thread runs it: give
         // the freed pages back, or they stay in the agent's resident size as fragments.
         // SAFETY: malloc_trim only releases free memory of the allocator.

@@ -1,7 +1,8 @@
 //! One nftables transaction applier, shared by masquerade ([`crate::masquerade`]) and the policy
 //! engine: a trait ([`NftApplier`]), the real implementation driving nftables ([`Nftables`]: its
-//! library in-process, [`LibNft`], for transactions, listings of the small tables and counters,
-//! its `nft` binary for the policy table's listings), and a text fake for tests ([`FakeNft`]).
+//! library in-process, [`LibNft`], for transactions and for listings of the small tables, its
+//! `nft` binary for the policy table's listings and counters), and a text fake for tests
+//! ([`FakeNft`]).
 //!
 //! ```text
 //!   rendered table (text, nft's own listing format)
@@ -43,7 +44,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use fake::FakeNft;
-pub use libnft::{LIBRARY as LIBNFTABLES, LibNft, Output as LibNftOutput};
+pub use libnft::{LIBRARY as LIBNFTABLES, LibNft};
 pub use netlink::apply_set_elements;
 pub use nftables::Nftables;
 

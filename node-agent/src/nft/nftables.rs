@@ -1,7 +1,7 @@
 //! The real [`NftApplier`]: nftables of the Debian package `nftables`, its library in-process for
-//! transactions, for listings of the small tables and for counters ([`super::LibNft`]), and its
-//! `nft` binary for everything else (listings of the policy table, and everything where the
-//! library cannot be loaded).
+//! transactions and for listings of the small tables ([`super::LibNft`]), and its `nft` binary for
+//! everything else (listings of the policy table, counters, and everything where the library
+//! cannot be loaded).
 //!
 //! A script is parsed whole, turned into one netlink batch and committed as one kernel
 //! transaction; when any command of the batch fails, nft reports it and the kernel aborts the batch.
@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use super::{
-    Counters, Family, LibNft, LibNftOutput, NFT_BINARY, NftApplier, TABLE_NAT, TABLE_POLICY,
-    TABLE_RAW, parse_counters,
+    Counters, Family, LibNft, NFT_BINARY, NftApplier, TABLE_NAT, TABLE_POLICY, TABLE_RAW,
+    parse_counters,
 };
 use crate::Error;
 
@@ -192,24 +192,6 @@ impl NftApplier for Nftables {
 
     fn list_counters(&self, family: Family, name: &str) -> Result<Option<Counters>, Error> {
         let what = format!("list counters table {family} {name}");
-        // In-process: a scrape reads the named counters only (nft fetches the table's objects,
-        // not its sets), a few hundred bytes of JSON; no process per scrape.
-        if let Some(lib) = &self.lib {
-            return match lib.run_printing(&what, &what, LibNftOutput::Json) {
-                Ok(json) => {
-                    tracing::trace!(%json, "{what} (libnftables)");
-                    parse_counters(&json, family, name)
-                        .map(Some)
-                        .map_err(|stderr| Error::NftFailed {
-                            what,
-                            status: "libnftables returned 0".to_owned(),
-                            stderr,
-                        })
-                }
-                Err(Error::NftFailed { stderr, .. }) if stderr.contains(NO_SUCH_TABLE) => Ok(None),
-                Err(e) => Err(e),
-            };
-        }
         let output = self.run(
             &["-j", "list", "counters", "table", family.as_str(), name],
             None,
