@@ -361,6 +361,33 @@ fn bench(n: usize) -> Vec<Row> {
                     .expect("present");
             },
         ));
+        // What a metrics scrape does: the table's named counters, by a netlink dump of its
+        // counter objects (the agent), and by `nft -j list counters` (before), which fills nft's
+        // cache with every set element first.
+        rows.push(measure(
+            &format!("read counters (netlink dump; set of {peers})"),
+            n,
+            0,
+            |_| {},
+            |_, ()| {
+                nft.list_counters(Family::Inet, TABLE)
+                    .expect("read")
+                    .expect("present");
+            },
+        ));
+        rows.push(measure(
+            &format!("read counters (nft -j list counters; set of {peers})"),
+            n,
+            0,
+            |_| {},
+            |_, ()| {
+                let out = std::process::Command::new("nft")
+                    .args(["-j", "list", "counters", "table", "inet", TABLE])
+                    .output()
+                    .expect("nft -j");
+                assert!(out.status.success(), "nft -j list counters failed");
+            },
+        ));
     }
     nft.delete_table(Family::Inet, TABLE).expect("cleanup");
 

@@ -363,6 +363,34 @@ fn policy_drop_counters_are_read_from_the_kernel_and_survive_a_replacement() {
             .expect("list")
             .expect("table present");
         assert_eq!(after, read, "a seeded replacement keeps the counters");
+        // The netlink dump reads what nft itself lists.
+        let json = std::process::Command::new(NFT_BINARY)
+            .args(["-j", "list", "counters", "table", "inet", TABLE_POLICY])
+            .output()
+            .expect("nft -j");
+        let listed: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+        let by_nft: weft_node_agent::nft::Counters = listed["nftables"]
+            .as_array()
+            .expect("nftables")
+            .iter()
+            .filter_map(|o| o.get("counter"))
+            .map(|c| {
+                (
+                    c["name"].as_str().expect("name").to_owned(),
+                    (
+                        c["packets"].as_u64().expect("packets"),
+                        c["bytes"].as_u64().expect("bytes"),
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(after, by_nft);
+        // A table without counters is a table (empty), not an absent one.
+        nft.apply(&table(0)).expect("a masquerade table");
+        assert_eq!(
+            nft.list_counters(Family::Inet, TABLE_NAT).expect("list"),
+            Some(Default::default())
+        );
         drops.sample().expect("sample");
         let text = metrics.render();
         for want in [

@@ -1,8 +1,8 @@
 //! One nftables transaction applier, shared by masquerade ([`crate::masquerade`]) and the policy
 //! engine: a trait ([`NftApplier`]), the real implementation driving nftables ([`Nftables`]: its
 //! library in-process, [`LibNft`], for transactions and for listings of the small tables, its
-//! `nft` binary for the policy table's listings and counters), and a text fake for tests
-//! ([`FakeNft`]).
+//! `nft` binary for the policy table's listings, native netlink for set elements and counters),
+//! and a text fake for tests ([`FakeNft`]).
 //!
 //! ```text
 //!   rendered table (text, nft's own listing format)
@@ -45,7 +45,7 @@ use std::fmt;
 
 pub use fake::FakeNft;
 pub use libnft::{LIBRARY as LIBNFTABLES, LibNft};
-pub use netlink::apply_set_elements;
+pub use netlink::{apply_set_elements, read_counters};
 pub use nftables::Nftables;
 
 use crate::Error;
@@ -110,8 +110,8 @@ pub trait NftApplier: Send + Sync {
     /// or `None` when there is no such table.
     fn list_table(&self, family: Family, name: &str) -> Result<Option<String>, Error>;
 
-    /// The named counters of the table (`nft -j list counters table …`): name → (packets, bytes),
-    /// or `None` when there is no such table.
+    /// The named counters of the table (what `nft -j list counters table …` lists): name →
+    /// (packets, bytes), or `None` when there is no such table.
     fn list_counters(&self, family: Family, name: &str) -> Result<Option<Counters>, Error>;
 
     /// Removes the table if it exists (uninstall); removing an absent table is not an error.
@@ -129,31 +129,6 @@ pub trait NftApplier: Send + Sync {
 
 /// Named counters of a table: name → (packets, bytes).
 pub type Counters = BTreeMap<String, (u64, u64)>;
-
-/// The counters of table `family table` in the output of `nft -j list counters …` (nft's JSON
-/// schema 1: `{"nftables": [{"metainfo": …}, {"counter": {"family", "table", "name", "packets",
-/// "bytes", …}}, …]}`). Counters of other tables are ignored.
-pub fn parse_counters(json: &str, family: Family, table: &str) -> Result<Counters, String> {
-    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
-    let items = v["nftables"]
-        .as_array()
-        .ok_or_else(|| "no \"nftables\" array".to_owned())?;
-    let mut out = Counters::new();
-    for c in items.iter().filter_map(|o| o.get("counter")) {
-        if c["family"].as_str() != Some(family.as_str()) || c["table"].as_str() != Some(table) {
-            continue;
-        }
-        let field = |k: &str| {
-            c[k].as_u64()
-                .ok_or_else(|| format!("a counter without a numeric {k:?}: {c}"))
-        };
-        let name = c["name"]
-            .as_str()
-            .ok_or_else(|| format!("a counter without a name: {c}"))?;
-        out.insert(name.to_owned(), (field("packets")?, field("bytes")?));
-    }
-    Ok(out)
-}
 
 /// The script that replaces table `family name` with `definition` in one transaction: create it
 /// empty if absent, delete it, then add the full definition. Between the old and the new table no
@@ -246,26 +221,6 @@ mod tests {
 
     const T1: &str = "table inet weft-nat {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t}\n}\n";
     const T2: &str = "table inet weft-nat {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tip saddr 10.0.0.0/8 masquerade\n\t}\n}\n";
-
-    #[test]
-    fn counters_are_read_from_nfts_json_of_the_one_table() {
-        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
-            {"counter": {"family": "inet", "name": "dropped-ingress", "table": "weft-policy", "handle": 2, "comment": "packets dropped by policy, ingress", "packets": 3, "bytes": 252}},
-            {"counter": {"family": "inet", "name": "dropped-egress", "table": "weft-policy", "handle": 3, "packets": 0, "bytes": 0}},
-            {"counter": {"family": "ip", "name": "dropped-ingress", "table": "weft-policy", "handle": 2, "packets": 9, "bytes": 9}},
-            {"counter": {"family": "inet", "name": "other", "table": "someone-else", "handle": 2, "packets": 9, "bytes": 9}}]}"#;
-        let c = parse_counters(json, Family::Inet, TABLE_POLICY).expect("parse");
-        assert_eq!(
-            c,
-            Counters::from([
-                ("dropped-egress".to_owned(), (0, 0)),
-                ("dropped-ingress".to_owned(), (3, 252)),
-            ])
-        );
-        assert!(parse_counters("Error: x", Family::Inet, TABLE_POLICY).is_err());
-        let bad = r#"{"nftables": [{"counter": {"family": "inet", "table": "weft-policy", "name": "a", "packets": "3"}}]}"#;
-        assert!(parse_counters(bad, Family::Inet, TABLE_POLICY).is_err());
-    }
 
     #[test]
     fn replace_script_creates_deletes_and_defines_in_one_script() {

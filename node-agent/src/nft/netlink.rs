@@ -72,6 +72,20 @@ const NFNETLINK_V0: u8 = 0;
 
 // nf_tables (linux/netfilter/nf_tables.h).
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_NEWOBJ: u16 = 18;
+const NFT_MSG_GETOBJ: u16 = 19;
+const NLMSG_DONE: u16 = 3;
+/// `NLM_F_ROOT | NLM_F_MATCH`.
+const NLM_F_DUMP: u16 = 0x300;
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_OBJ_TABLE: u16 = 1;
+const NFTA_OBJ_NAME: u16 = 2;
+const NFTA_OBJ_TYPE: u16 = 3;
+const NFTA_OBJ_DATA: u16 = 4;
+const NFT_OBJECT_COUNTER: u32 = 1;
+const NFTA_COUNTER_BYTES: u16 = 1;
+const NFTA_COUNTER_PACKETS: u16 = 2;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -129,6 +143,111 @@ pub fn apply_set_elements(table_family: Family, table: &str, ops: &[ElemOp]) -> 
         socket.send(&batch.bytes)?;
         let replies = socket.receive_all()?;
         judge_replies(table_family, table, ops, &batch, &replies)
+    })
+}
+
+/// The named counters of table `family table` (name → (packets, bytes)), read by one netlink dump
+/// of its counter objects (`NFT_MSG_GETOBJ`, filtered by table and type in the kernel), or `None`
+/// when the table does not exist. `nft -j list counters` fills its cache with every set element
+/// of the table first (hundreds of milliseconds with a policy table's tens of thousands); this
+/// reads the counters and nothing else.
+pub fn read_counters(family: Family, table: &str) -> Result<Option<super::Counters>, Error> {
+    check_name("table", table)?;
+    let seq = NEXT_SEQ.fetch_add(2, Ordering::Relaxed);
+    let mut dump = Vec::new();
+    let start = begin_message(
+        &mut dump,
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETOBJ,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        nfproto(family),
+        0,
+    );
+    put_str(&mut dump, NFTA_OBJ_TABLE, table);
+    put_attr(&mut dump, NFTA_OBJ_TYPE, &NFT_OBJECT_COUNTER.to_be_bytes());
+    end_message(&mut dump, start);
+    SOCKETS.with(NfSocket::open, |socket| {
+        socket.send(&dump)?;
+        let objects = socket.receive_dump(seq, "dump the counters")?;
+        let mut counters = super::Counters::new();
+        for msg in &objects {
+            if let Some((name, packets, bytes)) = parse_counter(msg) {
+                counters.insert(name, (packets, bytes));
+            }
+        }
+        if !counters.is_empty() {
+            return Ok(Some(counters));
+        }
+        // No counter: a table without any, or no table (the dump's filter does not tell).
+        let mut get = Vec::new();
+        let start = begin_message(
+            &mut get,
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
+            NLM_F_REQUEST | NLM_F_ACK,
+            seq + 1,
+            nfproto(family),
+            0,
+        );
+        put_str(&mut get, NFTA_TABLE_NAME, table);
+        end_message(&mut get, start);
+        socket.send(&get)?;
+        let received = socket.receive_all()?;
+        match received.replies.iter().find(|r| r.seq == seq + 1) {
+            Some(r) if r.errno == libc::ENOENT => Ok(None),
+            Some(r) if r.errno != 0 => Err(Error::NftNetlinkIo {
+                what: format!("look up table {family} {table}"),
+                source: io::Error::from_raw_os_error(r.errno),
+            }),
+            _ => Ok(Some(counters)),
+        }
+    })
+}
+
+/// A counter object's name, packets and bytes from one `NFT_MSG_NEWOBJ` message (header
+/// included); `None` for anything else.
+fn parse_counter(msg: &[u8]) -> Option<(String, u64, u64)> {
+    if u16_at(msg, 4)? != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ {
+        return None;
+    }
+    let (mut name, mut kind, mut data) = (None, None, None);
+    for (ty, payload) in attributes(msg.get(NLMSG_HDRLEN + 4..)?) {
+        match ty {
+            NFTA_OBJ_NAME => {
+                let text = payload.split(|b| *b == 0).next().unwrap_or_default();
+                name = Some(String::from_utf8_lossy(text).into_owned());
+            }
+            NFTA_OBJ_TYPE => kind = Some(u32::from_be_bytes(payload.get(..4)?.try_into().ok()?)),
+            NFTA_OBJ_DATA => data = Some(payload),
+            _ => {}
+        }
+    }
+    if kind? != NFT_OBJECT_COUNTER {
+        return None;
+    }
+    let (mut packets, mut bytes) = (0, 0);
+    for (ty, payload) in attributes(data?) {
+        let value = || Some(u64::from_be_bytes(payload.get(..8)?.try_into().ok()?));
+        match ty {
+            NFTA_COUNTER_PACKETS => packets = value()?,
+            NFTA_COUNTER_BYTES => bytes = value()?,
+            _ => {}
+        }
+    }
+    Some((name?, packets, bytes))
+}
+
+/// The (type without flags, payload) of each netlink attribute in `buf`, up to the first
+/// malformed one.
+fn attributes(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let (len, ty) = (u16_at(buf, at)? as usize, u16_at(buf, at + 2)?);
+        if len < 4 || at + len > buf.len() {
+            return None;
+        }
+        let payload = &buf[at + 4..at + len];
+        at += align4(len);
+        Some((ty & !NLA_F_NESTED, payload))
     })
 }
 
@@ -801,6 +920,75 @@ impl NfSocket {
         }
     }
 
+    /// Reads the messages of the dump with sequence number `seq` until its `NLMSG_DONE`: each
+    /// message whole, header included. The kernel fills the queue as it is read, so this waits
+    /// (up to five seconds for each datagram) instead of stopping at an empty queue.
+    fn receive_dump(&self, seq: u32, what: &str) -> Result<Vec<Vec<u8>>, Error> {
+        let io_err = |source| Error::NftNetlinkIo {
+            what: what.to_owned(),
+            source,
+        };
+        let timeout = libc::timeval {
+            tv_sec: 5,
+            tv_usec: 0,
+        };
+        // SAFETY: a valid fd and a timeval of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io_err(io::Error::last_os_error()));
+        }
+        let mut messages = Vec::new();
+        let mut buf = vec![0u8; RECV_BUFFER];
+        loop {
+            // SAFETY: a valid fd and a live buffer with its length.
+            let rc =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(io_err(e));
+            }
+            let got = &buf[..rc as usize];
+            let mut at = 0;
+            while at + NLMSG_HDRLEN <= got.len() {
+                let (Some(len), Some(ty), Some(msg_seq)) =
+                    (u32_at(got, at), u16_at(got, at + 4), u32_at(got, at + 8))
+                else {
+                    break;
+                };
+                let len = len as usize;
+                if len < NLMSG_HDRLEN || at + len > got.len() {
+                    break;
+                }
+                let msg = &got[at..at + len];
+                at += align4(len);
+                if msg_seq != seq {
+                    continue; // left over from an earlier exchange
+                }
+                match ty {
+                    NLMSG_DONE => return Ok(messages),
+                    NLMSG_ERROR => {
+                        let errno = -(u32_at(msg, NLMSG_HDRLEN).unwrap_or(0) as i32);
+                        if errno != 0 {
+                            return Err(io_err(io::Error::from_raw_os_error(errno)));
+                        }
+                    }
+                    _ => messages.push(msg.to_vec()),
+                }
+            }
+        }
+    }
+
     /// Reads every queued reply. The kernel answered inside `sendto()`, so an empty queue means
     /// there is nothing more to come.
     fn receive_all(&self) -> Result<Received, Error> {
@@ -868,6 +1056,47 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")
+    }
+
+    /// A NEWOBJ message as the kernel sends it for a counter (attributes as in
+    /// `nft --debug=netlink list counters`: table, name, type, nested packets/bytes).
+    fn counter_message(name: &str, kind: u32, packets: u64, bytes: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        let start = begin_message(
+            &mut out,
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ,
+            0,
+            7,
+            NFPROTO_INET,
+            0,
+        );
+        put_str(&mut out, NFTA_OBJ_TABLE, "weft-policy");
+        put_str(&mut out, NFTA_OBJ_NAME, name);
+        put_attr(&mut out, NFTA_OBJ_TYPE, &kind.to_be_bytes());
+        let nest = begin_nest(&mut out, NFTA_OBJ_DATA);
+        put_attr(&mut out, NFTA_COUNTER_BYTES, &bytes.to_be_bytes());
+        put_attr(&mut out, NFTA_COUNTER_PACKETS, &packets.to_be_bytes());
+        end_nest(&mut out, nest);
+        end_message(&mut out, start);
+        out
+    }
+
+    #[test]
+    fn counter_objects_are_parsed_and_other_objects_skipped() {
+        assert_eq!(
+            parse_counter(&counter_message(
+                "dropped-ingress",
+                NFT_OBJECT_COUNTER,
+                3,
+                252
+            )),
+            Some(("dropped-ingress".to_owned(), 3, 252))
+        );
+        // A quota (type 2) is not a counter; a message cut short is nothing.
+        assert_eq!(parse_counter(&counter_message("q", 2, 1, 1)), None);
+        let whole = counter_message("c", NFT_OBJECT_COUNTER, u64::MAX, 1);
+        assert_eq!(parse_counter(&whole), Some(("c".to_owned(), u64::MAX, 1)));
+        assert_eq!(parse_counter(&whole[..NLMSG_HDRLEN + 2]), None);
     }
 
     #[test]

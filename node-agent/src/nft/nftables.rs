@@ -1,7 +1,7 @@
 //! The real [`NftApplier`]: nftables of the Debian package `nftables`, its library in-process for
 //! transactions and for listings of the small tables ([`super::LibNft`]), and its `nft` binary for
-//! everything else (listings of the policy table, counters, and everything where the library
-//! cannot be loaded).
+//! listings of the policy table and for everything where the library cannot be loaded; counters
+//! are a native netlink dump (`super::read_counters`).
 //!
 //! A script is parsed whole, turned into one netlink batch and committed as one kernel
 //! transaction; when any command of the batch fails, nft reports it and the kernel aborts the batch.
@@ -14,10 +14,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use super::{
-    Counters, Family, LibNft, NFT_BINARY, NftApplier, TABLE_NAT, TABLE_POLICY, TABLE_RAW,
-    parse_counters,
-};
+use super::{Counters, Family, LibNft, NFT_BINARY, NftApplier, TABLE_NAT, TABLE_POLICY, TABLE_RAW};
 use crate::Error;
 
 /// What nft prints (with `LC_ALL=C`) when the table to list does not exist (ENOENT).
@@ -190,28 +187,10 @@ impl NftApplier for Nftables {
         Err(failed(&what, &output))
     }
 
+    /// A netlink dump of the table's counter objects (`super::read_counters`): no process and
+    /// no listing of the table's sets, which `nft -j list counters` would fill its cache with.
     fn list_counters(&self, family: Family, name: &str) -> Result<Option<Counters>, Error> {
-        let what = format!("list counters table {family} {name}");
-        let output = self.run(
-            &["-j", "list", "counters", "table", family.as_str(), name],
-            None,
-            &what,
-        )?;
-        if output.status.success() {
-            let json = String::from_utf8_lossy(&output.stdout);
-            tracing::trace!(%json, "{what}");
-            return parse_counters(&json, family, name)
-                .map(Some)
-                .map_err(|stderr| Error::NftFailed {
-                    what,
-                    status: output.status.to_string(),
-                    stderr,
-                });
-        }
-        if String::from_utf8_lossy(&output.stderr).contains(NO_SUCH_TABLE) {
-            return Ok(None);
-        }
-        Err(failed(&what, &output))
+        super::read_counters(family, name)
     }
 
     /// Pod churn without a process: one native nf_tables netlink batch in the calling thread's

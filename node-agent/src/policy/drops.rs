@@ -4,7 +4,7 @@
 //! (ingress, egress) and `reason` (policy, unprogrammed).
 //!
 //! ```text
-//!   scrape ──► sample: nft -j list counters table inet weft-policy ──► tally ──► +Δ on the metric
+//!   scrape ──► sample: a netlink dump of weft-policy's counter objects ──► tally ──► +Δ on the metric
 //!   full replacement ──► (one lock) sample, render seeded with the values read, nft -f
 //! ```
 //!
