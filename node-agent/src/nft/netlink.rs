@@ -51,9 +51,12 @@ use crate::Error;
 // Netlink and nfnetlink (linux/netlink.h, linux/netfilter/nfnetlink.h).
 const NLMSG_HDRLEN: usize = 16;
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x01;
 const NLM_F_ACK: u16 = 0x04;
 const NLM_F_CREATE: u16 = 0x400;
+/// `NLM_F_ROOT | NLM_F_MATCH`.
+const NLM_F_DUMP: u16 = 0x300;
 /// In an ack: the original message was not echoed (we set `NETLINK_CAP_ACK`).
 const NLM_F_CAPPED: u16 = 0x100;
 /// In an ack: extended-ack attributes follow (we set `NETLINK_EXT_ACK`).
@@ -72,12 +75,10 @@ const NFNETLINK_V0: u8 = 0;
 
 // nf_tables (linux/netfilter/nf_tables.h).
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
 const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_NEWOBJ: u16 = 18;
 const NFT_MSG_GETOBJ: u16 = 19;
-const NLMSG_DONE: u16 = 3;
-/// `NLM_F_ROOT | NLM_F_MATCH`.
-const NLM_F_DUMP: u16 = 0x300;
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_OBJ_TABLE: u16 = 1;
 const NFTA_OBJ_NAME: u16 = 2;
@@ -86,7 +87,6 @@ const NFTA_OBJ_DATA: u16 = 4;
 const NFT_OBJECT_COUNTER: u32 = 1;
 const NFTA_COUNTER_BYTES: u16 = 1;
 const NFTA_COUNTER_PACKETS: u16 = 2;
-const NFT_MSG_DELSETELEM: u16 = 14;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -113,6 +113,8 @@ const ELEMENTS_BYTES_MAX: usize = 32 * 1024;
 const ACK_BUDGET: usize = 2048;
 /// Room above the batch itself in the send buffer, and above the acks in the receive buffer.
 const BUFFER_SLACK: usize = 64 * 1024;
+/// How long a dump's reader waits for the kernel's next datagram.
+const DUMP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Size of one receive (an ack without the echoed request is well under 1 KiB).
 const RECV_BUFFER: usize = 64 * 1024;
 
@@ -212,10 +214,7 @@ fn parse_counter(msg: &[u8]) -> Option<(String, u64, u64)> {
     let (mut name, mut kind, mut data) = (None, None, None);
     for (ty, payload) in attributes(msg.get(NLMSG_HDRLEN + 4..)?) {
         match ty {
-            NFTA_OBJ_NAME => {
-                let text = payload.split(|b| *b == 0).next().unwrap_or_default();
-                name = Some(String::from_utf8_lossy(text).into_owned());
-            }
+            NFTA_OBJ_NAME => name = Some(c_string(payload)),
             NFTA_OBJ_TYPE => kind = Some(u32::from_be_bytes(payload.get(..4)?.try_into().ok()?)),
             NFTA_OBJ_DATA => data = Some(payload),
             _ => {}
@@ -234,6 +233,12 @@ fn parse_counter(msg: &[u8]) -> Option<(String, u64, u64)> {
         }
     }
     Some((name?, packets, bytes))
+}
+
+/// A NUL-terminated string attribute's text.
+fn c_string(payload: &[u8]) -> String {
+    let text = payload.split(|b| *b == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(text).into_owned()
 }
 
 /// The (type without flags, payload) of each netlink attribute in `buf`, up to the first
@@ -561,24 +566,14 @@ fn parse_replies(buf: &[u8], out: &mut Vec<Reply>) {
             } else {
                 align4(request_len.max(NLMSG_HDRLEN))
             };
-            while flags & NLM_F_ACK_TLVS != 0 && tlv + 4 <= msg.len() {
-                let (Some(alen), Some(aty)) = (u16_at(msg, tlv), u16_at(msg, tlv + 2)) else {
-                    break;
-                };
-                let alen = alen as usize;
-                if alen < 4 || tlv + alen > msg.len() {
-                    break;
-                }
-                let payload = &msg[tlv + 4..tlv + alen];
-                match aty & !NLA_F_NESTED {
-                    NLMSGERR_ATTR_OFFS => reply.offset = u32_at(payload, 0),
-                    NLMSGERR_ATTR_MSG => {
-                        let text = payload.split(|b| *b == 0).next().unwrap_or_default();
-                        reply.message = Some(String::from_utf8_lossy(text).into_owned());
+            if flags & NLM_F_ACK_TLVS != 0 {
+                for (aty, payload) in attributes(msg.get(tlv..).unwrap_or_default()) {
+                    match aty {
+                        NLMSGERR_ATTR_OFFS => reply.offset = u32_at(payload, 0),
+                        NLMSGERR_ATTR_MSG => reply.message = Some(c_string(payload)),
+                        _ => {}
                     }
-                    _ => {}
                 }
-                tlv += align4(alen);
             }
             out.push(reply);
         }
@@ -847,6 +842,26 @@ impl NfSocket {
             what: "set NETLINK_CAP_ACK".to_owned(),
             source,
         })?;
+        // A dump's reader waits for the kernel's next datagram; acks are read without waiting.
+        let timeout = libc::timeval {
+            tv_sec: DUMP_WAIT.as_secs() as libc::time_t,
+            tv_usec: 0,
+        };
+        // SAFETY: a valid fd and a timeval of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(last_error(
+                "set a NETLINK_NETFILTER socket's receive timeout",
+            ));
+        }
         // Extended acks are a help for the error message, not a requirement.
         if let Err(e) = set_int(&fd, SOL_NETLINK, NETLINK_EXT_ACK, 1) {
             tracing::debug!(error = %e, "NETLINK_EXT_ACK not available");
@@ -922,29 +937,13 @@ impl NfSocket {
 
     /// Reads the messages of the dump with sequence number `seq` until its `NLMSG_DONE`: each
     /// message whole, header included. The kernel fills the queue as it is read, so this waits
-    /// (up to five seconds for each datagram) instead of stopping at an empty queue.
+    /// (up to [`DUMP_WAIT`] for each datagram, the socket's receive timeout) instead of stopping
+    /// at an empty queue.
     fn receive_dump(&self, seq: u32, what: &str) -> Result<Vec<Vec<u8>>, Error> {
         let io_err = |source| Error::NftNetlinkIo {
             what: what.to_owned(),
             source,
         };
-        let timeout = libc::timeval {
-            tv_sec: 5,
-            tv_usec: 0,
-        };
-        // SAFETY: a valid fd and a timeval of the right size.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io_err(io::Error::last_os_error()));
-        }
         let mut messages = Vec::new();
         let mut buf = vec![0u8; RECV_BUFFER];
         loop {
