@@ -216,6 +216,15 @@ fn add_wires_a_routed_veth_that_carries_traffic_and_del_removes_it() {
             "default via <gw> dev eth0",
         ]
     );
+    // One TX and one RX queue on each end, asked for at creation (so the kernel has none to cut
+    // back, under rtnl_lock, after registering the devices).
+    for (side, dev) in [("pod", "eth0"), ("node", host.as_str())] {
+        let details = w.ip(side, &format!("-d link show dev {dev}"));
+        assert!(
+            details.contains("numtxqueues 1 numrxqueues 1"),
+            "{side} {dev}: {details}"
+        );
+    }
     // The node's side: the gateway on the host end, a host route to the pod.
     let host_addr = w.ip("node", &format!("-o addr show dev {host}"));
     assert!(host_addr.contains("inet 10.251.1.1/32"), "{host_addr}");

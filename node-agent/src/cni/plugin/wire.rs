@@ -237,10 +237,19 @@ pub fn add(a: &Attachment<'_>) -> Result<(Interface, Interface), WireError> {
 async fn create_veth(sides: &Sides, a: &Attachment<'_>) -> Result<String, WireError> {
     let mut name = a.host_ifname.clone();
     for attempt in 0..10 {
+        // One TX and one RX queue on each end, asked for: the kernel would otherwise make one
+        // per possible CPU and then cut the registered devices back to one each
+        // (`veth_init_queues`), and each cut waits for an expedited RCU grace period with
+        // rtnl_lock held, which every other ADD (and the agent) waits behind. The devices are
+        // the same either way: one queue in use on each end, as ptp's.
         let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(a.ifname)
-            .setns_by_fd(sides.pod_ns.as_raw_fd());
-        let mut veth = LinkVeth::new(&name, a.ifname);
+            .setns_by_fd(sides.pod_ns.as_raw_fd())
+            .append_extra_attribute(LinkAttribute::NumTxQueues(1))
+            .append_extra_attribute(LinkAttribute::NumRxQueues(1));
+        let mut veth = LinkVeth::new(&name, a.ifname)
+            .append_extra_attribute(LinkAttribute::NumTxQueues(1))
+            .append_extra_attribute(LinkAttribute::NumRxQueues(1));
         if a.mtu > 0 {
             peer = peer.mtu(a.mtu);
             veth = veth.mtu(a.mtu);
