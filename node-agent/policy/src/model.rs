@@ -899,105 +899,66 @@ fn ingress_peers(peers: &[v1alpha1::AdminNetworkPolicyIngressPeer]) -> Vec<Clust
         .collect()
 }
 
-fn anp_egress_peers(peers: &[v1alpha1::AdminNetworkPolicyEgressPeer]) -> Vec<ClusterPeer<'_>> {
-    peers
-        .iter()
-        .map(|p| ClusterPeer {
-            namespaces: p.namespaces.as_ref(),
-            pods: p
-                .pods
-                .as_ref()
-                .map(|p| (&p.namespace_selector, &p.pod_selector)),
-            nodes: p.nodes.as_ref(),
-            networks: &p.networks,
-            domain_names: &p.domain_names,
-        })
-        .collect()
-}
-
-fn banp_egress_peers(
-    peers: &[v1alpha1::BaselineAdminNetworkPolicyEgressPeer],
-) -> Vec<ClusterPeer<'_>> {
-    peers
-        .iter()
-        .map(|p| ClusterPeer {
-            namespaces: p.namespaces.as_ref(),
-            pods: p
-                .pods
-                .as_ref()
-                .map(|p| (&p.namespace_selector, &p.pod_selector)),
-            nodes: p.nodes.as_ref(),
-            networks: &p.networks,
-            domain_names: &[],
-        })
-        .collect()
-}
-
-/// One ANP or BANP rule's fields, whichever kind and direction it came from.
-struct ClusterRuleFields<'a> {
-    name: &'a str,
-    action: Action,
-    peers: Vec<ClusterPeer<'a>>,
-    ports: Option<&'a [v1alpha1::AdminNetworkPolicyPort]>,
-}
-
-/// Converts the rules of one direction of an ANP or BANP (`direction` is `ingress` or `egress`,
-/// `peers` the field its peers are in). `fields` reads one rule, converting its action with the
-/// field path it is given; errors are recorded in the order action, peers, ports.
-fn cluster_rules<'a, R>(
-    errs: &mut Errs,
-    rules: &'a [R],
-    direction: &str,
-    peers: &str,
-    fields: impl Fn(&mut Errs, &'a R, String) -> ClusterRuleFields<'a>,
-) -> Vec<Rule> {
-    rules
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            let f = fields(errs, r, format!("spec.{direction}[{i}].action"));
-            let converted =
-                cluster_peers(errs, &f.peers, &format!("spec.{direction}[{i}].{peers}"));
-            let ports = anp_ports(errs, f.ports, &format!("spec.{direction}[{i}].ports"));
-            cluster_rule(i, f.name, f.action, converted, ports)
-        })
-        .collect()
-}
-
-/// The subject of an ANP or BANP.
-fn anp_subject(errs: &mut Errs, subject: &v1alpha1::AdminNetworkPolicySubject) -> PodSelection {
-    cluster_subject(
-        errs,
-        subject.namespaces.as_ref(),
-        subject
-            .pods
-            .as_ref()
-            .map(|p| (&p.namespace_selector, &p.pod_selector)),
-    )
-}
-
 /// Converts an AdminNetworkPolicy.
 pub fn from_admin_network_policy(anp: &v1alpha1::AdminNetworkPolicy) -> Policy {
     let name = anp.metadata.name.clone().unwrap_or_default();
     let mut errs = Errs::default();
     let spec = &anp.spec;
-    let subject = anp_subject(&mut errs, &spec.subject);
-    let ingress = cluster_rules(&mut errs, &spec.ingress, "ingress", "from", |errs, r, f| {
-        ClusterRuleFields {
-            name: &r.name,
-            action: anp_action(errs, r.action, f),
-            peers: ingress_peers(&r.from),
-            ports: r.ports.as_deref(),
-        }
-    });
-    let egress = cluster_rules(&mut errs, &spec.egress, "egress", "to", |errs, r, f| {
-        ClusterRuleFields {
-            name: &r.name,
-            action: anp_action(errs, r.action, f),
-            peers: anp_egress_peers(&r.to),
-            ports: r.ports.as_deref(),
-        }
-    });
+    let subject = cluster_subject(
+        &mut errs,
+        spec.subject.namespaces.as_ref(),
+        spec.subject
+            .pods
+            .as_ref()
+            .map(|p| (&p.namespace_selector, &p.pod_selector)),
+    );
+    let ingress: Vec<Rule> = spec
+        .ingress
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let a = anp_action(&mut errs, r.action, format!("spec.ingress[{i}].action"));
+            let peers = cluster_peers(
+                &mut errs,
+                &ingress_peers(&r.from),
+                &format!("spec.ingress[{i}].from"),
+            );
+            let ports = anp_ports(
+                &mut errs,
+                r.ports.as_deref(),
+                &format!("spec.ingress[{i}].ports"),
+            );
+            cluster_rule(i, &r.name, a, peers, ports)
+        })
+        .collect();
+    let egress: Vec<Rule> = spec
+        .egress
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let a = anp_action(&mut errs, r.action, format!("spec.egress[{i}].action"));
+            let peers: Vec<ClusterPeer<'_>> =
+                r.to.iter()
+                    .map(|p| ClusterPeer {
+                        namespaces: p.namespaces.as_ref(),
+                        pods: p
+                            .pods
+                            .as_ref()
+                            .map(|p| (&p.namespace_selector, &p.pod_selector)),
+                        nodes: p.nodes.as_ref(),
+                        networks: &p.networks,
+                        domain_names: &p.domain_names,
+                    })
+                    .collect();
+            let peers = cluster_peers(&mut errs, &peers, &format!("spec.egress[{i}].to"));
+            let ports = anp_ports(
+                &mut errs,
+                r.ports.as_deref(),
+                &format!("spec.egress[{i}].ports"),
+            );
+            cluster_rule(i, &r.name, a, peers, ports)
+        })
+        .collect();
     Policy {
         source: ObjectRef::cluster(Kind::AdminNetworkPolicy, &name),
         tier: TierKind::Admin,
@@ -1014,23 +975,61 @@ pub fn from_baseline_admin_network_policy(banp: &v1alpha1::BaselineAdminNetworkP
     let name = banp.metadata.name.clone().unwrap_or_default();
     let mut errs = Errs::default();
     let spec = &banp.spec;
-    let subject = anp_subject(&mut errs, &spec.subject);
-    let ingress = cluster_rules(&mut errs, &spec.ingress, "ingress", "from", |errs, r, f| {
-        ClusterRuleFields {
-            name: &r.name,
-            action: banp_action(errs, r.action, f),
-            peers: ingress_peers(&r.from),
-            ports: r.ports.as_deref(),
-        }
-    });
-    let egress = cluster_rules(&mut errs, &spec.egress, "egress", "to", |errs, r, f| {
-        ClusterRuleFields {
-            name: &r.name,
-            action: banp_action(errs, r.action, f),
-            peers: banp_egress_peers(&r.to),
-            ports: r.ports.as_deref(),
-        }
-    });
+    let subject = cluster_subject(
+        &mut errs,
+        spec.subject.namespaces.as_ref(),
+        spec.subject
+            .pods
+            .as_ref()
+            .map(|p| (&p.namespace_selector, &p.pod_selector)),
+    );
+    let ingress: Vec<Rule> = spec
+        .ingress
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let a = banp_action(&mut errs, r.action, format!("spec.ingress[{i}].action"));
+            let peers = cluster_peers(
+                &mut errs,
+                &ingress_peers(&r.from),
+                &format!("spec.ingress[{i}].from"),
+            );
+            let ports = anp_ports(
+                &mut errs,
+                r.ports.as_deref(),
+                &format!("spec.ingress[{i}].ports"),
+            );
+            cluster_rule(i, &r.name, a, peers, ports)
+        })
+        .collect();
+    let egress: Vec<Rule> = spec
+        .egress
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let a = banp_action(&mut errs, r.action, format!("spec.egress[{i}].action"));
+            let peers: Vec<ClusterPeer<'_>> =
+                r.to.iter()
+                    .map(|p| ClusterPeer {
+                        namespaces: p.namespaces.as_ref(),
+                        pods: p
+                            .pods
+                            .as_ref()
+                            .map(|p| (&p.namespace_selector, &p.pod_selector)),
+                        nodes: p.nodes.as_ref(),
+                        networks: &p.networks,
+                        domain_names: &[],
+                    })
+                    .collect();
+            let peers = cluster_peers(&mut errs, &peers, &format!("spec.egress[{i}].to"));
+            let ports = anp_ports(
+                &mut errs,
+                r.ports.as_deref(),
+                &format!("spec.egress[{i}].ports"),
+            );
+            cluster_rule(i, &r.name, a, peers, ports)
+        })
+        .collect();
     Policy {
         source: ObjectRef::cluster(Kind::BaselineAdminNetworkPolicy, &name),
         tier: TierKind::Baseline,
