@@ -848,196 +848,199 @@ fn anp_ports(
     Some(out)
 }
 
-fn anp_action(errs: &mut Errs, a: v1alpha1::AdminNetworkPolicyRuleAction, f: String) -> Action {
-    match a {
-        v1alpha1::AdminNetworkPolicyRuleAction::Allow => Action::Allow,
-        v1alpha1::AdminNetworkPolicyRuleAction::Deny => Action::Deny,
-        v1alpha1::AdminNetworkPolicyRuleAction::Pass => Action::Pass,
-        v1alpha1::AdminNetworkPolicyRuleAction::Unknown => {
-            errs.0.push(Refusal::Enum {
-                field: f,
-                value: "(missing or unknown)".into(),
-                what: "action (Allow, Deny or Pass)",
-            });
-            Action::Deny
+/// One rule of an AdminNetworkPolicy or a BaselineAdminNetworkPolicy, as the shared converter
+/// reads it. The two kinds differ only in their action enum (BANP has no Pass) and in the egress
+/// peers they allow (BANP has no domainNames); everything else, and the order in which refusals are
+/// found, is [`admin_policy`]'s.
+struct AdminRule<'a> {
+    name: &'a str,
+    /// The action, or what the field accepts when it was missing or unknown.
+    action: Result<Action, &'static str>,
+    peers: Vec<ClusterPeer<'a>>,
+    ports: Option<&'a [v1alpha1::AdminNetworkPolicyPort]>,
+}
+
+/// The action of an ANP or BANP rule.
+trait RuleAction {
+    fn read(self) -> Result<Action, &'static str>;
+}
+
+impl RuleAction for v1alpha1::AdminNetworkPolicyRuleAction {
+    fn read(self) -> Result<Action, &'static str> {
+        match self {
+            Self::Allow => Ok(Action::Allow),
+            Self::Deny => Ok(Action::Deny),
+            Self::Pass => Ok(Action::Pass),
+            Self::Unknown => Err("action (Allow, Deny or Pass)"),
         }
     }
 }
 
-fn banp_action(
-    errs: &mut Errs,
-    a: v1alpha1::BaselineAdminNetworkPolicyRuleAction,
-    f: String,
-) -> Action {
-    match a {
-        v1alpha1::BaselineAdminNetworkPolicyRuleAction::Allow => Action::Allow,
-        v1alpha1::BaselineAdminNetworkPolicyRuleAction::Deny => Action::Deny,
-        v1alpha1::BaselineAdminNetworkPolicyRuleAction::Unknown => {
-            errs.0.push(Refusal::Enum {
-                field: f,
-                value: "(missing or unknown)".into(),
-                what: "action (Allow or Deny)",
-            });
-            Action::Deny
+impl RuleAction for v1alpha1::BaselineAdminNetworkPolicyRuleAction {
+    fn read(self) -> Result<Action, &'static str> {
+        match self {
+            Self::Allow => Ok(Action::Allow),
+            Self::Deny => Ok(Action::Deny),
+            Self::Unknown => Err("action (Allow or Deny)"),
         }
     }
 }
 
-fn ingress_peers(peers: &[v1alpha1::AdminNetworkPolicyIngressPeer]) -> Vec<ClusterPeer<'_>> {
-    peers
-        .iter()
-        .map(|p| ClusterPeer {
+fn pod_peer(p: Option<&v1alpha1::NamespacedPod>) -> Option<(&LabelSelector, &LabelSelector)> {
+    p.map(|p| (&p.namespace_selector, &p.pod_selector))
+}
+
+impl<'a> From<&'a v1alpha1::AdminNetworkPolicyIngressPeer> for ClusterPeer<'a> {
+    fn from(p: &'a v1alpha1::AdminNetworkPolicyIngressPeer) -> Self {
+        ClusterPeer {
             namespaces: p.namespaces.as_ref(),
-            pods: p
-                .pods
-                .as_ref()
-                .map(|p| (&p.namespace_selector, &p.pod_selector)),
+            pods: pod_peer(p.pods.as_ref()),
             nodes: None,
             networks: &[],
             domain_names: &[],
-        })
-        .collect()
+        }
+    }
+}
+
+impl<'a> From<&'a v1alpha1::AdminNetworkPolicyEgressPeer> for ClusterPeer<'a> {
+    fn from(p: &'a v1alpha1::AdminNetworkPolicyEgressPeer) -> Self {
+        ClusterPeer {
+            namespaces: p.namespaces.as_ref(),
+            pods: pod_peer(p.pods.as_ref()),
+            nodes: p.nodes.as_ref(),
+            networks: &p.networks,
+            domain_names: &p.domain_names,
+        }
+    }
+}
+
+impl<'a> From<&'a v1alpha1::BaselineAdminNetworkPolicyEgressPeer> for ClusterPeer<'a> {
+    fn from(p: &'a v1alpha1::BaselineAdminNetworkPolicyEgressPeer) -> Self {
+        let (namespaces, nodes) = (p.namespaces.as_ref(), p.nodes.as_ref());
+        let pods = pod_peer(p.pods.as_ref());
+        let networks = &p.networks;
+        ClusterPeer {
+            namespaces,
+            pods,
+            nodes,
+            networks,
+            domain_names: &[],
+        }
+    }
+}
+
+/// The four rule types (ANP and BANP, ingress and egress) have the same fields; only the types of
+/// their action ([`RuleAction`]) and of their peers (`Into<ClusterPeer>`) differ.
+macro_rules! admin_rule_from {
+    ($rule:ty, $peers:ident) => {
+        impl<'a> From<&'a $rule> for AdminRule<'a> {
+            fn from(r: &'a $rule) -> Self {
+                AdminRule {
+                    name: &r.name,
+                    action: r.action.read(),
+                    peers: r.$peers.iter().map(ClusterPeer::from).collect(),
+                    ports: r.ports.as_deref(),
+                }
+            }
+        }
+    };
+}
+admin_rule_from!(v1alpha1::AdminNetworkPolicyIngressRule, from);
+admin_rule_from!(v1alpha1::AdminNetworkPolicyEgressRule, to);
+admin_rule_from!(v1alpha1::BaselineAdminNetworkPolicyIngressRule, from);
+admin_rule_from!(v1alpha1::BaselineAdminNetworkPolicyEgressRule, to);
+
+/// Reads the rules of one direction (`ingress` with peers in `from`, `egress` with `to`). None
+/// when the direction has no rules: it is then not affected.
+fn admin_rules(errs: &mut Errs, rules: Vec<AdminRule<'_>>, dir: &str) -> Option<Vec<Rule>> {
+    if rules.is_empty() {
+        return None;
+    }
+    let peers_field = if dir == "ingress" { "from" } else { "to" };
+    let mut out = Vec::new();
+    for (i, r) in rules.into_iter().enumerate() {
+        let action = r.action.unwrap_or_else(|what| {
+            errs.0.push(Refusal::Enum {
+                field: format!("spec.{dir}[{i}].action"),
+                value: "(missing or unknown)".into(),
+                what,
+            });
+            Action::Deny
+        });
+        let peers = cluster_peers(errs, &r.peers, &format!("spec.{dir}[{i}].{peers_field}"));
+        let ports = anp_ports(errs, r.ports, &format!("spec.{dir}[{i}].ports"));
+        out.extend(cluster_rule(i, r.name, action, peers, ports));
+    }
+    Some(out)
+}
+
+/// The shared converter of AdminNetworkPolicy and BaselineAdminNetworkPolicy: `source` names the
+/// object, `tier` and `priority` place it.
+fn admin_policy<'a, I, E>(
+    (source, tier, priority): (ObjectRef, TierKind, i32),
+    subject: &v1alpha1::AdminNetworkPolicySubject,
+    ingress: &'a [I],
+    egress: &'a [E],
+) -> Policy
+where
+    AdminRule<'a>: From<&'a I> + From<&'a E>,
+{
+    let mut errs = Errs::default();
+    let subject = cluster_subject(
+        &mut errs,
+        subject.namespaces.as_ref(),
+        pod_peer(subject.pods.as_ref()),
+    );
+    let ingress = admin_rules(
+        &mut errs,
+        ingress.iter().map(AdminRule::from).collect(),
+        "ingress",
+    );
+    let egress = admin_rules(
+        &mut errs,
+        egress.iter().map(AdminRule::from).collect(),
+        "egress",
+    );
+    Policy {
+        source,
+        tier,
+        priority,
+        subject,
+        ingress,
+        egress,
+        refused: errs.0,
+    }
 }
 
 /// Converts an AdminNetworkPolicy.
 pub fn from_admin_network_policy(anp: &v1alpha1::AdminNetworkPolicy) -> Policy {
-    let name = anp.metadata.name.clone().unwrap_or_default();
-    let mut errs = Errs::default();
-    let spec = &anp.spec;
-    let subject = cluster_subject(
-        &mut errs,
-        spec.subject.namespaces.as_ref(),
-        spec.subject
-            .pods
-            .as_ref()
-            .map(|p| (&p.namespace_selector, &p.pod_selector)),
+    let name = anp.metadata.name.as_deref().unwrap_or_default();
+    let place = (
+        ObjectRef::cluster(Kind::AdminNetworkPolicy, name),
+        TierKind::Admin,
+        anp.spec.priority,
     );
-    let ingress: Vec<Rule> = spec
-        .ingress
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            let a = anp_action(&mut errs, r.action, format!("spec.ingress[{i}].action"));
-            let peers = cluster_peers(
-                &mut errs,
-                &ingress_peers(&r.from),
-                &format!("spec.ingress[{i}].from"),
-            );
-            let ports = anp_ports(
-                &mut errs,
-                r.ports.as_deref(),
-                &format!("spec.ingress[{i}].ports"),
-            );
-            cluster_rule(i, &r.name, a, peers, ports)
-        })
-        .collect();
-    let egress: Vec<Rule> = spec
-        .egress
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            let a = anp_action(&mut errs, r.action, format!("spec.egress[{i}].action"));
-            let peers: Vec<ClusterPeer<'_>> =
-                r.to.iter()
-                    .map(|p| ClusterPeer {
-                        namespaces: p.namespaces.as_ref(),
-                        pods: p
-                            .pods
-                            .as_ref()
-                            .map(|p| (&p.namespace_selector, &p.pod_selector)),
-                        nodes: p.nodes.as_ref(),
-                        networks: &p.networks,
-                        domain_names: &p.domain_names,
-                    })
-                    .collect();
-            let peers = cluster_peers(&mut errs, &peers, &format!("spec.egress[{i}].to"));
-            let ports = anp_ports(
-                &mut errs,
-                r.ports.as_deref(),
-                &format!("spec.egress[{i}].ports"),
-            );
-            cluster_rule(i, &r.name, a, peers, ports)
-        })
-        .collect();
-    Policy {
-        source: ObjectRef::cluster(Kind::AdminNetworkPolicy, &name),
-        tier: TierKind::Admin,
-        priority: spec.priority,
-        subject,
-        ingress: (!spec.ingress.is_empty()).then_some(ingress),
-        egress: (!spec.egress.is_empty()).then_some(egress),
-        refused: errs.0,
-    }
+    admin_policy(
+        place,
+        &anp.spec.subject,
+        &anp.spec.ingress,
+        &anp.spec.egress,
+    )
 }
 
-/// Converts a BaselineAdminNetworkPolicy. It sorts after every Baseline-tier CNP.
+/// Converts a BaselineAdminNetworkPolicy. It sorts after every Baseline-tier CNP (their priorities
+/// are at most 1000).
 pub fn from_baseline_admin_network_policy(banp: &v1alpha1::BaselineAdminNetworkPolicy) -> Policy {
-    let name = banp.metadata.name.clone().unwrap_or_default();
-    let mut errs = Errs::default();
-    let spec = &banp.spec;
-    let subject = cluster_subject(
-        &mut errs,
-        spec.subject.namespaces.as_ref(),
-        spec.subject
-            .pods
-            .as_ref()
-            .map(|p| (&p.namespace_selector, &p.pod_selector)),
+    let name = banp.metadata.name.as_deref().unwrap_or_default();
+    let place = (
+        ObjectRef::cluster(Kind::BaselineAdminNetworkPolicy, name),
+        TierKind::Baseline,
+        i32::MAX,
     );
-    let ingress: Vec<Rule> = spec
-        .ingress
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            let a = banp_action(&mut errs, r.action, format!("spec.ingress[{i}].action"));
-            let peers = cluster_peers(
-                &mut errs,
-                &ingress_peers(&r.from),
-                &format!("spec.ingress[{i}].from"),
-            );
-            let ports = anp_ports(
-                &mut errs,
-                r.ports.as_deref(),
-                &format!("spec.ingress[{i}].ports"),
-            );
-            cluster_rule(i, &r.name, a, peers, ports)
-        })
-        .collect();
-    let egress: Vec<Rule> = spec
-        .egress
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            let a = banp_action(&mut errs, r.action, format!("spec.egress[{i}].action"));
-            let peers: Vec<ClusterPeer<'_>> =
-                r.to.iter()
-                    .map(|p| ClusterPeer {
-                        namespaces: p.namespaces.as_ref(),
-                        pods: p
-                            .pods
-                            .as_ref()
-                            .map(|p| (&p.namespace_selector, &p.pod_selector)),
-                        nodes: p.nodes.as_ref(),
-                        networks: &p.networks,
-                        domain_names: &[],
-                    })
-                    .collect();
-            let peers = cluster_peers(&mut errs, &peers, &format!("spec.egress[{i}].to"));
-            let ports = anp_ports(
-                &mut errs,
-                r.ports.as_deref(),
-                &format!("spec.egress[{i}].ports"),
-            );
-            cluster_rule(i, &r.name, a, peers, ports)
-        })
-        .collect();
-    Policy {
-        source: ObjectRef::cluster(Kind::BaselineAdminNetworkPolicy, &name),
-        tier: TierKind::Baseline,
-        // After every Baseline-tier ClusterNetworkPolicy (priorities are at most 1000).
-        priority: i32::MAX,
-        subject,
-        ingress: (!spec.ingress.is_empty()).then_some(ingress),
-        egress: (!spec.egress.is_empty()).then_some(egress),
-        refused: errs.0,
-    }
+    admin_policy(
+        place,
+        &banp.spec.subject,
+        &banp.spec.ingress,
+        &banp.spec.egress,
+    )
 }

@@ -588,6 +588,24 @@ fn malformed_policies_are_refused_with_a_message_and_fail_closed() {
             vec![(YA, XA, Tcp, 80, D), (XA, YA, Tcp, 80, A)],
         ),
         (
+            "unknown ANP action (a newer API)",
+            Obj::Anp(
+                json!({"priority": 1, "subject": {"namespaces": {"matchLabels": {"team": "b"}}},
+               "ingress": [{"action": "Redirect", "from": [{"namespaces": {}}]}]}),
+            ),
+            "spec.ingress[0].action: \"(missing or unknown)\" is not a known action (Allow, Deny or Pass)",
+            vec![(XB, YA, Tcp, 80, D), (YA, XB, Tcp, 80, A)],
+        ),
+        (
+            "Pass is not a BANP action",
+            Obj::Banp(
+                json!({"subject": {"namespaces": {"matchLabels": {"team": "b"}}},
+               "egress": [{"action": "Pass", "to": [{"namespaces": {}}]}]}),
+            ),
+            "spec.egress[0].action: \"(missing or unknown)\" is not a known action (Allow or Deny)",
+            vec![(YA, XB, Tcp, 80, D), (XB, YA, Tcp, 80, A)],
+        ),
+        (
             "unsupported domainNames peer",
             Obj::Anp(
                 json!({"priority": 1, "subject": {"namespaces": {"matchLabels": {"team": "b"}}},
