@@ -11,8 +11,8 @@
 #   nat      weft-nat's masquerade chain (so conntrack on every packet) and, with VXLAN, weft-raw
 #   today    nat + weft-policy's forward chain as it starts (`ct state established,related accept`
 #            first), i.e. what a weft node without policy holds today
-#   bypass   today + one raw-priority rule that untracks pod-to-pod packets whose ends are in a
-#            set of "untracked" addresses (empty here, so the rule matches every pod pair): the
+#   bypass   today + one raw-priority rule that untracks pod-to-pod packets whose ends are not in
+#            a set of tracked addresses (empty here, so the rule matches every pod pair): the
 #            cheapest form of a Calico-style NOTRACK for pods that no policy selects
 # The tables are written in the shape weft renders them (node k's subnet 10.244.k.0/24, the pod
 # network 10.244.0.0/16, the nodes 192.0.2.1-2), not taken from a running agent: the overlay bench's
@@ -141,6 +141,7 @@ for round in $(seq "$ROUNDS"); do
     load "$cfg"
     udp=$(ip netns exec "$P1A" taskset -c 0 sockperf tp -i 10.244.2.2 -p $UDP_PORT -m 64 -t 3 2>&1 |
       sed -n 's/.*Summary: Message Rate is \([0-9]*\).*/\1/p')
+    # 11111: the TCP sockperf server that the reference's setup starts in the destination pod
     rtt=$(ip netns exec "$P1A" taskset -c 0 sockperf pp --tcp -i 10.244.2.2 -p 11111 -m 64 -t 3 2>&1 |
       sed -n 's/.*avg-latency=\([0-9.]*\).*/\1/p')
     [ -n "$udp" ] && [ -n "$rtt" ] || { echo "round $round $cfg: sockperf gave no figure" >&2; exit 1; }

@@ -916,21 +916,18 @@ impl<'a> From<&'a v1alpha1::AdminNetworkPolicyEgressPeer> for ClusterPeer<'a> {
 
 impl<'a> From<&'a v1alpha1::BaselineAdminNetworkPolicyEgressPeer> for ClusterPeer<'a> {
     fn from(p: &'a v1alpha1::BaselineAdminNetworkPolicyEgressPeer) -> Self {
-        let (namespaces, nodes) = (p.namespaces.as_ref(), p.nodes.as_ref());
-        let pods = pod_peer(p.pods.as_ref());
-        let networks = &p.networks;
         ClusterPeer {
-            namespaces,
-            pods,
-            nodes,
-            networks,
+            namespaces: p.namespaces.as_ref(),
+            pods: pod_peer(p.pods.as_ref()),
+            nodes: p.nodes.as_ref(),
+            networks: &p.networks,
             domain_names: &[],
         }
     }
 }
 
 /// The four rule types (ANP and BANP, ingress and egress) have the same fields; only the types of
-/// their action ([`RuleAction`]) and of their peers (`Into<ClusterPeer>`) differ.
+/// their action ([`RuleAction`]) and of their peers (`From` for [`ClusterPeer`]) differ.
 macro_rules! admin_rule_from {
     ($rule:ty, $peers:ident) => {
         impl<'a> From<&'a $rule> for AdminRule<'a> {
