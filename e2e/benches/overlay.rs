@@ -25,7 +25,10 @@
 //!    (ping-pong) latency;
 //! 4. node added → its route present on every node, p50/p99 (annotation-only Node objects);
 //! 5. CNI ADD on node-3: 100 pods created at once, then pods created one at a time (each Running
-//!    before the next), creation → Running (watch) and the CNI ADD itself as the nodelet logs it;
+//!    before the next), creation → Running (watch) and the CNI ADD itself as the nodelet logs it.
+//!    The bursts of 100 alternate between the control plane sharing the 2 CPUs with the nodes as
+//!    the local cluster runs it, and the control plane's CPU weight lowered to 1/16
+//!    (`weft_e2e::controlplane::LoweredCpu`), as when it has machines of its own; both are printed;
 //! 6. 500 simulated remote nodes: time to program them all, the agent's resident memory;
 //! 7. host-gw (weft's fabric patched, flanneld restarted with Backend Type `host-gw`): the four
 //!    paths again, against the reference's `setup hostgw`.
@@ -36,7 +39,8 @@
 //! failure, panic, SIGINT/SIGTERM or the watchdog.
 //!
 //! Knobs: `WEFT_BENCH_REPS` (rounds per datapath, default 3), `WEFT_BENCH_DUR` (seconds per
-//! iperf3/sockperf sample, default 5), `WEFT_E2E_BIN_DIR` (where weft-agent, weft-operator,
+//! iperf3/sockperf sample, default 5), `WEFT_BENCH_CNI_ROUNDS` (bursts of 100 pods of each kind,
+//! default 2), `WEFT_E2E_BIN_DIR` (where weft-agent, weft-operator,
 //! weft-e2e and weft-nodelet are; default: this bench's own target directory), `WEFT_REFERENCE_DIR`
 //! (default: `shared/reference` beside the checkout).
 
@@ -55,6 +59,7 @@ use weft_e2e::bench::{
     private_bins, replace_addrs, run_bounded, run_guarded, sockperf_pp_rtt_us, sockperf_tp_kpps,
     start_iperf3, start_sockperf, strip_ansi, wait_quiet,
 };
+use weft_e2e::controlplane::LoweredCpu;
 use weft_e2e::flannel::{Flanneld, ensure_flanneld, place_flannel_conflist};
 use weft_e2e::install::{install_weft, wait_fabric_available};
 use weft_e2e::sys::{run, wait_until};
@@ -85,6 +90,8 @@ const WATCHDOG: Duration = Duration::from_secs(60 * 60);
 const NS: &str = "bench";
 const CNI_NS: &str = "bench-cni";
 const CNI_PODS: usize = 100;
+/// Bursts of 100 pods with the control plane sharing the CPUs, and as many with it lowered.
+const CNI_ROUNDS: u64 = 2;
 const CNI_SEQ_NS: &str = "bench-cni-seq";
 const CNI_SEQ_PODS: usize = 30;
 const GHOST_LABEL: &str = "weft.dev/bench-ghost";
@@ -356,11 +363,31 @@ async fn simulated_nodes(c: &Cluster, client: &kube::Client) -> Result<(f64, f64
     Ok((created, programmed, rss))
 }
 
-/// 100 pods created at once on node-3: creation → Running (seen by a watch), and the nodelet's own
-/// CNI ADD timings.
-async fn cni_add(c: &Cluster, client: &kube::Client) -> Result<(Vec<f64>, Vec<f64>)> {
-    kubectl(c, &["create", "namespace", CNI_NS])?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), CNI_NS);
+/// The 100-pod bursts on node-3, [`CNI_ROUNDS`] of each kind, alternating: with the control plane
+/// sharing the CPUs with the nodes as it runs here, and with its CPU weight lowered
+/// ([`LoweredCpu`]), as when it has machines of its own. Creation → Running and the nodelet's CNI
+/// ADD timings of each kind, pooled.
+async fn cni_bursts(c: &Cluster, client: &kube::Client) -> Result<[(Vec<f64>, Vec<f64>); 2]> {
+    let [mut shared, mut lowered] = <[(Vec<f64>, Vec<f64>); 2]>::default();
+    for round in 0..env_num("WEFT_BENCH_CNI_ROUNDS", CNI_ROUNDS).max(1) {
+        let (to_running, cni) = cni_add(c, client, &format!("{CNI_NS}-shared-{round}")).await?;
+        shared.0.extend(to_running);
+        shared.1.extend(cni);
+        let low = LoweredCpu::lower(&c.cfg)?;
+        let burst = cni_add(c, client, &format!("{CNI_NS}-lowered-{round}")).await;
+        low.restore()?;
+        let (to_running, cni) = burst?;
+        lowered.0.extend(to_running);
+        lowered.1.extend(cni);
+    }
+    Ok([shared, lowered])
+}
+
+/// 100 pods created at once in namespace `ns` on node-3: creation → Running (seen by a watch), and
+/// the nodelet's own CNI ADD timings.
+async fn cni_add(c: &Cluster, client: &kube::Client, ns: &str) -> Result<(Vec<f64>, Vec<f64>)> {
+    kubectl(c, &["create", "namespace", ns])?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let running: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
     let watch = {
         let pods = pods.clone();
@@ -386,7 +413,7 @@ async fn cni_add(c: &Cluster, client: &kube::Client) -> Result<(Vec<f64>, Vec<f6
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let docs: Vec<Pod> = (0..CNI_PODS)
-        .map(|i| serde_json::from_value(pod_doc(CNI_NS, &format!("c-{i}"), "node-3", &[], AGNHOST)))
+        .map(|i| serde_json::from_value(pod_doc(ns, &format!("c-{i}"), "node-3", &[], AGNHOST)))
         .collect::<Result<_, _>>()?;
     let created: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
     futures::stream::iter(docs)
@@ -425,16 +452,15 @@ async fn cni_add(c: &Cluster, client: &kube::Client) -> Result<(Vec<f64>, Vec<f6
         .iter()
         .filter_map(|(n, t)| Some(running.get(n)?.duration_since(*t).as_secs_f64() * 1e3))
         .collect();
-    let cni = nodelet_cni_add_ms(c, CNI_NS)?;
+    let cni = nodelet_cni_add_ms(c, ns)?;
+    ensure!(
+        cni.len() == CNI_PODS,
+        "the nodelet logged {} CNI ADDs in {ns}, not {CNI_PODS}",
+        cni.len()
+    );
     kubectl(
         c,
-        &[
-            "delete",
-            "namespace",
-            CNI_NS,
-            "--wait=true",
-            "--timeout=180s",
-        ],
+        &["delete", "namespace", ns, "--wait=true", "--timeout=180s"],
     )?;
     Ok((to_running, cni))
 }
@@ -790,6 +816,8 @@ struct Report {
     added_ms: Vec<f64>,
     to_running_ms: Vec<f64>,
     cni_add_ms: Vec<f64>,
+    low_to_running_ms: Vec<f64>,
+    low_cni_add_ms: Vec<f64>,
     seq_to_running_ms: Vec<f64>,
     seq_cni_add_ms: Vec<f64>,
     sim_created_s: f64,
@@ -849,8 +877,13 @@ fn bench(
     let added_ms = rt.block_on(node_added(c, &client))?;
 
     alive(c, "CNI ADD")?;
-    eprintln!("CNI ADD: {CNI_PODS} pods at once on node-3");
-    let (to_running_ms, cni_add_ms) = rt.block_on(cni_add(c, &client))?;
+    eprintln!(
+        "CNI ADD: {CNI_PODS} pods at once on node-3, the control plane's CPU weight as is, then lowered"
+    );
+    let [
+        (to_running_ms, cni_add_ms),
+        (low_to_running_ms, low_cni_add_ms),
+    ] = rt.block_on(cni_bursts(c, &client))?;
     eprintln!("CNI ADD: {CNI_SEQ_PODS} pods one at a time on node-3");
     let (seq_to_running_ms, seq_cni_add_ms) = rt.block_on(cni_add_one_at_a_time(c, &client))?;
 
@@ -888,6 +921,8 @@ fn bench(
         added_ms,
         to_running_ms,
         cni_add_ms,
+        low_to_running_ms,
+        low_cni_add_ms,
         seq_to_running_ms,
         seq_cni_add_ms,
         sim_created_s,
@@ -980,13 +1015,25 @@ fn print(r: &mut Report) {
         );
     };
     row(
-        "CNI ADD (nodelet's timing of the conflist's plugins), 100 pods at once on one node",
+        "CNI ADD (nodelet's timing of the conflist's plugins), 100 pods at once on one node, \
+         the control plane sharing the CPUs",
         &mut r.cni_add_ms,
+        "",
+    );
+    row(
+        "pod created → Running, 100 pods at once on one node, the control plane sharing the CPUs",
+        &mut r.to_running_ms,
+        "",
+    );
+    row(
+        "CNI ADD (nodelet's timing), 100 pods at once on one node, the control plane's CPU weight \
+         1/16 (as on machines of its own)",
+        &mut r.low_cni_add_ms,
         "p99 < 50 ms",
     );
     row(
-        "pod created → Running, 100 pods at once on one node",
-        &mut r.to_running_ms,
+        "pod created → Running, 100 pods at once on one node, the control plane's CPU weight 1/16",
+        &mut r.low_to_running_ms,
         "",
     );
     row(
