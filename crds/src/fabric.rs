@@ -327,8 +327,8 @@ pub struct Policy {
     #[serde(default = "default_true")]
     pub enabled: bool,
 
-    /// Also honour ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2) when its CRD is
-    /// installed.
+    /// Also honour ClusterNetworkPolicy (policy.networking.k8s.io v1beta1, or v1alpha2) when its
+    /// CRD is installed.
     #[serde(default = "default_true")]
     pub cluster_network_policy: bool,
 

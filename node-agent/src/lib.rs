@@ -22,10 +22,12 @@
 //! | [`subnet`] | the lease from `Node.spec.podCIDRs`, `subnet.env`, the `NetworkUnavailable` condition |
 //! | [`flannel`] | flannel's annotations: render our own, parse our peers'; the stable VTEP MAC |
 //! | [`uplink`] | which interface and address carry the overlay, the MTU (plan) · reading interfaces (I/O) |
-//! | [`cni`] | the conflist |
+//! | [`cni`] | the conflist · installing the plugin · the `weft` plugin itself ([`cni::plugin`]: veth wiring and host-local-compatible IPAM, the `weft-cni` binary) |
+//! | [`overlay`] | VXLAN / directRouting / host-gw to the peers: plan (pure), diff, netlink applier, GC of weft-owned state · the untracked table (`weft-raw`) |
 //! | [`masquerade`] | weft's nat table: plan and render (pure) · sync through [`nft`] |
-//! | [`nft`] | one nftables transaction applier (trait, `nft` binary, text fake), shared by masquerade and policy; pod churn as native netlink element batches |
-//! | [`observe`] | health, readiness, metrics and their HTTP servers |
+//! | [`policy`] | the policy watches feeding the `weft-policy` crate (index → compile → render), the engine applying its output through [`nft`], drop counters, `explain` |
+//! | [`nft`] | one nftables transaction applier (trait, `nft` binary, in-process libnftables, text fake), shared by masquerade and policy; pod churn as native netlink element batches |
+//! | [`observe`] | health, readiness, metrics and their HTTP servers (and the policy verdict endpoint) |
 //! | [`files`], [`config`] | atomic file writes; loading and watching the configuration |
 //!
 //! The pure parts are tested with tables and golden files; the edges only execute what they computed.

@@ -34,7 +34,8 @@ enum LogFormat {
     Json,
 }
 
-/// weft's per-node agent: publishes the node's subnet lease and writes its CNI configuration.
+/// weft's per-node agent: the node's subnet lease, the overlay to its peers, masquerade, the CNI
+/// plugin and configuration, and network policy.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {

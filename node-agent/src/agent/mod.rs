@@ -6,8 +6,11 @@
 //! can be wired). Each apply step writes only what differs, so a sync of an unchanged world is
 //! free and idempotent; the loop runs one on every Node event, configuration change and resync tick.
 //!
-//! Invariants: nothing is written while the lease is invalid (a podCIDR outside the fabric), and
-//! nothing is ever deleted (an agent restart or SIGTERM leaves a working node behind, like flannel).
+//! Invariants: nothing is written while the lease is invalid (a podCIDR outside the fabric); an
+//! agent restart or SIGTERM leaves a working node behind, like flannel, and start-up never flushes.
+//! The only deletions are of weft-owned kernel state that the plan no longer holds (a removed
+//! peer's entries, a stale route: the overlay's GC) and, on the fabric's deletion, the uninstall
+//! in [`teardown`].
 
 use std::collections::BTreeSet;
 use std::io::Read;

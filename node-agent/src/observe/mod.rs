@@ -1,8 +1,8 @@
 //! Liveness, readiness and Prometheus metrics of the agent, and the HTTP servers that expose them.
 //!
 //! `/healthz` answers 200 while the process and its runtime run. `/readyz` answers 200 only once
-//! the node is usable by pods: subnet.env and the conflist written and the node's annotations
-//! applied; before that (or after a failed sync) it answers 503 with the reason as body, e.g.
+//! the node is usable by pods: one whole sync done (the overlay and the nftables tables in the
+//! kernel, subnet.env and the conflist written, the node's annotations applied); before that (or after a failed sync) it answers 503 with the reason as body, e.g.
 //! "waiting for kube-controller-manager to assign Node.spec.podCIDRs". `/metrics` serves the text
 //! exposition format. Both servers bind to the configured ports on 0.0.0.0 (host network).
 
