@@ -59,7 +59,7 @@ use weft_e2e::bench::{
     private_bins, replace_addrs, run_bounded, run_guarded, sockperf_pp_rtt_us, sockperf_tp_kpps,
     start_iperf3, start_sockperf, strip_ansi, wait_quiet,
 };
-use weft_e2e::controlplane::LoweredCpu;
+use weft_e2e::controlplane::{LoweredCpu, remove_lowered_cpu};
 use weft_e2e::flannel::{Flanneld, ensure_flanneld, place_flannel_conflist};
 use weft_e2e::install::{install_weft, wait_fabric_available};
 use weft_e2e::sys::{run, wait_until};
@@ -1113,6 +1113,15 @@ fn main() -> Result<()> {
                     Ok(()) => eprintln!("cluster {} removed", fl_cfg.name),
                     Err(e) => eprintln!("cluster {} teardown: {e:#}", fl_cfg.name),
                 }
+            }
+        });
+    }
+    {
+        // A run stopped by a signal mid-burst drops no guard: the lowered cgroup goes here.
+        let cfg = cfg.clone();
+        cleanup.on_teardown(move || {
+            if let Err(e) = remove_lowered_cpu(&cfg) {
+                eprintln!("control plane's CPU cgroup: {e:#}");
             }
         });
     }

@@ -369,12 +369,16 @@ fn cgroup_of(text: &str, h: CpuHierarchy) -> Option<String> {
     })
 }
 
+fn lowered_dir(root: &Path, cfg: &ClusterConfig) -> PathBuf {
+    root.join(format!("weft-e2e-{}-control-plane", cfg.name))
+}
+
 impl LoweredCpu {
     /// Moves every running control-plane process of `cfg` into `weft-e2e-<cluster>-control-plane`
     /// with [`LOW_CPU_SHARES`].
     pub fn lower(cfg: &ClusterConfig) -> Result<Self> {
         let (h, root) = cpu_hierarchy()?;
-        let dir = root.join(format!("weft-e2e-{}-control-plane", cfg.name));
+        let dir = lowered_dir(&root, cfg);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let (file, value) = match h {
             CpuHierarchy::V1 => ("cpu.shares", LOW_CPU_SHARES),
@@ -426,6 +430,25 @@ impl LoweredCpu {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Removes the lowered cgroup of `cfg` if one is left (a run stopped by a signal, where no guard is
+/// dropped), its processes moved to the hierarchy's root first. A teardown step; nothing to do when
+/// there is no CPU controller or no such cgroup.
+pub fn remove_lowered_cpu(cfg: &ClusterConfig) -> Result<()> {
+    let Ok((_, root)) = cpu_hierarchy() else {
+        return Ok(());
+    };
+    let dir = lowered_dir(&root, cfg);
+    if !dir.exists() {
+        return Ok(());
+    }
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    for pid in procs.split_whitespace() {
+        // A process that exited meanwhile is gone from the cgroup anyway.
+        let _ = std::fs::write(root.join("cgroup.procs"), pid);
+    }
+    std::fs::remove_dir(&dir).with_context(|| format!("removing {}", dir.display()))
 }
 
 impl Drop for LoweredCpu {
@@ -526,6 +549,13 @@ mod cpu_tests {
             let _ = k.kill();
             let _ = k.wait();
         }
+        // Left behind by a run that no guard could restore: the teardown step removes it.
+        std::mem::forget(LoweredCpu::lower(&cfg).unwrap());
+        assert!(root.join(dir_name).exists());
+        remove_lowered_cpu(&cfg).unwrap();
+        assert!(!root.join(dir_name).exists());
+        remove_lowered_cpu(&cfg).unwrap();
+
         // A stopped control plane is refused, with its name, and leaves no cgroup behind.
         let err = LoweredCpu::lower(&cfg).err().unwrap().to_string();
         assert!(
