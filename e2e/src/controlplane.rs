@@ -545,10 +545,6 @@ mod cpu_tests {
         assert_eq!(after, before);
         assert!(!root.join(dir_name).exists());
 
-        for k in &mut kids.0 {
-            let _ = k.kill();
-            let _ = k.wait();
-        }
         // Left behind by a run that no guard could restore: the teardown step removes it.
         std::mem::forget(LoweredCpu::lower(&cfg).unwrap());
         assert!(root.join(dir_name).exists());
@@ -556,6 +552,10 @@ mod cpu_tests {
         assert!(!root.join(dir_name).exists());
         remove_lowered_cpu(&cfg).unwrap();
 
+        for k in &mut kids.0 {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
         // A stopped control plane is refused, with its name, and leaves no cgroup behind.
         let err = LoweredCpu::lower(&cfg).err().unwrap().to_string();
         assert!(
