@@ -27,7 +27,7 @@
 //! 5. CNI ADD on node-3: 100 pods created at once, then pods created one at a time (each Running
 //!    before the next), creation → Running (watch) and the CNI ADD itself as the nodelet logs it.
 //!    The bursts of 100 alternate between the control plane sharing the 2 CPUs with the nodes as
-//!    the local cluster runs it, and the control plane's CPU weight lowered to 1/16
+//!    the local cluster runs it, and the CPU weight of the control planes (this cluster.s and flanneld.s) lowered to 1/16
 //!    (`weft_e2e::controlplane::LoweredCpu`), as when it has machines of its own; both are printed;
 //! 6. 500 simulated remote nodes: time to program them all, the agent's resident memory;
 //! 7. host-gw (weft's fabric patched, flanneld restarted with Backend Type `host-gw`): the four
@@ -367,16 +367,35 @@ async fn simulated_nodes(c: &Cluster, client: &kube::Client) -> Result<(f64, f64
 /// sharing the CPUs with the nodes as it runs here, and with its CPU weight lowered
 /// ([`LoweredCpu`]), as when it has machines of its own. Creation → Running and the nodelet's CNI
 /// ADD timings of each kind, pooled.
-async fn cni_bursts(c: &Cluster, client: &kube::Client) -> Result<[(Vec<f64>, Vec<f64>); 2]> {
+///
+/// Lowered means both control planes on this machine: the measured cluster's and flanneld's
+/// cluster's (idle then, but its processes share the same CPUs).
+async fn cni_bursts(
+    c: &Cluster,
+    flannel: &ClusterConfig,
+    client: &kube::Client,
+) -> Result<[(Vec<f64>, Vec<f64>); 2]> {
     let [mut shared, mut lowered] = <[(Vec<f64>, Vec<f64>); 2]>::default();
+    let report = |what: &str, round: u64, cni: &[f64]| {
+        let mut v = cni.to_vec();
+        eprintln!(
+            "  burst {round}, {what}: CNI ADD p50 {:.1} ms, p99 {:.1} ms",
+            percentile(&mut v, 50.0),
+            percentile(&mut v, 99.0)
+        );
+    };
     for round in 0..env_num("WEFT_BENCH_CNI_ROUNDS", CNI_ROUNDS).max(1) {
         let (to_running, cni) = cni_add(c, client, &format!("{CNI_NS}-shared-{round}")).await?;
+        report("control plane sharing the CPUs", round, &cni);
         shared.0.extend(to_running);
         shared.1.extend(cni);
-        let low = LoweredCpu::lower(&c.cfg)?;
+        let low = [LoweredCpu::lower(&c.cfg)?, LoweredCpu::lower(flannel)?];
         let burst = cni_add(c, client, &format!("{CNI_NS}-lowered-{round}")).await;
-        low.restore()?;
+        for l in low {
+            l.restore()?;
+        }
         let (to_running, cni) = burst?;
+        report("control planes at 1/16 CPU weight", round, &cni);
         lowered.0.extend(to_running);
         lowered.1.extend(cni);
     }
@@ -883,7 +902,7 @@ fn bench(
     let [
         (to_running_ms, cni_add_ms),
         (low_to_running_ms, low_cni_add_ms),
-    ] = rt.block_on(cni_bursts(c, &client))?;
+    ] = rt.block_on(cni_bursts(c, &fc.cfg, &client))?;
     eprintln!("CNI ADD: {CNI_SEQ_PODS} pods one at a time on node-3");
     let (seq_to_running_ms, seq_cni_add_ms) = rt.block_on(cni_add_one_at_a_time(c, &client))?;
 
@@ -1026,13 +1045,13 @@ fn print(r: &mut Report) {
         "",
     );
     row(
-        "CNI ADD (nodelet's timing), 100 pods at once on one node, the control plane's CPU weight \
+        "CNI ADD (nodelet's timing), 100 pods at once on one node, the control planes' CPU weight \
          1/16 (as on machines of its own)",
         &mut r.low_cni_add_ms,
         "p99 < 50 ms",
     );
     row(
-        "pod created → Running, 100 pods at once on one node, the control plane's CPU weight 1/16",
+        "pod created → Running, 100 pods at once on one node, the control planes' CPU weight 1/16",
         &mut r.low_to_running_ms,
         "",
     );
@@ -1117,11 +1136,13 @@ fn main() -> Result<()> {
         });
     }
     {
-        // A run stopped by a signal mid-burst drops no guard: the lowered cgroup goes here.
-        let cfg = cfg.clone();
+        // A run stopped by a signal mid-burst drops no guard: the lowered cgroups go here.
+        let cfgs = [cfg.clone(), fl_cfg.clone()];
         cleanup.on_teardown(move || {
-            if let Err(e) = remove_lowered_cpu(&cfg) {
-                eprintln!("control plane's CPU cgroup: {e:#}");
+            for cfg in &cfgs {
+                if let Err(e) = remove_lowered_cpu(cfg) {
+                    eprintln!("{}: control plane's CPU cgroup: {e:#}", cfg.name);
+                }
             }
         });
     }
