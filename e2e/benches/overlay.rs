@@ -27,8 +27,9 @@
 //! 5. CNI ADD on node-3: 100 pods created at once, then pods created one at a time (each Running
 //!    before the next), creation → Running (watch) and the CNI ADD itself as the nodelet logs it.
 //!    The bursts of 100 alternate between the control plane sharing the 2 CPUs with the nodes as
-//!    the local cluster runs it, and the CPU weight of the control planes (this cluster.s and flanneld.s) lowered to 1/16
-//!    (`weft_e2e::controlplane::LoweredCpu`), as when it has machines of its own; both are printed;
+//!    the local cluster runs it, and the CPU weight of the control planes (this cluster's and
+//!    flanneld's) lowered to 1/16 (`weft_e2e::controlplane::LoweredCpu`), as when they have
+//!    machines of their own; both are printed;
 //! 6. 500 simulated remote nodes: time to program them all, the agent's resident memory;
 //! 7. host-gw (weft's fabric patched, flanneld restarted with Backend Type `host-gw`): the four
 //!    paths again, against the reference's `setup hostgw`.
