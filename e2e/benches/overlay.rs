@@ -1047,7 +1047,7 @@ fn print(r: &mut Report) {
     );
     row(
         "CNI ADD (nodelet's timing), 100 pods at once on one node, the control planes' CPU weight \
-         1/16 (as on machines of its own)",
+         1/16 (as on machines of their own)",
         &mut r.low_cni_add_ms,
         "p99 < 50 ms",
     );
