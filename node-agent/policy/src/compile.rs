@@ -615,6 +615,7 @@ fn compile<'a>(index: &'a Index, node: &NodeInput, reuse: Option<Reuse<'a>>) -> 
         port_sets: c.port_sets,
         chains,
         pods,
+        enforcing: index.policies().next().is_some(),
     };
     (ir, memo)
 }

@@ -164,6 +164,13 @@ pub struct Ir {
     pub chains: BTreeMap<String, Chain>,
     /// Local pods.
     pub pods: BTreeMap<PodKey, LocalPod>,
+    /// Whether the cluster has any policy object (NetworkPolicy, ClusterNetworkPolicy,
+    /// AdminNetworkPolicy, BaselineAdminNetworkPolicy; refused ones too). Without one there is
+    /// nothing to enforce anywhere: the table is rendered whole but its `forward` chain is not
+    /// attached to the forward hook, so pod traffic pays no policy lookup at all. The first policy
+    /// attaches it (a full replacement); a pod of any node is dropped as unprogrammed from then on
+    /// until its profile is in, so no pod has an unpoliced window. Pod churn never changes it.
+    pub enforcing: bool,
 }
 
 /// Allowed or denied.
@@ -184,6 +191,8 @@ pub enum Because {
     OwnNode,
     /// Neither end is a pod of this node: another node judges it.
     NotEnforcedHere,
+    /// The cluster has no policy object: the node filters nothing ([`Ir::enforcing`]).
+    NoPolicy,
     /// An address on this node's pod CIDR without a programmed pod.
     Unprogrammed(Direction),
     /// A refused policy selects the pod: fail closed.
@@ -221,6 +230,9 @@ impl fmt::Display for Because {
             Because::SamePod => f.write_str("a pod may always reach itself"),
             Because::OwnNode => f.write_str("a pod and its own node may always talk"),
             Because::NotEnforcedHere => f.write_str("neither end is a pod of this node"),
+            Because::NoPolicy => f.write_str(
+                "the cluster has no policy object: this node filters nothing (no forward hook)",
+            ),
             Because::Unprogrammed(d) => write!(f, "{d}: local address not programmed yet"),
             Because::FailClosed(d, p) => write!(f, "{d}: fail closed, refused {}", list(p)),
             Because::Rule {
@@ -333,6 +345,9 @@ impl Ir {
         };
         if src == dst {
             return done(Decision::Allowed, Because::SamePod);
+        }
+        if !self.enforcing {
+            return done(Decision::Allowed, Because::NoPolicy);
         }
         let src_pod = self.local_pod(src);
         let dst_pod = self.local_pod(dst);

@@ -3,7 +3,8 @@
 //! ```text
 //! table inet weft-policy
 //!   counter dropped-ingress, dropped-egress, unprogrammed-ingress, unprogrammed-egress
-//!   chain forward (hook forward, priority filter, policy accept)
+//!   chain forward (hook forward, priority filter, policy accept; no hook while the cluster has
+//!                  no policy object: `Ir::enforcing`)
 //!     ct state established,related accept
 //!     own node → its pods: accept;  pod → itself: accept
 //!     ip saddr vmap @from-pod-v4     ── goto eg-<hash> (egress profile; allow = goto to-pod)
@@ -350,10 +351,17 @@ fn base(ir: &Ir, seed: &CounterSeed) -> String {
         );
     }
     let _ = writeln!(s, "\tchain forward {{");
-    let _ = writeln!(
-        s,
-        "\t\ttype filter hook forward priority {FORWARD_PRIORITY}; policy accept;"
-    );
+    if ir.enforcing {
+        let _ = writeln!(
+            s,
+            "\t\ttype filter hook forward priority {FORWARD_PRIORITY}; policy accept;"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "\t\tcomment \"not attached to the forward hook: the cluster has no policy\""
+        );
+    }
     let _ = writeln!(s, "\t\tct state established,related accept");
     let _ = writeln!(
         s,
@@ -826,7 +834,8 @@ pub fn render_update(prev: &Ir, next: &Ir) -> Update {
         staged: None,
     };
     let node = node_families(next);
-    if node_families(prev) != node {
+    // Attaching `forward` to its hook or detaching it changes a chain's type: a replacement.
+    if node_families(prev) != node || prev.enforcing != next.enforcing {
         return full();
     }
     let same_set = |name: &String| {
@@ -1060,6 +1069,7 @@ mod tests {
             port_sets: BTreeMap::new(),
             chains: BTreeMap::new(),
             pods: BTreeMap::new(),
+            enforcing: true,
         };
         let seed: CounterSeed = [("dropped-egress".to_owned(), (7, 420))].into();
         let text = render_ruleset_seeded(&ir, &seed);

@@ -469,10 +469,24 @@ impl PolicyEngine {
                         info!(
                             pods = next.pods.len(),
                             sets = next.addr_sets.len(),
+                            enforcing = next.enforcing,
                             "policy ruleset in force"
                         );
                     }
                     if let Ok(mut s) = self.status.lock() {
+                        if memo.is_some()
+                            && s.ir.as_ref().is_some_and(|p| p.enforcing != next.enforcing)
+                        {
+                            info!(
+                                enforcing = next.enforcing,
+                                "{}",
+                                if next.enforcing {
+                                    "the cluster has a policy now: forward hook attached"
+                                } else {
+                                    "the cluster has no policy left: forward hook detached"
+                                }
+                            );
+                        }
                         s.ir = Some(next);
                         s.problems = problems;
                         s.error = None;
