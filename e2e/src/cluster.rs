@@ -311,6 +311,15 @@ impl Cluster {
             if cfg.is_dual_stack() {
                 cmd.args(["--node-ip6", &cfg.node_ip6(i + 1)]);
             }
+            // Pods in a kubelet's cgroup layout, when the machine has a CPU controller
+            // (`WEFT_E2E_CGROUPS_PER_QOS=false` leaves containers in the nodelet's cgroup, to
+            // compare).
+            if cgroups_per_qos() {
+                cmd.args([
+                    "--kubepods-cgroup",
+                    &crate::cgroup::kubepods_name(&cfg.name, node),
+                ]);
+            }
             spawn_daemon(
                 &mut cmd,
                 &cfg.log_dir().join(format!("nodelet-{node}.log")),
@@ -543,6 +552,15 @@ fn other_clusters(name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether nodelets lay their pods out in cgroups as a kubelet with `--cgroups-per-qos` does: yes
+/// when the machine has a CPU cgroup controller, unless `WEFT_E2E_CGROUPS_PER_QOS` is `false` or
+/// `0`.
+fn cgroups_per_qos() -> bool {
+    let off =
+        std::env::var("WEFT_E2E_CGROUPS_PER_QOS").is_ok_and(|v| matches!(v.trim(), "false" | "0"));
+    !off && crate::cgroup::cpu_hierarchy().is_ok()
+}
+
 /// Stops and removes everything of cluster `cfg`; collects every error and reports them together.
 pub fn teardown(cfg: &ClusterConfig) -> Result<()> {
     let mut errors: Vec<String> = Vec::new();
@@ -568,6 +586,11 @@ pub fn teardown(cfg: &ClusterConfig) -> Result<()> {
             .into_iter()
             .map(|e| format!("{e:#}")),
     );
+    // The nodes' pod cgroups (a nodelet removes its own on exit; not one that was killed) and a
+    // lowered control plane's.
+    if let Err(e) = crate::cgroup::remove_cluster_cgroups(cfg) {
+        errors.push(format!("{e:#}"));
+    }
     // Paths created on the host for mount targets and private views, innermost first.
     let mut created: Vec<PathBuf> = Vec::new();
     for node in cfg.node_names() {

@@ -2,6 +2,7 @@
 //! (RBAC and the Node authorizer on, service-account tokens), kube-controller-manager (node CIDR
 //! allocation, garbage collector, DaemonSet/Deployment/namespace controllers) and kube-scheduler.
 
+use crate::cgroup::{CpuHierarchy, cgroup_of, control_plane_name, cpu_hierarchy, remove_tree};
 use crate::config::ClusterConfig;
 use crate::pki::{ClientIdentity, ServerIdentity, generate, write_kubeconfig};
 use crate::sys::{pid_alive, read_pid, spawn_daemon, wait_until};
@@ -328,49 +329,8 @@ pub struct LoweredCpu {
     moved: Vec<(i32, PathBuf)>,
 }
 
-/// Where this machine's CPU controller is: cgroup v1's `cpu` hierarchy, or the v2 unified one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CpuHierarchy {
-    V1,
-    V2,
-}
-
-const CGROUP_V1_CPU: &str = "/sys/fs/cgroup/cpu";
-const CGROUP_V2: &str = "/sys/fs/cgroup";
-
-fn cpu_hierarchy() -> Result<(CpuHierarchy, PathBuf)> {
-    let v1 = Path::new(CGROUP_V1_CPU);
-    if v1.join("cpu.shares").exists() {
-        return Ok((CpuHierarchy::V1, v1.to_path_buf()));
-    }
-    let v2 = Path::new(CGROUP_V2);
-    let controllers = std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
-    if controllers.split_whitespace().any(|c| c == "cpu") {
-        return Ok((CpuHierarchy::V2, v2.to_path_buf()));
-    }
-    anyhow::bail!(
-        "no CPU cgroup controller: neither {CGROUP_V1_CPU}/cpu.shares (cgroup v1) nor `cpu` in \
-         {CGROUP_V2}/cgroup.controllers (cgroup v2); mount one to measure with the control plane's \
-         CPU weight lowered"
-    )
-}
-
-/// The cgroup of `pid` in the given hierarchy, as a path below its mount point, from
-/// `/proc/<pid>/cgroup` (v1: the line whose controllers include `cpu`; v2: the `0::` line).
-fn cgroup_of(text: &str, h: CpuHierarchy) -> Option<String> {
-    text.lines().find_map(|l| {
-        let mut f = l.splitn(3, ':');
-        let (id, controllers, path) = (f.next()?, f.next()?, f.next()?);
-        let hit = match h {
-            CpuHierarchy::V1 => controllers.split(',').any(|c| c == "cpu"),
-            CpuHierarchy::V2 => id == "0" && controllers.is_empty(),
-        };
-        hit.then(|| path.trim_start_matches('/').to_string())
-    })
-}
-
 fn lowered_dir(root: &Path, cfg: &ClusterConfig) -> PathBuf {
-    root.join(format!("weft-e2e-{}-control-plane", cfg.name))
+    root.join(control_plane_name(&cfg.name))
 }
 
 impl LoweredCpu {
@@ -382,6 +342,8 @@ impl LoweredCpu {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let (file, value) = match h {
             CpuHierarchy::V1 => ("cpu.shares", LOW_CPU_SHARES),
+            // 1/16 of v2's default weight (100), rather than the kubelet's conversion of 64 shares
+            // (3): the same fraction of a default task on either version.
             CpuHierarchy::V2 => ("cpu.weight", (LOW_CPU_SHARES * 100 / 1024).max(1)),
         };
         let mut lowered = LoweredCpu {
@@ -439,16 +401,7 @@ pub fn remove_lowered_cpu(cfg: &ClusterConfig) -> Result<()> {
     let Ok((_, root)) = cpu_hierarchy() else {
         return Ok(());
     };
-    let dir = lowered_dir(&root, cfg);
-    if !dir.exists() {
-        return Ok(());
-    }
-    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-    for pid in procs.split_whitespace() {
-        // A process that exited meanwhile is gone from the cgroup anyway.
-        let _ = std::fs::write(root.join("cgroup.procs"), pid);
-    }
-    std::fs::remove_dir(&dir).with_context(|| format!("removing {}", dir.display()))
+    remove_tree(&root, &lowered_dir(&root, cfg))
 }
 
 impl Drop for LoweredCpu {
@@ -462,22 +415,6 @@ impl Drop for LoweredCpu {
 #[cfg(test)]
 mod cpu_tests {
     use super::*;
-
-    #[test]
-    fn a_process_cgroup_is_read_from_its_cpu_line() {
-        let v1 =
-            "9:name=systemd:/\n4:memory:/process_api/c1\n2:cpuacct:/\n1:cpu,cpuacct:/a/b\n0::/\n";
-        assert_eq!(cgroup_of(v1, CpuHierarchy::V1).as_deref(), Some("a/b"));
-        let v1_split = "3:cpuset:/\n2:cpuacct:/x\n1:cpu:/\n";
-        assert_eq!(cgroup_of(v1_split, CpuHierarchy::V1).as_deref(), Some(""));
-        let v2 = "0::/user.slice/user-0.slice/session-1.scope\n";
-        assert_eq!(
-            cgroup_of(v2, CpuHierarchy::V2).as_deref(),
-            Some("user.slice/user-0.slice/session-1.scope")
-        );
-        assert_eq!(cgroup_of(v2, CpuHierarchy::V1), None);
-        assert_eq!(cgroup_of("1:cpuacct:/\n", CpuHierarchy::V1), None);
-    }
 
     /// The real cgroup filesystem: four processes standing in for the control plane (pid files
     /// where the cluster keeps them) go into the lowered cgroup with its weight, and back, and the

@@ -14,6 +14,7 @@
 //! (`topology`); `nodelet` plays the kubelet; `probe` measures reachability between pods.
 
 pub mod bench;
+pub mod cgroup;
 pub mod cluster;
 pub mod config;
 pub mod conformance;

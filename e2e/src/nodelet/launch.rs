@@ -115,6 +115,9 @@ pub struct Launch<'a> {
     pub hostname: Option<&'a str>,
     /// stdout and stderr are appended here.
     pub log: &'a Path,
+    /// The pod cgroup's `cgroup.procs`, open for writing: the process joins it first thing after
+    /// the fork (None: it stays in the nodelet's cgroup).
+    pub cgroup_procs: Option<&'a std::fs::File>,
 }
 
 /// Pointers into `CString`s owned by the same closure, null-terminated, for `execve` after fork.
@@ -202,6 +205,7 @@ pub fn spawn(l: &Launch<'_>) -> Result<tokio::process::Child> {
         })
         .transpose()?;
     let netns_fd = netns.as_ref().map(|f| f.as_raw_fd());
+    let cgroup_fd = l.cgroup_procs.map(|f| f.as_raw_fd());
     let hostname = l.hostname.map(cstring).transpose()?;
     let cwd = fs.workdir.as_ref().map(cstring).transpose()?;
     let candidates: Vec<CString> = match l.exec {
@@ -251,6 +255,12 @@ pub fn spawn(l: &Launch<'_>) -> Result<tokio::process::Child> {
             };
             let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
             libc::setsid();
+            // Into the pod's cgroup before anything else runs (`0`: the writing process).
+            if let Some(fd) = cgroup_fd
+                && libc::write(fd, b"0".as_ptr().cast(), 1) != 1
+            {
+                return Err(std::io::Error::last_os_error());
+            }
             // Every source is cloned while the node's mounts are all there is, then attached.
             for (src, tree) in srcs.iter().zip(trees.iter_mut()) {
                 let fd = libc::syscall(
@@ -498,6 +508,7 @@ mod tests {
             netns: None,
             hostname: None,
             log: &log,
+            cgroup_procs: None,
         });
         let out = std::fs::read_to_string(&log).unwrap_or_default();
         std::fs::remove_dir_all(&base).unwrap();
@@ -574,6 +585,7 @@ mod tests {
             netns: None,
             hostname: Some("pod-a"),
             log: &log,
+            cgroup_procs: None,
         });
         let out = std::fs::read_to_string(&log).unwrap_or_default();
         let left = std::fs::read_dir(&root).unwrap().count();
@@ -603,6 +615,7 @@ mod tests {
             netns: None,
             hostname: None,
             log: &base.join("log"),
+            cgroup_procs: None,
         })
         .unwrap_err();
         std::fs::remove_dir_all(&base).unwrap();

@@ -19,6 +19,7 @@
 //! Invariant: every pod this process started is torn down (processes killed, CNI DEL run) before it
 //! reports the pod gone or exits on SIGTERM.
 
+pub mod cgroups;
 pub mod cni;
 pub mod container;
 pub mod image;
@@ -73,9 +74,18 @@ pub struct NodeletConfig {
     /// Port of the API server as pods see it (KUBERNETES_SERVICE_PORT).
     #[arg(long, default_value_t = 6443)]
     pub api_port: u16,
+    /// The node's `kubepods` CPU cgroup, a child of the CPU hierarchy's root: each pod's
+    /// containers run in a cgroup of their own below it, by QoS class, as a kubelet with
+    /// `--cgroups-per-qos` lays them out (see [`cgroups`]). Without it, containers run in the
+    /// nodelet's cgroup.
+    #[arg(long)]
+    pub kubepods_cgroup: Option<String>,
     /// The bin dirs, held open by `enter_node` before the node's private paths are mounted.
     #[arg(skip)]
     pub images: launch::BinDirs,
+    /// The pods' cgroups, created by `enter_node` before `/sys` is remounted.
+    #[arg(skip)]
+    pub cgroups: Option<std::sync::Arc<cgroups::PodCgroups>>,
 }
 
 impl NodeletConfig {
@@ -96,6 +106,13 @@ pub fn enter_node(cfg: &mut NodeletConfig) -> Result<()> {
     // Opened in this mount namespace (a container clones the image's binary from here) but before
     // the private paths below can hide a bin dir.
     cfg.images = launch::BinDirs::open(&cfg.bin_dirs);
+    if let Some(name) = &cfg.kubepods_cgroup {
+        // The remount of /sys below hides the cgroup mounts: open the hierarchy first.
+        let cg = cgroups::PodCgroups::create(name, node::CPU_CAPACITY_MILLI).with_context(|| {
+            format!("failed to set up the pods' CPU cgroup {name} (run without --kubepods-cgroup to leave containers in the nodelet's cgroup)")
+        })?;
+        cfg.cgroups = Some(std::sync::Arc::new(cg));
+    }
     for (sub, target) in PRIVATE_PATHS {
         let src = cfg.node_dir.join(sub);
         std::fs::create_dir_all(&src)?;
@@ -159,5 +176,8 @@ pub async fn run(cfg: NodeletConfig) -> Result<()> {
     let _ = stop_tx.send(true);
     let _ = pods.await;
     heartbeat.abort();
+    if let Some(cg) = &cfg.cgroups {
+        cg.remove();
+    }
     Ok(())
 }

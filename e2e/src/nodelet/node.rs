@@ -16,6 +16,10 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
 
+/// The CPU capacity (and allocatable) the node reports, in millicores; its `kubepods` cgroup is
+/// weighted by it, as a kubelet's is by the node's allocatable CPU.
+pub const CPU_CAPACITY_MILLI: u64 = 4000;
+
 pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
 pub const CNI_CONF_DIR: &str = "/etc/cni/net.d";
 const LEASE_NS: &str = "kube-node-lease";
@@ -57,7 +61,7 @@ fn status_patch(cfg: &NodeletConfig, not_ready: &Option<String>, transition: boo
         addresses.push(json!({"type": "InternalIP", "address": v6}));
     }
     addresses.push(json!({"type": "Hostname", "address": cfg.node}));
-    let capacity = json!({"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "50Gi"});
+    let capacity = json!({"cpu": (CPU_CAPACITY_MILLI / 1000).to_string(), "memory": "8Gi", "pods": "110", "ephemeral-storage": "50Gi"});
     json!({"status": {
         "addresses": addresses,
         "capacity": capacity,

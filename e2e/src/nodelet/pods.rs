@@ -737,6 +737,18 @@ async fn run_containers(
         }
     };
     rt.sandbox_ready = true;
+    // The pod's CPU cgroup, for every process its containers start (see `cgroups`); it goes when
+    // the last supervisor is done with it.
+    let cgroup = match &cfg.cgroups {
+        Some(cgs) => match cgs.add_pod(&id.uid, &spec) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                tracing::warn!(pod = %id, error = %format!("{e:#}"), "no pod cgroup: its containers run in the nodelet's");
+                None
+            }
+        },
+        None => None,
+    };
     let shared = Arc::new(Mutex::new(rt));
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(16);
     let mut sups = Vec::new();
@@ -785,6 +797,7 @@ async fn run_containers(
             grace,
             shared: shared.clone(),
             changed: changed_tx.clone(),
+            cgroup: cgroup.clone(),
         };
         sups.push(tokio::spawn(sup.run(stop.clone())));
     }
@@ -844,6 +857,8 @@ struct Supervisor {
     grace: Duration,
     shared: Arc<Mutex<PodRt>>,
     changed: tokio::sync::mpsc::Sender<()>,
+    /// The pod's CPU cgroup, which its container's process joins.
+    cgroup: Option<Arc<super::cgroups::PodCgroup>>,
 }
 
 impl Supervisor {
@@ -966,6 +981,7 @@ impl Supervisor {
             netns: self.sandbox.as_ref().map(|s| s.netns.as_path()),
             hostname: self.sandbox.as_ref().map(|s| s.hostname.as_str()),
             log: &log,
+            cgroup_procs: self.cgroup.as_ref().and_then(|c| c.procs()),
         })
         .map(|child| (child, env.clone()))
         .map_err(|e| ("RunContainerError", e))
