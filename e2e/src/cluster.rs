@@ -311,9 +311,7 @@ impl Cluster {
             if cfg.is_dual_stack() {
                 cmd.args(["--node-ip6", &cfg.node_ip6(i + 1)]);
             }
-            // Pods in a kubelet's cgroup layout, when the machine has a CPU controller
-            // (`WEFT_E2E_CGROUPS_PER_QOS=false` leaves containers in the nodelet's cgroup, to
-            // compare).
+            // Pods in a kubelet's cgroup layout, when asked for (`WEFT_E2E_CGROUPS_PER_QOS=true`).
             if cgroups_per_qos() {
                 cmd.args([
                     "--kubepods-cgroup",
@@ -552,13 +550,16 @@ fn other_clusters(name: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Whether nodelets lay their pods out in cgroups as a kubelet with `--cgroups-per-qos` does: yes
-/// when the machine has a CPU cgroup controller, unless `WEFT_E2E_CGROUPS_PER_QOS` is `false` or
-/// `0`.
+/// Whether nodelets lay their pods out in cgroups as a kubelet with `--cgroups-per-qos` does: only
+/// when `WEFT_E2E_CGROUPS_PER_QOS` is `true` or `1` and the machine has a CPU cgroup controller.
+/// Off by default: on cgroup v1, moving each container's process into its pod's cgroup takes the
+/// kernel's global threadgroup lock for writing, which stalls every fork on the machine (the CNI
+/// plugins' too) behind it, and a burst of 100 pods on one node measured CNI ADD p99 45-94 ms with
+/// it against 22-29 ms without (docs/benchmarks.md, "Pod cgroups").
 fn cgroups_per_qos() -> bool {
-    let off =
-        std::env::var("WEFT_E2E_CGROUPS_PER_QOS").is_ok_and(|v| matches!(v.trim(), "false" | "0"));
-    !off && crate::cgroup::cpu_hierarchy().is_ok()
+    let on =
+        std::env::var("WEFT_E2E_CGROUPS_PER_QOS").is_ok_and(|v| matches!(v.trim(), "true" | "1"));
+    on && crate::cgroup::cpu_hierarchy().is_ok()
 }
 
 /// Stops and removes everything of cluster `cfg`; collects every error and reports them together.
