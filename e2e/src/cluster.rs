@@ -552,10 +552,8 @@ fn other_clusters(name: &str) -> bool {
 
 /// Whether nodelets lay their pods out in cgroups as a kubelet with `--cgroups-per-qos` does: only
 /// when `WEFT_E2E_CGROUPS_PER_QOS` is `true` or `1` and the machine has a CPU cgroup controller.
-/// Off by default: on cgroup v1, moving each container's process into its pod's cgroup takes the
-/// kernel's global threadgroup lock for writing, which stalls every fork on the machine (the CNI
-/// plugins' too) behind it, and a burst of 100 pods on one node measured CNI ADD p99 45-94 ms with
-/// it against 22-29 ms without (docs/benchmarks.md, "Pod cgroups").
+/// Off by default: a burst of 100 pods on one node measured CNI ADD p99 45-94 ms with it against
+/// 22-29 ms without (ADR 0002, its update of 2026-12-03; the cause is not established).
 fn cgroups_per_qos() -> bool {
     let on =
         std::env::var("WEFT_E2E_CGROUPS_PER_QOS").is_ok_and(|v| matches!(v.trim(), "true" | "1"));

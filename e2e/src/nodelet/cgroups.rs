@@ -17,9 +17,8 @@
 //! `kubepods` entity (and BestEffort ones as one tiny `besteffort` inside it), not each as a full
 //! task against the plugins setting up the next pods' networks. That is a kubelet node's shape.
 //!
-//! Opt-in (`WEFT_E2E_CGROUPS_PER_QOS=true` for the local cluster): on cgroup v1 each move into a
-//! pod's cgroup takes the kernel's global threadgroup lock for writing and stalls every fork on the
-//! machine, which cost a burst's CNI ADDs more than the grouping won (ADR 0002, its update of
+//! Opt-in (`WEFT_E2E_CGROUPS_PER_QOS=true` for the local cluster): bursts of pods measured slower
+//! CNI ADDs with it than without, for a reason not yet established (ADR 0002, its update of
 //! 2026-12-03).
 //!
 //! The hierarchy is opened (`O_PATH`) before the nodelet remounts `/sys` for its node's namespace,
