@@ -10,7 +10,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use support::netns::{NodeNs, exec, privileged_with};
+use support::netns::{NodeNs, ping, privileged_with};
 use support::*;
 use weft_policy::{
     CounterSeed, DROP_COUNTERS, compile_node, render_ruleset, render_ruleset_seeded, render_update,
@@ -18,12 +18,6 @@ use weft_policy::{
 
 /// One IPv4 echo request: 20 bytes of IP header, 8 of ICMP, 56 of payload.
 const PING_BYTES: u64 = 84;
-
-fn ping(from_ns: &str, to: &str) -> bool {
-    exec(from_ns, &["ping", "-c", "1", "-W", "1", "-q", to])
-        .status
-        .success()
-}
 
 fn zero() -> BTreeMap<String, (u64, u64)> {
     DROP_COUNTERS

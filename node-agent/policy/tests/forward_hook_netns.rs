@@ -8,15 +8,9 @@
 mod support;
 
 use serde_json::json;
-use support::netns::{NodeNs, exec, privileged_with, run};
+use support::netns::{NodeNs, ping, privileged_with, run};
 use support::*;
 use weft_policy::{Because, Decision, Proto, compile_node, render_ruleset, render_update};
-
-fn ping(from_ns: &str, to: &str) -> bool {
-    exec(from_ns, &["ping", "-c", "1", "-W", "1", "-q", to])
-        .status
-        .success()
-}
 
 /// Whether the node's `forward` chain is a base chain on the forward hook.
 fn hooked(node: &NodeNs) -> bool {

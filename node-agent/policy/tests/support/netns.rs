@@ -49,6 +49,13 @@ pub fn exec(ns: &str, args: &[&str]) -> Output {
         .expect("ip netns exec")
 }
 
+/// Whether one ICMP echo from namespace `from_ns` to `to` is answered within a second.
+pub fn ping(from_ns: &str, to: &str) -> bool {
+    exec(from_ns, &["ping", "-c", "1", "-W", "1", "-q", to])
+        .status
+        .success()
+}
+
 /// Runs `args` in namespace `ns` and fails the test when it fails.
 pub fn run(ns: &str, args: &[&str]) -> String {
     let out = exec(ns, args);
