@@ -13,7 +13,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::netns::{NodeNs, exec, privileged_with, run};
+use support::netns::{NodeNs, exec, run, skip_unless_privileged};
 use support::*;
 use weft_policy::render::ALLOWED_CT_MARK;
 use weft_policy::{compile_node, render_ruleset};
@@ -39,10 +39,7 @@ for m in sys.argv[3:]:
 
 #[test]
 fn an_allowed_one_way_flow_is_marked_and_accepted_on_its_mark() {
-    if !privileged_with(&["nft", "python3", "conntrack"]) {
-        eprintln!("skipped: needs root, nft, conntrack and python3");
-        return;
-    }
+    skip_unless_privileged!("nft", "python3", "conntrack");
     let mut node = NodeNs::new("ct");
     let xa = node.pod("xa", &["10.244.1.10"]);
     let xb = node.pod("xb", &["10.244.1.11"]);

@@ -9,6 +9,7 @@ mod support;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::json;
+use support::netns::skip_unless_privileged;
 use support::*;
 use weft_policy::{Decision, Proto, compile_node, render_ruleset};
 
@@ -44,10 +45,6 @@ fn run(ns: &str, args: &[&str]) {
     );
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new(cmd).arg("--version").output().is_ok()
-}
-
 const SERVER: &str = "
 import socket, sys, threading
 def serve(port):
@@ -72,15 +69,7 @@ except Exception:
 
 #[test]
 fn the_kernel_agrees_with_the_compiled_verdicts() {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false);
-    if !root || !have("nft") || !have("python3") {
-        eprintln!("skipped: needs root, nft and python3");
-        return;
-    }
+    skip_unless_privileged!("nft", "python3");
     let pid = std::process::id();
     let node = format!("wpn-{pid}");
     // Local pods of n1 (IPv4 side of the showcase) and the remote node holding x/c and z/c.

@@ -10,7 +10,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use support::netns::{NodeNs, ping, privileged_with};
+use support::netns::{NodeNs, ping, skip_unless_privileged};
 use support::*;
 use weft_policy::{
     CounterSeed, DROP_COUNTERS, compile_node, render_ruleset, render_ruleset_seeded, render_update,
@@ -28,10 +28,7 @@ fn zero() -> BTreeMap<String, (u64, u64)> {
 
 #[test]
 fn a_dropped_packet_counts_into_its_directions_counter_and_counters_survive_updates() {
-    if !privileged_with(&["nft", "ping"]) {
-        eprintln!("skipped: needs root, nft and ping");
-        return;
-    }
+    skip_unless_privileged!("nft", "ping");
     let mut node = NodeNs::new("dc");
     let xa = node.pod("xa", &["10.244.1.10"]);
     let xb = node.pod("xb", &["10.244.1.11"]);

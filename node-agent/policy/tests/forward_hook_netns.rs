@@ -8,7 +8,7 @@
 mod support;
 
 use serde_json::json;
-use support::netns::{NodeNs, ping, privileged_with, run};
+use support::netns::{NodeNs, ping, run, skip_unless_privileged};
 use support::*;
 use weft_policy::{Because, Decision, Proto, compile_node, render_ruleset, render_update};
 
@@ -23,10 +23,7 @@ fn hooked(node: &NodeNs) -> bool {
 
 #[test]
 fn the_forward_hook_is_attached_while_the_cluster_has_a_policy_and_only_then() {
-    if !privileged_with(&["nft", "ping"]) {
-        eprintln!("skipped: needs root, nft and ping");
-        return;
-    }
+    skip_unless_privileged!("nft", "ping");
     let mut node = NodeNs::new("fh");
     let _xa = node.pod("xa", &["10.244.1.10"]);
     let xb = node.pod("xb", &["10.244.1.11"]);

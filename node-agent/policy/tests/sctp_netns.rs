@@ -13,7 +13,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::netns::{NodeNs, exec, privileged_with};
+use support::netns::{NodeNs, exec, skip_unless_privileged};
 use support::*;
 use weft_policy::{compile_node, render_ruleset};
 
@@ -153,10 +153,7 @@ except Exception:
 
 #[test]
 fn raw_sctp_inits_pass_or_drop_as_the_policy_says() {
-    if !privileged_with(&["nft", "python3"]) {
-        eprintln!("skipped: needs root, nft and python3");
-        return;
-    }
+    skip_unless_privileged!("nft", "python3");
     let mut node = NodeNs::new("sc");
     let xa = node.pod("xa", &["10.244.1.10"]);
     let xb = node.pod("xb", &["10.244.1.11"]);

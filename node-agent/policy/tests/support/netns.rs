@@ -6,6 +6,21 @@
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Output, Stdio};
 
+/// Returns from the calling test, saying what it needs, unless it runs as root with every
+/// given command present: `skip_unless_privileged!("nft", "ping");`. (Not every test crate that
+/// includes this module is privileged, hence the allows, as `dead_code` for the rest of it.)
+#[allow(unused_macros)]
+macro_rules! skip_unless_privileged {
+    ($($command:literal),+) => {
+        if !$crate::support::netns::privileged_with(&[$($command),+]) {
+            eprintln!("skipped: needs root and {}", [$($command),+].join(", "));
+            return;
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use skip_unless_privileged;
+
 /// Whether the privileged tests can run here: root and the given commands present.
 pub fn privileged_with(commands: &[&str]) -> bool {
     let root = Command::new("id")
