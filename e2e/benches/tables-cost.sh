@@ -10,10 +10,14 @@
 #   none     no nftables at all (the reference)
 #   nat      weft-nat's masquerade chain (so conntrack on every packet) and, with VXLAN, weft-raw
 #   today    nat + weft-policy's forward chain as it starts (`ct state established,related accept`
-#            first), i.e. what a weft node without policy holds today
+#            first) on the forward hook: what a weft node holds while the cluster has a policy
+#            object (and, before 821d6b4, always)
 #   bypass   today + one raw-priority rule that untracks pod-to-pod packets whose ends are not in
 #            a set of tracked addresses (empty here, so the rule matches every pod pair): the
 #            cheapest form of a Calico-style NOTRACK for pods that no policy selects
+#   kp       kube-proxy's own table alone (nftables mode, as kube-proxy renders it with the one
+#            `kubernetes` Service: its nat hooks turn conntrack on too), i.e. a node without weft
+#   kpnat    kp + nat: a weft node beside kube-proxy while the cluster has no policy object
 # The tables are written in the shape weft renders them (node k's subnet 10.244.k.0/24, the pod
 # network 10.244.0.0/16, the nodes 192.0.2.1-2), not taken from a running agent: the overlay bench's
 # "reference+tables" path does that, with weft's exact tables.
@@ -99,6 +103,67 @@ table inet weft-bypass {
 }
 EOF
 }
+kube_proxy_table() { # node index: kube-proxy's table as it renders it in nftables mode with the
+  # `kubernetes` Service only (dumped from the local cluster's node-1; addresses carried over)
+  cat <<EOF
+table ip kube-proxy {
+	set cluster-ips { type ipv4_addr; elements = { 10.96.0.1 } }
+	set nodeport-ips { type ipv4_addr; elements = { 192.0.2.$1 } }
+	map no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict; }
+	map no-endpoint-nodeports { type inet_proto . inet_service : verdict; }
+	map firewall-ips { type ipv4_addr . inet_proto . inet_service : verdict; }
+	map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; }
+	map service-nodeports { type inet_proto . inet_service : verdict; }
+	chain mark-for-masquerade { meta mark set meta mark | 0x00004000; }
+	chain reject-chain { reject; }
+	chain nodeport-endpoints-check { ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports; }
+	chain service-endpoints-check { ip daddr . meta l4proto . th dport vmap @no-endpoint-services; }
+	chain firewall-check { ip daddr . meta l4proto . th dport vmap @firewall-ips; }
+	chain cluster-ips-check {
+		ip daddr @cluster-ips reject
+		ip daddr 10.96.0.0/16 drop
+	}
+	chain masquerading {
+		meta mark & 0x00004000 == 0x00000000 return
+		meta mark set meta mark ^ 0x00004000
+		masquerade fully-random
+	}
+	chain endpoint-kubernetes {
+		ip saddr 192.0.2.1 jump mark-for-masquerade
+		meta l4proto tcp dnat to 192.0.2.1:6443
+	}
+	chain service-kubernetes {
+		ip daddr 10.96.0.1 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+		numgen random mod 1 vmap { 0 : goto endpoint-kubernetes }
+	}
+	chain services {
+		ip daddr . meta l4proto . th dport vmap @service-ips
+		ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports
+	}
+	chain filter-prerouting-pre-dnat { type filter hook prerouting priority dstnat - 10; policy accept; ct state new jump firewall-check; }
+	chain filter-output-pre-dnat { type filter hook output priority -110; policy accept; ct state new jump firewall-check; }
+	chain filter-input {
+		type filter hook input priority filter; policy accept;
+		ct state new jump nodeport-endpoints-check
+		ct state new jump service-endpoints-check
+	}
+	chain filter-forward {
+		type filter hook forward priority filter; policy accept;
+		ct state new jump service-endpoints-check
+		ct state new jump cluster-ips-check
+	}
+	chain filter-output {
+		type filter hook output priority filter; policy accept;
+		ct state new jump service-endpoints-check
+		ct state new jump cluster-ips-check
+	}
+	chain nat-prerouting { type nat hook prerouting priority dstnat; policy accept; jump services; }
+	chain nat-output { type nat hook output priority -100; policy accept; jump services; }
+	chain nat-postrouting { type nat hook postrouting priority srcnat; policy accept; jump masquerading; }
+}
+add element ip kube-proxy service-ips { 10.96.0.1 . tcp . 443 : goto service-kubernetes }
+EOF
+}
 load() { # config
   local n
   for n in 1 2; do
@@ -108,6 +173,8 @@ load() { # config
       nat) nat_tables $n | ip netns exec "${PFX}n$n" nft -f - ;;
       today) { nat_tables $n; policy_table; } | ip netns exec "${PFX}n$n" nft -f - ;;
       bypass) { nat_tables $n; policy_table; bypass_table; } | ip netns exec "${PFX}n$n" nft -f - ;;
+      kp) kube_proxy_table $n | ip netns exec "${PFX}n$n" nft -f - ;;
+      kpnat) { kube_proxy_table $n; nat_tables $n; } | ip netns exec "${PFX}n$n" nft -f - ;;
     esac
   done
 }
@@ -133,7 +200,7 @@ if command -v conntrack >/dev/null; then
   echo "checked: the pods' flow is tracked on both nodes with today's tables, on neither with the bypass" >&2
 fi
 
-CONFIGS="none nat today bypass"
+CONFIGS=${WEFT_TABLES_CONFIGS:-none nat today bypass kp kpnat}
 SAMPLES=$WORKDIR/samples
 : >"$SAMPLES"
 for round in $(seq "$ROUNDS"); do
@@ -162,7 +229,7 @@ base_u, base_r = st.median(rows["none"][0]), st.median(rows["none"][1])
 print(f"\n{sys.argv[2]}, {sys.argv[3]} rounds (medians; min-max)\n")
 print("| tables | 64-byte UDP (sockperf tp) | ÷ none | TCP RTT (sockperf pp) | none ÷ this |")
 print("|---|---|---|---|---|")
-for cfg in ["none", "nat", "today", "bypass"]:
+for cfg in [c for c in ["none", "nat", "today", "bypass", "kp", "kpnat"] if c in rows]:
     u, r = rows[cfg]
     mu, mr = st.median(u), st.median(r)
     print(f"| {cfg} | {mu:.1f} kpps ({min(u):.1f}-{max(u):.1f}) | {mu / base_u:.2f} "
