@@ -3,7 +3,7 @@
 # quick when everything is already there.
 set -euo pipefail
 
-PKGS=(containernetworking-plugins iproute2 iputils-ping python3 nftables iptables conntrack ipset ethtool kmod procps util-linux jq curl ca-certificates build-essential)
+PKGS=(containernetworking-plugins iproute2 iputils-ping python3 nftables iptables conntrack ipset ethtool kmod procps util-linux jq curl ca-certificates build-essential clang libelf-dev zlib1g-dev pkg-config)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

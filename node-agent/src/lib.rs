@@ -36,6 +36,7 @@ pub mod agent;
 pub mod cni;
 pub mod config;
 pub mod error;
+pub mod fastpath;
 pub mod files;
 pub mod flannel;
 pub mod masquerade;

@@ -19,67 +19,16 @@ mod nft_support;
 
 mod cmd_support;
 
-use cmd_support::{Namespaces, in_netns, ip, run};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use cmd_support::{Namespaces, echo_server, in_netns, ip, run, seen_by};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use nft_support::skip_reason;
 use weft_crds::fabric::Masquerade;
 use weft_node_agent::masquerade::{plan_masquerade, sync_masquerade, teardown_masquerade};
 use weft_node_agent::nft::{Nftables, TableChange};
 use weft_node_agent::subnet::{Lease, Networks};
-
-const PORT: u16 = 7399;
-
-/// Answers every datagram to `addr` with the source address it came from, until `stop`. Bound to
-/// the address itself so that the reply leaves from it: a reply from another address of the
-/// namespace would not match the connection's NAT entry.
-fn echo_server(ns: &str, addr: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let addr: IpAddr = addr.parse().expect("ip");
-    let ready = Arc::new(AtomicBool::new(false));
-    let r = ready.clone();
-    let handle = in_netns(ns, move || {
-        let sock = UdpSocket::bind((addr, PORT)).expect("bind echo");
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("timeout");
-        r.store(true, Ordering::SeqCst);
-        let mut buf = [0u8; 64];
-        while !stop.load(Ordering::SeqCst) {
-            if let Ok((_, peer)) = sock.recv_from(&mut buf) {
-                let _ = sock.send_to(peer.ip().to_string().as_bytes(), peer);
-            }
-        }
-    });
-    while !ready.load(Ordering::SeqCst) {
-        assert!(!handle.is_finished(), "the echo server on {addr} died");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    handle
-}
-
-/// The source address the echo server at `target` saw, asked from namespace `ns` with source
-/// address `from` (explicit: with several addresses on a link, the kernel's choice is not ours).
-fn seen_by(ns: &str, from: &str, target: &str) -> String {
-    let target: IpAddr = target.parse().expect("ip");
-    let local = SocketAddr::new(from.parse().expect("ip"), 0);
-    in_netns(ns, move || {
-        let sock = UdpSocket::bind(local).expect("bind client");
-        sock.set_read_timeout(Some(Duration::from_millis(500)))
-            .expect("timeout");
-        let mut buf = [0u8; 64];
-        for _ in 0..10 {
-            sock.send_to(b"?", (target, PORT)).expect("send");
-            if let Ok((n, _)) = sock.recv_from(&mut buf) {
-                return String::from_utf8_lossy(&buf[..n]).into_owned();
-            }
-        }
-        panic!("no echo from {target}");
-    })
-    .join()
-    .expect("client")
-}
 
 #[test]
 fn pod_traffic_leaves_with_the_node_address_and_stays_unmasqueraded_inside() {

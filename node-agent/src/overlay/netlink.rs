@@ -120,7 +120,7 @@ fn netlink_error(what: &'static str, source: rtnetlink::Error) -> Error {
     Error::Netlink { what, source }
 }
 
-fn link_name(l: &LinkMessage) -> Option<&str> {
+pub(crate) fn link_name(l: &LinkMessage) -> Option<&str> {
     l.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some(n.as_str()),
         _ => None,
@@ -149,7 +149,7 @@ fn vxlan_info(l: &LinkMessage) -> Option<&[InfoVxlan]> {
     })
 }
 
-fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
+pub(crate) fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
     match a {
         RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
         RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
