@@ -250,6 +250,17 @@ pub struct Overlay {
     #[serde(default = "default_true")]
     pub tx_checksum_offload: bool,
 
+    /// Forward pod-to-pod packets with weft's eBPF fast path (a tc program on the host end of each
+    /// pod veth and on the overlay's device) instead of through the node's netfilter hooks, where
+    /// masquerade's conntrack otherwise takes every forwarded packet. Only packets of flows that
+    /// conntrack does not know take it: a Service's replies, hostPorts and masqueraded flows stay
+    /// with the stack. It is off while the cluster has any policy object (policy is enforced in
+    /// the forward hook this path skips): the agent turns it off before the first policy is put
+    /// in force. Where the kernel cannot run it (no BTF, Linux before 6.0) packets take the stack
+    /// and the agent logs why. Default true.
+    #[serde(default = "default_true")]
+    pub fast_path: bool,
+
     /// MTU of pod interfaces. 0 means automatic: the MTU of the node's uplink minus the backend's
     /// overhead (50 bytes for vxlan over IPv4, 70 over IPv6, 0 for host-gw). Otherwise 576-9000.
     #[serde(default)]
@@ -587,6 +598,7 @@ impl Default for Overlay {
             port: DEFAULT_VXLAN_PORT,
             direct_routing: false,
             tx_checksum_offload: true,
+            fast_path: true,
             mtu: 0,
             interface: None,
         }

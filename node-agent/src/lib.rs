@@ -24,6 +24,7 @@
 //! | [`uplink`] | which interface and address carry the overlay, the MTU (plan) · reading interfaces (I/O) |
 //! | [`cni`] | the conflist · installing the plugin · the `weft` plugin itself ([`cni::plugin`]: veth wiring and host-local-compatible IPAM, the `weft-cni` binary) |
 //! | [`overlay`] | VXLAN / directRouting / host-gw to the peers: plan (pure), diff, netlink applier, GC of weft-owned state · the untracked table (`weft-raw`) |
+//! | [`fastpath`] | the pod-to-pod eBPF fast path (`bpf/fastpath.bpf.c`): its configuration and devices (pure) · loading, tc filters, pod veths (libbpf) · on only while no policy exists |
 //! | [`masquerade`] | weft's nat table: plan and render (pure) · sync through [`nft`] |
 //! | [`policy`] | the policy watches feeding the `weft-policy` crate (index → compile → render), the engine applying its output through [`nft`], drop counters, `explain` |
 //! | [`nft`] | one nftables transaction applier (trait, `nft` binary, in-process libnftables, text fake), shared by masquerade and policy; pod churn as native netlink element batches |

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::info;
+use tracing::{info, warn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _, reload};
@@ -21,6 +21,7 @@ use weft_crds::fabric::LogLevel;
 use weft_node_agent::agent::teardown::{fabric_is_deleted, teardown_node};
 use weft_node_agent::agent::{Agent, error_chain, nodes};
 use weft_node_agent::config::{load_config, sync_config_watch};
+use weft_node_agent::fastpath::kernel::{FastPath, Switch};
 use weft_node_agent::nft::Nftables;
 use weft_node_agent::observe::{Health, Metrics, bind, health_router, metrics_router, serve};
 use weft_node_agent::overlay::netlink::Netlink;
@@ -246,6 +247,18 @@ async fn agent_main() -> anyhow::Result<()> {
         &config,
         Duration::from_secs(args.config_poll_seconds.max(1)),
     );
+    // The fast path is loaded whether or not the fabric wants it now: its first sync also removes
+    // filters an earlier agent left on links it no longer wants.
+    let fastpath = match FastPath::load() {
+        Ok(fp) => Some(fp),
+        Err(e) => {
+            if config.overlay.fast_path {
+                warn!(error = %e, "the pod-to-pod fast path cannot run on this node; pod traffic takes the kernel's stack");
+            }
+            None
+        }
+    };
+    let fastpath = Arc::new(Switch::new(fastpath));
     let agent = Agent {
         nodes: nodes(client.clone()),
         node_name: args.node_name.clone(),
@@ -257,6 +270,7 @@ async fn agent_main() -> anyhow::Result<()> {
         cni_plugin: Some(weft_node_agent::cni::install::plugin_source(
             args.cni_plugin.as_deref(),
         )),
+        fastpath: fastpath.clone(),
     };
     // The policy engine runs beside the node loop, on the configuration the agent started with (a
     // change of spec.policy rolls the agents through the DaemonSet, like any configuration change).
@@ -267,6 +281,7 @@ async fn agent_main() -> anyhow::Result<()> {
         metrics: agent.metrics.clone(),
         sys_class_net: PathBuf::from(SYS_CLASS_NET),
         status: policy_status.clone(),
+        fastpath: fastpath.clone(),
     };
     let (stop_policy, policy_stopped) = tokio::sync::oneshot::channel::<()>();
     let policy_config = config.clone();
@@ -277,6 +292,18 @@ async fn agent_main() -> anyhow::Result<()> {
             })
             .await;
     });
+    // New pods' veths get the fast path within a second (the node's sync does it too).
+    let fastpath_task = {
+        let (fastpath, metrics) = (fastpath.clone(), agent.metrics.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                fastpath.sync(&metrics).await;
+            }
+        })
+    };
     let fixed_level = args.log_level;
     let config = agent
         .run(
@@ -293,10 +320,15 @@ async fn agent_main() -> anyhow::Result<()> {
         .await;
     let _ = stop_policy.send(());
     let _ = policy_task.await;
+    fastpath_task.abort();
     // A restart or upgrade leaves the node as it is; only the fabric's deletion cleans it.
     if fabric_is_deleted(client, &config.fabric).await {
         info!(fabric = %config.fabric, "the fabric is being deleted: removing weft from this node");
-        let failures = teardown_node(&config, &agent.kernel, &*agent.nft).await;
+        let mut failures = teardown_node(&config, &agent.kernel, &*agent.nft).await;
+        match fastpath.detach_all().await {
+            Ok(n) => info!(interfaces = n, "fast path filters removed"),
+            Err(e) => failures.push(format!("remove the fast path's filters: {e}")),
+        }
         for f in &failures {
             tracing::error!(error = %f, "teardown step failed");
         }

@@ -62,6 +62,7 @@ fn agent() -> Agent<MemoryKernel> {
         kernel: MemoryKernel::default(),
         nft: Arc::new(FakeNft::default()),
         cni_plugin: None,
+        fastpath: Arc::new(weft_node_agent::fastpath::kernel::Switch::new(None)),
     }
 }
 

@@ -372,7 +372,12 @@ fn build_daemon_set(
             run_as_user: Some(0),
             run_as_non_root: Some(false),
             capabilities: Some(Capabilities {
-                add: Some(vec!["NET_ADMIN".to_owned(), "NET_RAW".to_owned()]),
+                // BPF: loading the pod-to-pod fast path's program (its tc filters need NET_ADMIN).
+                add: Some(vec![
+                    "NET_ADMIN".to_owned(),
+                    "NET_RAW".to_owned(),
+                    "BPF".to_owned(),
+                ]),
                 drop: Some(vec!["ALL".to_owned()]),
             }),
             seccomp_profile: Some(SeccompProfile {
@@ -500,7 +505,7 @@ mod tests {
             .as_ref()
             .and_then(|c| c.add.clone())
             .expect("caps");
-        assert_eq!(caps, ["NET_ADMIN", "NET_RAW"]);
+        assert_eq!(caps, ["NET_ADMIN", "NET_RAW", "BPF"]);
         let mounts: Vec<(&str, bool)> = c
             .volume_mounts
             .iter()

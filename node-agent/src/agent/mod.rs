@@ -37,6 +37,8 @@ use self::node::{apply_annotations, apply_node_condition};
 use crate::Error;
 use crate::cni::install::{Compare, sync_plugin};
 use crate::cni::{FALLBACK_BIN_DIRS, plan_plugin_types};
+use crate::fastpath::kernel::Switch;
+use crate::fastpath::plan_devices;
 use crate::files::{read_optional, sync_file};
 use crate::flannel::{
     Peer, PeerProblem, STATE_FILE_NAME, parse_peers, parse_vtep_state, plan_annotation_patch,
@@ -180,6 +182,8 @@ pub struct Agent<K = Netlink> {
     /// weft's CNI plugin binary, installed into `cni.binDir` before the conflist names it
     /// (`None`: not installed by this agent, e.g. in tests).
     pub cni_plugin: Option<PathBuf>,
+    /// The pod-to-pod fast path (a no-op where it could not be loaded).
+    pub fastpath: Arc<Switch>,
 }
 
 fn random_bytes() -> Result<[[u8; 6]; 2], Error> {
@@ -382,6 +386,24 @@ impl<K: Kernel + Sync> Agent<K> {
         let nft = self.nft.clone();
         if nft_task(move || sync_untracked(port, &*nft)).await?.wrote() {
             changed.push("untracked");
+        }
+        // The fast path follows the overlay: its devices exist now (see `fastpath`).
+        self.fastpath.configure(
+            config.overlay.fast_path,
+            plan.networks,
+            plan_devices(
+                config.overlay.backend,
+                config.overlay.direct_routing,
+                u32::try_from(config.overlay.vni).unwrap_or(1),
+                &plan.networks,
+                &plan.uplinks,
+            ),
+            plan.lease,
+        );
+        if let Some(r) = self.fastpath.sync(&self.metrics).await
+            && (!r.attached.is_empty() || !r.detached.is_empty())
+        {
+            changed.push("fastpath");
         }
         if sync_file(&paths.subnet_file, plan.subnet_env.as_bytes())? {
             changed.push("subnet_env");

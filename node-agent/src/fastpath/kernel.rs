@@ -165,6 +165,11 @@ impl FastPath {
         }
     }
 
+    /// How many interfaces the filter is attached to.
+    pub fn attached(&self) -> usize {
+        self.state.lock().map(|s| s.attached.len()).unwrap_or(0)
+    }
+
     /// The program's counters.
     pub fn counters(&self) -> Counters {
         let Ok(map) = self.map(MAP_COUNTERS) else {
@@ -425,4 +430,105 @@ fn pod_route_link(r: &RouteMessage, lease: &Lease) -> Option<u32> {
         .flatten()
         .any(|c: IpCidr| c.contains_addr(dst) && c.addr() != dst);
     inside.then_some(oif).flatten()
+}
+
+/// The fast path as the agent and the policy engine drive it: whether the fabric wants it, whether
+/// the cluster is clear of policy, and the program when it could be loaded (`None`: this kernel
+/// cannot run it; every call is then a no-op and packets take the stack).
+pub struct Switch {
+    fast_path: Option<FastPath>,
+    state: Mutex<SwitchState>,
+    last: Mutex<Counters>,
+}
+
+#[derive(Default)]
+struct SwitchState {
+    wanted: bool,
+    policy_clear: bool,
+    networks: crate::subnet::Networks,
+}
+
+impl Switch {
+    /// A switch over `fast_path`, off until both the fabric and the policy engine allow it.
+    pub fn new(fast_path: Option<FastPath>) -> Switch {
+        Switch {
+            fast_path,
+            state: Mutex::new(SwitchState::default()),
+            last: Mutex::new(Counters::default()),
+        }
+    }
+
+    /// Whether the program is loaded.
+    pub fn loaded(&self) -> bool {
+        self.fast_path.is_some()
+    }
+
+    fn apply(&self) {
+        let (Some(fp), Ok(st)) = (&self.fast_path, self.state.lock()) else {
+            return;
+        };
+        let config = Config::of(&st.networks, super::enabled(st.wanted, st.policy_clear));
+        if let Err(e) = fp.set_config(config) {
+            warn!(error = %e, "cannot update the fast path");
+        }
+    }
+
+    /// The policy engine's word: `false` before it puts a ruleset with any policy in force, `true`
+    /// once a ruleset without any is in force (or when policy is off in the fabric). The program
+    /// is told before this returns.
+    pub fn policy_clear(&self, clear: bool) {
+        if let Ok(mut st) = self.state.lock() {
+            st.policy_clear = clear;
+        }
+        self.apply();
+    }
+
+    /// The fabric's word and the node's plan (from the agent's sync).
+    pub fn configure(
+        &self,
+        wanted: bool,
+        networks: crate::subnet::Networks,
+        devices: Vec<String>,
+        lease: Lease,
+    ) {
+        if let Ok(mut st) = self.state.lock() {
+            st.wanted = wanted;
+            st.networks = networks;
+        }
+        if let Some(fp) = &self.fast_path {
+            fp.set_plan(devices, lease);
+        }
+        self.apply();
+    }
+
+    /// Attaches and detaches as the node's links and pods now are, then records the metrics.
+    pub async fn sync(&self, metrics: &crate::observe::Metrics) -> Option<SyncReport> {
+        let fp = self.fast_path.as_ref()?;
+        let report = match fp.sync().await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "fast path sync failed; packets take the stack");
+                return None;
+            }
+        };
+        let now = fp.counters();
+        if let Ok(mut last) = self.last.lock() {
+            let grown = [
+                ("forwarded", now.forwarded.saturating_sub(last.forwarded)),
+                ("tracked", now.tracked.saturating_sub(last.tracked)),
+                ("to_stack", now.to_stack.saturating_sub(last.to_stack)),
+            ];
+            metrics.fastpath(grown, fp.attached(), fp.config().enabled);
+            *last = now;
+        }
+        Some(report)
+    }
+
+    /// Removes weft's filters from every link (the fabric's deletion); the count removed.
+    pub async fn detach_all(&self) -> Result<usize, FastPathError> {
+        match &self.fast_path {
+            Some(fp) => fp.detach_all().await,
+            None => Ok(0),
+        }
+    }
 }

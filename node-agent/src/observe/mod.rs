@@ -86,6 +86,9 @@ pub struct Metrics {
     netlink_ops: Family<Labels, Counter>,
     netlink_errors: Family<Labels, Counter>,
     gc_removals: Family<Labels, Counter>,
+    fastpath_packets: Family<Labels, Counter>,
+    fastpath_links: Gauge,
+    fastpath_enabled: Gauge,
     policy_apply: Family<Labels, Histogram>,
     policy_stage: Family<Labels, Histogram>,
     policy_errors: Counter,
@@ -177,6 +180,24 @@ impl Metrics {
             "Stale overlay objects removed (of nodes that are gone, or left before a restart), by kind (route, neighbour, fdb, device)",
             gc_removals.clone(),
         );
+        let fastpath_packets = Family::<Labels, Counter>::default();
+        registry.register(
+            "fastpath_packets",
+            "Pod-to-pod packets seen by the fast path's program, by result: forwarded (by the program, past netfilter), tracked (left to the stack: conntrack knows the flow), to_stack (left to the stack: the FIB would not forward it here)",
+            fastpath_packets.clone(),
+        );
+        let fastpath_links = Gauge::default();
+        registry.register(
+            "fastpath_links",
+            "Interfaces the fast path's program is attached to (pod veths and overlay devices)",
+            fastpath_links.clone(),
+        );
+        let fastpath_enabled = Gauge::default();
+        registry.register(
+            "fastpath_enabled",
+            "1 while the fast path forwards (the fabric asks for it and the cluster has no policy object)",
+            fastpath_enabled.clone(),
+        );
         let policy_apply = Family::<Labels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 2.0, 14))
         });
@@ -244,6 +265,9 @@ impl Metrics {
             netlink_ops,
             netlink_errors,
             gc_removals,
+            fastpath_packets,
+            fastpath_links,
+            fastpath_enabled,
             registry,
             syncs,
             sync_errors,
@@ -352,6 +376,20 @@ impl Metrics {
         for op in failed {
             self.netlink_errors.get_or_create(&[("op", op)]).inc();
         }
+    }
+
+    /// Records the fast path's state: its counters' growth since the last call, by result, the
+    /// interfaces it is attached to and whether it forwards.
+    pub fn fastpath(&self, grown: [(&'static str, u64); 3], links: usize, enabled: bool) {
+        for (result, n) in grown {
+            if n > 0 {
+                self.fastpath_packets
+                    .get_or_create(&[("result", result)])
+                    .inc_by(n);
+            }
+        }
+        self.fastpath_links.set(links as i64);
+        self.fastpath_enabled.set(i64::from(enabled));
     }
 
     /// Records garbage-collected overlay objects of `kind`.

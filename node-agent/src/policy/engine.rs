@@ -20,6 +20,7 @@ use weft_policy::{
 use super::drops::DropCounters;
 use super::watch::{Update, WatchKind, delete_from, watch_all};
 use crate::agent::error_chain;
+use crate::fastpath::kernel::Switch;
 use crate::nft::{Family, NftApplier, TABLE_POLICY};
 use crate::observe::Metrics;
 use crate::uplink::read_interfaces;
@@ -56,6 +57,10 @@ pub struct PolicyEngine {
     pub sys_class_net: PathBuf,
     /// Shared status.
     pub status: Arc<Mutex<PolicyStatus>>,
+    /// The pod-to-pod fast path, which skips the forward hook policy is enforced in: told to
+    /// stop before a ruleset with any policy is put in force, and that it may go once a ruleset
+    /// without any is.
+    pub fastpath: Arc<Switch>,
 }
 
 impl PolicyEngine {
@@ -207,6 +212,7 @@ impl PolicyEngine {
                 warn!(error = %error_chain(&e), "failed to remove the policy table");
             }
             info!("network policy is disabled by the fabric (spec.policy.enabled: false)");
+            self.fastpath.policy_clear(true);
             shutdown.await;
             return;
         }
@@ -451,8 +457,16 @@ impl PolicyEngine {
                 "applying policy"
             );
             let full = update.full;
+            let enforcing = next.enforcing;
+            if enforcing {
+                // Before the ruleset: no packet may skip the forward hook once a policy is in force.
+                self.fastpath.policy_clear(false);
+            }
             let started = Instant::now();
             let applied = self.apply(update, next, &drops).await;
+            if applied.is_ok() && !enforcing {
+                self.fastpath.policy_clear(true);
+            }
             self.metrics
                 .policy_stage("kernel", started.elapsed().as_secs_f64());
             match applied {
