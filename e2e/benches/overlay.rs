@@ -55,10 +55,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weft_e2e::bench::{
-    AGNHOST, Cleanup, PodPair, after, agent_rss_mib, alive, env_num, ghost_node, guard, in_ns,
-    iperf3_gbps, kubectl, loadavg, median, need, need_root, patch_fabric, percentile, pod_doc,
-    private_bins, replace_addrs, run_bounded, run_guarded, sockperf_pp_rtt_us, sockperf_tp_kpps,
-    start_iperf3, start_sockperf, strip_ansi, wait_quiet,
+    AGNHOST, Cleanup, PodPair, after, agent_metrics, agent_rss_mib, alive, env_num, ghost_node,
+    guard, in_ns, iperf3_gbps, kubectl, loadavg, median, metric, need, need_root, patch_fabric,
+    percentile, pod_doc, private_bins, replace_addrs, run_bounded, run_guarded, sockperf_pp_rtt_us,
+    sockperf_tp_kpps, start_iperf3, start_sockperf, strip_ansi, wait_quiet,
 };
 use weft_e2e::controlplane::{LoweredCpu, remove_lowered_cpu};
 use weft_e2e::flannel::{Flanneld, ensure_flanneld, place_flannel_conflist};
@@ -781,7 +781,23 @@ fn flannel_path(
 
 // ---------------------------------------------------------------- the run
 
-/// The four paths of one backend, set up and compared.
+/// The fast path's counters (forwarded, tracked, to_stack) on node-1 and node-2, added.
+fn fastpath_counts(c: &Cluster) -> Result<[f64; 3]> {
+    let mut out = [0.0; 3];
+    for node in ["node-1", "node-2"] {
+        let text = agent_metrics(c, node)?;
+        for (i, result) in ["forwarded", "tracked", "to_stack"].iter().enumerate() {
+            out[i] += metric(
+                &text,
+                &format!("weft_agent_fastpath_packets_total{{result=\"{result}\"}}"),
+            )
+            .unwrap_or(0.0);
+        }
+    }
+    Ok(out)
+}
+
+/// The four paths of one backend, set up and compared; also what weft's fast path did meanwhile.
 #[allow(clippy::too_many_arguments)]
 fn datapaths(
     c: &Cluster,
@@ -823,15 +839,34 @@ fn datapaths(
         PATHS.join(", "),
         loadavg()
     );
+    let before = fastpath_counts(c);
     let cmp = compare(&[&refp, &reft, &weft, &fl], reps, dur)?;
     cleanup.stop_servers(None);
-    Ok((cmp, on_weft, loaded))
+    // The agent records its program's counters every second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = fastpath_counts(c);
+    let fastpath = match (before, after) {
+        (Ok(b), Ok(a)) => format!(
+            "weft's fast path during the rounds (node-1 + node-2): {} packets forwarded by the \
+             program, {} left to the stack as conntrack knew their flow, {} as the FIB would not \
+             forward them",
+            a[0] - b[0],
+            a[1] - b[1],
+            a[2] - b[2]
+        ),
+        (Err(e), _) | (_, Err(e)) => format!("weft's fast path counters: unreadable ({e:#})"),
+    };
+    eprintln!("{fastpath}");
+    let _ = loaded;
+    Ok((cmp, on_weft, fastpath))
 }
 
 struct Report {
     rss_3: f64,
     vxlan: Compared,
     hostgw: Compared,
+    fastpath_vxlan: String,
+    fastpath_hostgw: String,
     tables_on_weft: String,
     added_ms: Vec<f64>,
     to_running_ms: Vec<f64>,
@@ -879,7 +914,7 @@ fn bench(
     let mut flanneld = Vec::new();
 
     alive(c, "VXLAN")?;
-    let (vxlan, tables_on_weft, _) = datapaths(
+    let (vxlan, tables_on_weft, fastpath_vxlan) = datapaths(
         c,
         &fc,
         cleanup,
@@ -918,7 +953,7 @@ fn bench(
         c,
         &["delete", "namespace", NS, "--wait=true", "--timeout=120s"],
     )?;
-    let (hostgw, _, _) = datapaths(
+    let (hostgw, _, fastpath_hostgw) = datapaths(
         c,
         &fc,
         cleanup,
@@ -937,6 +972,8 @@ fn bench(
         rss_3,
         vxlan,
         hostgw,
+        fastpath_vxlan,
+        fastpath_hostgw,
         tables_on_weft,
         added_ms,
         to_running_ms,
@@ -1014,6 +1051,10 @@ fn print(r: &mut Report) {
             );
         }
     }
+    println!(
+        "\nvxlan: {}\nhost-gw: {}",
+        r.fastpath_vxlan, r.fastpath_hostgw
+    );
     println!(
         "\n(+tables: what weft's node-1 held, loaded with its addresses carried over: {})",
         r.tables_on_weft

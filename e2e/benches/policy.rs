@@ -60,10 +60,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weft_crds::policy_api::v1beta1::ClusterNetworkPolicy;
 use weft_e2e::bench::{
-    Cleanup, PAUSE, PodPair, alive, alternate, env_num, ghost_node, guard, has_token, http_get_in,
-    in_ns, kubectl, loadavg, median, need, need_root, patch_fabric, peak_mib_on_node, percentile,
-    pod_doc, private_bins, rss_mib_on_node, run_bounded, run_guarded, sockperf_pp_rtt_us,
-    sockperf_tp_kpps, start_sockperf, wait_quiet,
+    Cleanup, PAUSE, PodPair, agent_metrics, alive, alternate, env_num, ghost_node, guard,
+    has_token, in_ns, kubectl, loadavg, median, metric, need, need_root, patch_fabric,
+    peak_mib_on_node, percentile, pod_doc, private_bins, rss_mib_on_node, run_bounded, run_guarded,
+    sockperf_pp_rtt_us, sockperf_tp_kpps, start_sockperf, wait_quiet,
 };
 use weft_e2e::install::{install_weft, wait_fabric_available};
 use weft_e2e::kuberouter::{full_syncs_ms, ingress_ipblock_set, ingress_pod_peers_set};
@@ -88,9 +88,6 @@ const GHOSTS: usize = 99;
 const GHOST_LABEL: &str = "weft.dev/bench-ghost";
 /// The node whose policy is measured.
 const MEASURED: &str = "node-1";
-/// The agent's metrics port (the fabric's default).
-const AGENT_METRICS: u16 = 9641;
-
 /// Ports of the measured path's servers (allowed by the `path-*` policies).
 const RR_PORT: u16 = 9050;
 const UDP_PORT: u16 = 9051;
@@ -309,21 +306,6 @@ async fn populate(client: &kube::Client) -> Result<f64> {
 }
 
 // ---------------------------------------------------------------- weft's side
-
-/// The agent's metrics on `node`.
-fn agent_metrics(c: &Cluster, node: &str) -> Result<String> {
-    http_get_in(
-        &PathBuf::from(format!("/run/netns/{}", c.cfg.node_ns(node))),
-        AGENT_METRICS,
-        "/metrics",
-    )
-}
-
-/// The value of the sample `name` (with its labels, as exposed) in a metrics text.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
 
 /// Cumulative buckets (upper bound in s, count) of the agent's apply histogram, all kinds added.
 fn apply_buckets(text: &str) -> BTreeMap<String, f64> {

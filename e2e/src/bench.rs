@@ -600,6 +600,24 @@ pub fn peak_mib_on_node(c: &Cluster, node: &str, comm: &str) -> Result<f64> {
     Ok(kib as f64 / 1024.0)
 }
 
+/// The agent's metrics port (the fabric's default `agent.metricsPort`).
+pub const AGENT_METRICS: u16 = 9641;
+
+/// The agent's metrics on `node`.
+pub fn agent_metrics(c: &Cluster, node: &str) -> Result<String> {
+    http_get_in(
+        &PathBuf::from(format!("/run/netns/{}", c.cfg.node_ns(node))),
+        AGENT_METRICS,
+        "/metrics",
+    )
+}
+
+/// The value of the sample `name` (with its labels, as exposed) in a metrics text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// The weft agent's VmRSS on `node`, in MiB.
 pub fn agent_rss_mib(c: &Cluster, node: &str) -> Result<f64> {
     rss_mib_on_node(c, node, "weft-agent")
