@@ -152,7 +152,7 @@ fn pod_to_pod_skips_the_stack_and_service_replies_do_not() {
                 &networks,
                 &Default::default(),
             );
-            fp.set_plan(devices, lease);
+            fp.set_plan(devices, lease, true);
             let report: SyncReport = rt.block_on(fp.sync()).expect("sync");
             // The neighbours first (a packet whose next hop is unresolved takes the stack, which
             // would track its flow), then an empty conntrack table.
@@ -188,6 +188,13 @@ fn pod_to_pod_skips_the_stack_and_service_replies_do_not() {
             let off = fp.counters();
             assert_eq!(ask(&a2, a4, "10.244.1.3").0, a4);
             let after_off = fp.counters();
+            // The fabric no longer wants it: its filters go; wanted again: back.
+            fp.set_plan(Vec::new(), lease, false);
+            let mut gone = rt.block_on(fp.sync()).expect("sync").detached;
+            gone.sort();
+            assert_eq!(gone, vec!["veth-a", "veth-b"]);
+            fp.set_plan(Vec::new(), lease, true);
+            assert_eq!(rt.block_on(fp.sync()).expect("sync").attached.len(), 2);
             (report, first, after_direct, after_service, off, after_off)
         });
     let mut attached = report.attached.clone();

@@ -68,6 +68,8 @@ struct State {
     config: Config,
     devices: Vec<String>,
     lease: Lease,
+    /// Whether to attach at all.
+    attach: bool,
     /// ifindex → name of every interface with weft's filter, as far as this agent knows.
     attached: BTreeMap<u32, String>,
     pods: BTreeSet<u32>,
@@ -80,6 +82,8 @@ pub struct FastPath {
     obj: Object,
     handle: Handle,
     state: Mutex<State>,
+    /// One sync at a time (the node's sync and the agent's one-second tick both run them).
+    syncing: tokio::sync::Mutex<()>,
 }
 
 /// A failure of the fast path, in words a person can act on.
@@ -113,6 +117,7 @@ impl FastPath {
             obj,
             handle,
             state: Mutex::new(State::default()),
+            syncing: tokio::sync::Mutex::new(()),
         };
         fp.write_config(&Config::default())?;
         Ok(fp)
@@ -157,11 +162,13 @@ impl FastPath {
         self.state.lock().map(|s| s.config).unwrap_or_default()
     }
 
-    /// Sets the devices and the lease the next syncs attach for.
-    pub fn set_plan(&self, devices: Vec<String>, lease: Lease) {
+    /// Sets the devices and the lease the next syncs attach for; `attach` false: none (the
+    /// fabric does not want the path: its filters are removed).
+    pub fn set_plan(&self, devices: Vec<String>, lease: Lease, attach: bool) {
         if let Ok(mut st) = self.state.lock() {
             st.devices = devices;
             st.lease = lease;
+            st.attach = attach;
         }
     }
 
@@ -280,12 +287,13 @@ impl FastPath {
     /// Attaches to the planned devices and the pod veths, keeps the pod map in step, and removes
     /// weft's filter where it is no longer wanted (on the first sync: from every other link).
     pub async fn sync(&self) -> Result<SyncReport, FastPathError> {
-        let (devices, lease, adopted) = {
+        let _one = self.syncing.lock().await;
+        let (devices, lease, attach, adopted) = {
             let st = self
                 .state
                 .lock()
                 .map_err(|_| err("fast path state poisoned"))?;
-            (st.devices.clone(), st.lease, st.adopted)
+            (st.devices.clone(), st.lease, st.attach, st.adopted)
         };
         let links = self.links().await?;
         let names: BTreeMap<u32, String> = links
@@ -297,10 +305,14 @@ impl FastPath {
             .filter(|l| is_veth(l))
             .map(|l| l.header.index)
             .collect();
-        let pods = self.pod_links(&lease, &veths).await?;
+        let pods = if attach {
+            self.pod_links(&lease, &veths).await?
+        } else {
+            BTreeSet::new()
+        };
         let mut wanted: BTreeMap<u32, String> = names
             .iter()
-            .filter(|(_, n)| devices.contains(n))
+            .filter(|(_, n)| attach && devices.contains(n))
             .map(|(i, n)| (*i, n.clone()))
             .collect();
         for i in &pods {
@@ -379,6 +391,7 @@ impl FastPath {
 
     /// Removes weft's filter from every link (the fabric's deletion).
     pub async fn detach_all(&self) -> Result<usize, FastPathError> {
+        let _one = self.syncing.lock().await;
         self.set_config(Config::default())?;
         let mut removed = 0;
         for l in self.links().await? {
@@ -496,7 +509,7 @@ impl Switch {
             st.networks = networks;
         }
         if let Some(fp) = &self.fast_path {
-            fp.set_plan(devices, lease);
+            fp.set_plan(devices, lease, wanted);
         }
         self.apply();
     }
