@@ -442,7 +442,7 @@ impl<K: Kernel + Sync> Agent<K> {
         for what in &changed {
             match *what {
                 "annotations" | "condition" => self.metrics.node_patched(what),
-                "overlay" | "masquerade" | "untracked" => {}
+                "overlay" | "masquerade" | "untracked" | "fastpath" => {}
                 file => self.metrics.file_written(file),
             }
         }

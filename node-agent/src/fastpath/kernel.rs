@@ -100,6 +100,12 @@ impl FastPath {
     /// Fails where the kernel cannot run it (no BTF, no conntrack kfuncs, no CAP_BPF or
     /// CAP_SYS_ADMIN); the caller then runs without it.
     pub fn load() -> Result<FastPath, FastPathError> {
+        // libbpf's own messages (e.g. "Parent Qdisc doesn't exists" when a first sync looks for
+        // a predecessor's filter where there is none) go to the log at debug level; what fails
+        // is reported by the caller.
+        libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, |_, msg| {
+            debug!(target: "libbpf", "{}", msg.trim_end());
+        })));
         let open = ObjectBuilder::default()
             .open_memory(OBJECT)
             .map_err(|e| err(format!("cannot open the fast path's BPF object: {e}")))?;
