@@ -144,7 +144,9 @@ pub fn run_demo(c: &Cluster) -> Result<()> {
         "\nweft today: every node gets its subnet, CNI configuration, flannel annotations and the VXLAN\n\
          (or host-gw) overlay, so pods reach each other across nodes without NAT and leave the cluster\n\
          with their node's address; every agent enforces NetworkPolicy (and the cluster-wide\n\
-         ClusterNetworkPolicy, AdminNetworkPolicy and BaselineAdminNetworkPolicy) for its own pods."
+         ClusterNetworkPolicy, AdminNetworkPolicy and BaselineAdminNetworkPolicy) for its own pods.\n\
+         While no policy exists, pod-to-pod packets of flows conntrack does not know skip the\n\
+         nodes' netfilter hooks on weft's eBPF fast path (metrics weft_agent_fastpath_*)."
     );
     Ok(())
 }
