@@ -11,8 +11,9 @@
  * left to the stack (TC_ACT_OK), unchanged:
  * - a packet of a flow conntrack knows (a Service's DNAT, a hostPort, a masqueraded flow, a flow
  *   that began while the fast path was off): its NAT must be undone on this node;
- * - a packet the FIB cannot forward here (a local address, no neighbour yet, too big for the
- *   next device's MTU: the stack sends the ICMP error);
+ * - a packet the FIB cannot forward here (a local address, too big for the next device's MTU:
+ *   the stack sends the ICMP error). A next hop without a neighbour entry yet is resolved by the
+ *   kernel's neighbour code (bpf_redirect_neigh), not left to the stack;
  * - everything while `enabled` is 0: the agent turns the fast path off before a network policy
  *   is put in force, since policy is enforced in the forward hook this path skips.
  *
@@ -37,6 +38,8 @@ static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
 static long (*bpf_fib_lookup)(void *ctx, struct bpf_fib_lookup *params, int plen,
 			      __u32 flags) = (void *)69;
+static long (*bpf_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, int plen,
+				  __u64 flags) = (void *)152;
 static long (*bpf_redirect_peer)(__u32 ifindex, __u64 flags) = (void *)155;
 
 #define AF_INET 2
@@ -127,7 +130,7 @@ INLINE int tracked(struct __sk_buff *skb, struct bpf_sock_tuple *tup, __u32 len,
 INLINE int forward(struct __sk_buff *skb, struct bpf_fib_lookup *fib, int v6)
 {
 	long rc = bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return count(TO_STACK);
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
@@ -147,10 +150,23 @@ INLINE int forward(struct __sk_buff *skb, struct bpf_fib_lookup *fib, int v6)
 		ip->check = (__u16)(check + (check >= 0xFFFF));
 		ip->ttl--;
 	}
-	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
 	__u32 ifindex = fib->ifindex;
 	count(FORWARDED);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		/* The next hop is not resolved yet: the kernel's neighbour code resolves it and
+		 * queues the packet meanwhile, as the stack's output would (a packet left to the
+		 * stack here would make conntrack track its whole flow). The lookup filled in the
+		 * egress device and the next hop. */
+		struct bpf_redir_neigh nh = {};
+		nh.nh_family = fib->family;
+		if (v6)
+			__builtin_memcpy(nh.ipv6_nh, fib->ipv6_dst, 16);
+		else
+			nh.ipv4_nh = fib->ipv4_dst;
+		return bpf_redirect_neigh(ifindex, &nh, sizeof(nh), 0);
+	}
+	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
 	if (bpf_map_lookup_elem(&weft_fp_pods, &ifindex))
 		return bpf_redirect_peer(ifindex, 0);
 	return bpf_redirect(ifindex, 0);
@@ -181,7 +197,10 @@ INLINE int v4(struct __sk_buff *skb, const struct config *cfg)
 	fib.family = AF_INET;
 	fib.tos = ip->tos;
 	fib.l4_protocol = ip->protocol;
-	fib.tot_len = ntohs(ip->tot_len);
+	/* The MTU check: a packet's own length; for a GSO packet (a pod's TCP segments, up to
+	 * 64 KiB before segmentation) none, so that the kernel checks the skb itself
+	 * (is_skb_forwardable), as forwarding would. */
+	fib.tot_len = skb->gso_size ? 0 : ntohs(ip->tot_len);
 	fib.ipv4_src = ip->saddr;
 	fib.ipv4_dst = ip->daddr;
 	fib.ifindex = skb->ingress_ifindex;
@@ -214,7 +233,7 @@ INLINE int v6(struct __sk_buff *skb, const struct config *cfg)
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET6;
 	fib.l4_protocol = ip6->nexthdr;
-	fib.tot_len = ntohs(ip6->payload_len) + sizeof(struct ipv6hdr);
+	fib.tot_len = skb->gso_size ? 0 : ntohs(ip6->payload_len) + sizeof(struct ipv6hdr);
 	__builtin_memcpy(fib.ipv6_src, ip6->saddr.in6_u.u6_addr32, 16);
 	__builtin_memcpy(fib.ipv6_dst, ip6->daddr.in6_u.u6_addr32, 16);
 	fib.ifindex = skb->ingress_ifindex;

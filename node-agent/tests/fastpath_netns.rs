@@ -55,6 +55,34 @@ fn conntrack_lists(ns: &str, addr: &str) -> bool {
     out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(addr))
 }
 
+/// Sends `bytes` over TCP from pod `client` to a listener in pod `server` (10.244.1.3:7400); the
+/// bytes the server read.
+fn tcp_transfer(server: &str, client: &str, bytes: usize) -> usize {
+    use std::io::{Read, Write};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = in_netns(server, move || {
+        let l = std::net::TcpListener::bind("10.244.1.3:7400").expect("listen");
+        tx.send(()).expect("ready");
+        let (mut s, _) = l.accept().expect("accept");
+        let mut buf = vec![0u8; 1 << 16];
+        let mut n = 0;
+        loop {
+            match s.read(&mut buf).expect("read") {
+                0 => return n,
+                k => n += k,
+            }
+        }
+    });
+    rx.recv().expect("listener");
+    in_netns(client, move || {
+        let mut s = std::net::TcpStream::connect("10.244.1.3:7400").expect("connect");
+        s.write_all(&vec![7u8; bytes]).expect("write");
+    })
+    .join()
+    .expect("client");
+    reader.join().expect("server")
+}
+
 #[test]
 fn pod_to_pod_skips_the_stack_and_service_replies_do_not() {
     if let Some(why) = skip_reason() {
@@ -143,6 +171,7 @@ fn pod_to_pod_skips_the_stack_and_service_replies_do_not() {
 
     let node2 = node.clone();
     let a2 = a.clone();
+    let b2 = pods[1].0.clone();
     let (report, first, after_direct, after_service, off, after_off) =
         with_fast_path(&node, move |fp, rt| {
             let devices = plan_devices(
@@ -169,7 +198,35 @@ fn pod_to_pod_skips_the_stack_and_service_replies_do_not() {
                 assert_eq!(ask(&a2, a4, "10.244.1.3"), (a4.to_owned(), b4));
                 assert_eq!(ask(&a2, a6, "fd00:10:244:1::3").0, a6);
             }
+            // With the neighbours forgotten, the kernel's neighbour code resolves them for the
+            // program; nothing is left to the stack (which would track the flow).
+            run(&["ip", "-n", &node2, "neigh", "flush", "all"]);
+            let before_flush = fp.counters();
+            let b4: IpAddr = "10.244.1.3".parse().expect("ip");
+            assert_eq!(ask(&a2, a4, "10.244.1.3"), (a4.to_owned(), b4));
+            let after_flush = fp.counters();
+            assert_eq!(
+                after_flush.to_stack, before_flush.to_stack,
+                "{after_flush:?}"
+            );
+            assert!(
+                after_flush.forwarded >= before_flush.forwarded + 2,
+                "{after_flush:?}"
+            );
+            // A TCP transfer: the pod's segments come as GSO packets of up to 64 KiB, which
+            // must take the path too (not be left to the stack for the MTU, which would track
+            // the whole flow).
+            let sent = tcp_transfer(&b2, &a2, 4 << 20);
+            assert_eq!(sent, 4 << 20);
             let after_direct = fp.counters();
+            assert_eq!(
+                after_direct.tracked, after_flush.tracked,
+                "{after_direct:?}"
+            );
+            assert_eq!(
+                after_direct.to_stack, after_flush.to_stack,
+                "{after_direct:?}"
+            );
             assert!(
                 !conntrack_lists(&node2, "src=10.244.1.2 dst=10.244.1.3"),
                 "the fast-pathed pair is in conntrack"
