@@ -127,6 +127,18 @@ INLINE int tracked(struct __sk_buff *skb, struct bpf_sock_tuple *tup, __u32 len,
 	return 1;
 }
 
+/* The L4 header's length: TCP's data offset (its largest, 60, if the header is not all there),
+ * or UDP's 8. */
+INLINE __u32 l4_len(__u8 proto, void *l4, void *end)
+{
+	if (proto != IPPROTO_TCP)
+		return 8;
+	__u8 *tcp = l4;
+	if ((void *)(tcp + 13) > end)
+		return 60;
+	return (tcp[12] >> 4) * 4;
+}
+
 INLINE int forward(struct __sk_buff *skb, struct bpf_fib_lookup *fib, int v6)
 {
 	long rc = bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
@@ -197,10 +209,11 @@ INLINE int v4(struct __sk_buff *skb, const struct config *cfg)
 	fib.family = AF_INET;
 	fib.tos = ip->tos;
 	fib.l4_protocol = ip->protocol;
-	/* The MTU check: a packet's own length; for a GSO packet (a pod's TCP segments, up to
-	 * 64 KiB before segmentation) none, so that the kernel checks the skb itself
-	 * (is_skb_forwardable), as forwarding would. */
-	fib.tot_len = skb->gso_size ? 0 : ntohs(ip->tot_len);
+	/* The FIB's MTU check: the packet's length or, for a GSO packet (a pod's TCP segments,
+	 * up to 64 KiB before segmentation), the length of each segment it will be cut into, as
+	 * forwarding checks it (ip_exceeds_mtu). */
+	fib.tot_len = skb->gso_size ? skb->gso_size + sizeof(*ip) + l4_len(ip->protocol, ports, end)
+				    : ntohs(ip->tot_len);
 	fib.ipv4_src = ip->saddr;
 	fib.ipv4_dst = ip->daddr;
 	fib.ifindex = skb->ingress_ifindex;
@@ -233,7 +246,9 @@ INLINE int v6(struct __sk_buff *skb, const struct config *cfg)
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET6;
 	fib.l4_protocol = ip6->nexthdr;
-	fib.tot_len = skb->gso_size ? 0 : ntohs(ip6->payload_len) + sizeof(struct ipv6hdr);
+	fib.tot_len = skb->gso_size
+			      ? skb->gso_size + sizeof(*ip6) + l4_len(ip6->nexthdr, ports, end)
+			      : ntohs(ip6->payload_len) + sizeof(struct ipv6hdr);
 	__builtin_memcpy(fib.ipv6_src, ip6->saddr.in6_u.u6_addr32, 16);
 	__builtin_memcpy(fib.ipv6_dst, ip6->daddr.in6_u.u6_addr32, 16);
 	fib.ifindex = skb->ingress_ifindex;

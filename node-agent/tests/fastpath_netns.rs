@@ -29,7 +29,6 @@ use weft_node_agent::fastpath::kernel::{Counters, FastPath, SyncReport};
 use weft_node_agent::fastpath::{Config, plan_devices};
 use weft_node_agent::masquerade::{plan_masquerade, sync_masquerade};
 use weft_node_agent::nft::Nftables;
-use weft_node_agent::subnet::{Lease, Networks};
 
 /// Runs `f` with a fast path loaded in namespace `ns`, on a thread (and runtime) of its own there.
 fn with_fast_path<T: Send + 'static>(
@@ -89,13 +88,7 @@ fn pod_to_pod_skips_the_stack_and_service_replies_do_not() {
         eprintln!("skipped: {why}");
         return;
     }
-    let mut nss = Namespaces {
-        prefix: format!("weft-fp-{}", std::process::id()),
-        created: Vec::new(),
-    };
-    for role in ["a", "b", "node"] {
-        nss.add(role);
-    }
+    let nss = Namespaces::create("weft-fp", &["a", "b", "node"]);
     let node = nss.name("node");
     let pods = [
         (nss.name("a"), "veth-a", "10.244.1.2", "fd00:10:244:1::2"),
@@ -134,14 +127,7 @@ fn pod_to_pod_skips_the_stack_and_service_replies_do_not() {
         "net.ipv4.ip_forward=1",
         "net.ipv6.conf.all.forwarding=1",
     ]);
-    let networks = Networks {
-        v4: Some("10.244.0.0/16".parse().expect("cidr")),
-        v6: Some("fd00:10:244::/56".parse().expect("cidr")),
-    };
-    let lease = Lease {
-        v4: Some("10.244.1.0/24".parse().expect("cidr")),
-        v6: Some("fd00:10:244:1::/64".parse().expect("cidr")),
-    };
+    let (networks, lease) = nft_support::dual_stack();
     let settings = Masquerade {
         enabled: true,
         random_fully: false,
@@ -231,6 +217,14 @@ fn pod_to_pod_skips_the_stack_and_service_replies_do_not() {
                 !conntrack_lists(&node2, "src=10.244.1.2 dst=10.244.1.3"),
                 "the fast-pathed pair is in conntrack"
             );
+            // A path narrower than the pods' MTU: segments too big for it go to the stack,
+            // whose ICMP error lowers the sender's path MTU; the transfer completes.
+            run(&["ip", "-n", &node2, "link", "set", "veth-b", "mtu", "1300"]);
+            assert_eq!(tcp_transfer(&b2, &a2, 1 << 20), 1 << 20);
+            let narrow = fp.counters();
+            assert!(narrow.to_stack > after_direct.to_stack, "{narrow:?}");
+            run(&["ip", "-n", &node2, "link", "set", "veth-b", "mtu", "1500"]);
+            let after_direct = fp.counters();
             // through the Service: the reply must come back from the Service's address
             let (seen, from) = ask(&a2, a4, "10.96.0.10");
             assert_eq!(seen, a4);

@@ -28,7 +28,6 @@ use nft_support::skip_reason;
 use weft_crds::fabric::Masquerade;
 use weft_node_agent::masquerade::{plan_masquerade, sync_masquerade, teardown_masquerade};
 use weft_node_agent::nft::{Nftables, TableChange};
-use weft_node_agent::subnet::{Lease, Networks};
 
 #[test]
 fn pod_traffic_leaves_with_the_node_address_and_stays_unmasqueraded_inside() {
@@ -36,13 +35,7 @@ fn pod_traffic_leaves_with_the_node_address_and_stays_unmasqueraded_inside() {
         eprintln!("skipped: {why}");
         return;
     }
-    let mut nss = Namespaces {
-        prefix: format!("weft-masq-{}", std::process::id()),
-        created: Vec::new(),
-    };
-    for role in ["pod", "node", "ext"] {
-        nss.add(role);
-    }
+    let nss = Namespaces::create("weft-masq", &["pod", "node", "ext"]);
     let (pod, node, ext) = (nss.name("pod"), nss.name("node"), nss.name("ext"));
 
     ip(
@@ -123,14 +116,7 @@ fn pod_traffic_leaves_with_the_node_address_and_stays_unmasqueraded_inside() {
     // something.
     assert_eq!(seen_by(&pod, "10.244.1.2", "192.168.50.2"), "10.244.1.2");
 
-    let networks = Networks {
-        v4: Some("10.244.0.0/16".parse().expect("cidr")),
-        v6: Some("fd00:10:244::/56".parse().expect("cidr")),
-    };
-    let lease = Lease {
-        v4: Some("10.244.1.0/24".parse().expect("cidr")),
-        v6: Some("fd00:10:244:1::/64".parse().expect("cidr")),
-    };
+    let (networks, lease) = nft_support::dual_stack();
     let nodes: Vec<IpAddr> = ["192.168.50.1", "192.168.50.3", "fd00:50::1", "fd00:50::3"]
         .iter()
         .map(|a| a.parse().expect("ip"))

@@ -208,18 +208,23 @@ impl FastPath {
         }
     }
 
-    fn attach(&self, ifindex: u32) -> Result<(), FastPathError> {
+    /// weft's tc hook on `ifindex` (ingress, [`TC_HANDLE`], [`TC_PRIORITY`]).
+    fn hook(&self, ifindex: u32) -> Result<libbpf_rs::TcHook, FastPathError> {
         let prog = self
             .obj
             .progs()
             .find(|p| p.name() == PROGRAM)
             .ok_or_else(|| err(format!("the BPF object has no program {PROGRAM}")))?;
-        let mut hook = TcHookBuilder::new(prog.as_fd())
+        Ok(TcHookBuilder::new(prog.as_fd())
             .ifindex(ifindex as i32)
             .replace(true)
             .handle(TC_HANDLE)
             .priority(TC_PRIORITY)
-            .hook(TC_INGRESS);
+            .hook(TC_INGRESS))
+    }
+
+    fn attach(&self, ifindex: u32) -> Result<(), FastPathError> {
+        let mut hook = self.hook(ifindex)?;
         hook.create().map_err(err)?;
         hook.attach().map_err(err)?;
         Ok(())
@@ -227,16 +232,7 @@ impl FastPath {
 
     /// Removes weft's filter from `ifindex`; `Ok(false)` if it had none.
     fn detach(&self, ifindex: u32) -> Result<bool, FastPathError> {
-        let prog = self
-            .obj
-            .progs()
-            .find(|p| p.name() == PROGRAM)
-            .ok_or_else(|| err(format!("the BPF object has no program {PROGRAM}")))?;
-        let mut hook = TcHookBuilder::new(prog.as_fd())
-            .ifindex(ifindex as i32)
-            .handle(TC_HANDLE)
-            .priority(TC_PRIORITY)
-            .hook(TC_INGRESS);
+        let mut hook = self.hook(ifindex)?;
         match hook.detach() {
             Ok(()) => Ok(true),
             Err(e)

@@ -32,6 +32,18 @@ pub struct Namespaces {
 }
 
 impl Namespaces {
+    /// Namespaces `<tag>-<pid>-<role>` for each role, made now.
+    pub fn create(tag: &str, roles: &[&str]) -> Namespaces {
+        let mut nss = Namespaces {
+            prefix: format!("{tag}-{}", std::process::id()),
+            created: Vec::new(),
+        };
+        for role in roles {
+            nss.add(role);
+        }
+        nss
+    }
+
     pub fn name(&self, role: &str) -> String {
         format!("{}-{role}", self.prefix)
     }

@@ -49,6 +49,21 @@ pub const CASES: &[Case] = &[
     },
 ];
 
+/// The pod network and node 1's lease that the privileged datapath tests build (dual-stack).
+#[allow(dead_code)] // not every test crate uses it
+pub fn dual_stack() -> (Networks, Lease) {
+    (
+        Networks {
+            v4: cidr(Some("10.244.0.0/16")),
+            v6: cidr(Some("fd00:10:244::/56")),
+        },
+        Lease {
+            v4: cidr(Some("10.244.1.0/24")),
+            v6: cidr(Some("fd00:10:244:1::/64")),
+        },
+    )
+}
+
 fn cidr(s: Option<&str>) -> Option<IpCidr> {
     s.map(|s| s.parse().expect("cidr"))
 }
