@@ -71,7 +71,6 @@ fn ping_across(tag: &str, untracked: bool) -> (Tracked, Tracked) {
                 "link add vx type vxlan id 7 local 10.98.0.{n} remote 10.98.0.{peer} dstport {PORT} nolearning"
             ),
             format!("addr add 10.240.0.{n}/24 dev vx"),
-            "link set vx up".to_owned(),
         ] {
             ip(ns, &cmd);
         }
@@ -88,6 +87,11 @@ fn ping_across(tag: &str, untracked: bool) -> (Tracked, Tracked) {
                 .expect("weft-raw");
             assert_eq!(change, TableChange::Created);
         }
+    }
+    // The VXLAN devices come up only now: up earlier, one node's IPv6 neighbour discovery could
+    // reach the other before that one's tables are loaded, and be tracked there.
+    for ns in [&a, &b] {
+        ip(ns, "link set vx up");
     }
     run(&[
         "ip",
