@@ -70,6 +70,9 @@ struct State {
     lease: Lease,
     /// Whether to attach at all.
     attach: bool,
+    /// Whether the agent gave a plan yet (before it, a sync does nothing: a predecessor's
+    /// filters stay as they were until this agent knows what it wants).
+    planned: bool,
     /// ifindex → name of every interface with weft's filter, as far as this agent knows.
     attached: BTreeMap<u32, String>,
     pods: BTreeSet<u32>,
@@ -175,6 +178,7 @@ impl FastPath {
             st.devices = devices;
             st.lease = lease;
             st.attach = attach;
+            st.planned = true;
         }
     }
 
@@ -290,13 +294,22 @@ impl FastPath {
     /// weft's filter where it is no longer wanted (on the first sync: from every other link).
     pub async fn sync(&self) -> Result<SyncReport, FastPathError> {
         let _one = self.syncing.lock().await;
-        let (devices, lease, attach, adopted) = {
+        let (devices, lease, attach, adopted, planned) = {
             let st = self
                 .state
                 .lock()
                 .map_err(|_| err("fast path state poisoned"))?;
-            (st.devices.clone(), st.lease, st.attach, st.adopted)
+            (
+                st.devices.clone(),
+                st.lease,
+                st.attach,
+                st.adopted,
+                st.planned,
+            )
         };
+        if !planned {
+            return Ok(SyncReport::default());
+        }
         let links = self.links().await?;
         let names: BTreeMap<u32, String> = links
             .iter()
